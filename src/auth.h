@@ -1,0 +1,13 @@
+/*
+ * auth.h: reading an auth's credential and handing out its token
+ */
+#ifndef TV_AUTH_H
+#define TV_AUTH_H
+
+#include "postgres.h"
+#include "utils/uuid.h"
+
+extern char *tv_aad_for(const char *table, pg_uuid_t *id);
+extern text *tv_auth_access_token(pg_uuid_t *id);
+
+#endif

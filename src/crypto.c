@@ -1,0 +1,158 @@
+/*
+ * crypto.c: AES-256-GCM sealing of secrets
+ *
+ * A sealed value is
+ *
+ *     version (1 byte) | key id (4 bytes, big-endian) | nonce (12) | ciphertext | tag (16)
+ *
+ * The header, the kind of value and the caller's associated data (the row it
+ * belongs to) are all authenticated, so a sealed value opens only where and
+ * as what it was sealed.
+ */
+#include "postgres.h"
+
+#include <openssl/evp.h>
+
+#include "crypto.h"
+#include "keyring.h"
+
+#define SEAL_VERSION 1
+#define NONCE_LEN 12
+#define TAG_LEN 16
+#define HEADER_LEN (1 + 4 + NONCE_LEN)
+
+static void
+put_uint32(unsigned char *p, uint32 v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+static uint32
+get_uint32(const unsigned char *p)
+{
+	return (uint32) p[0] << 24 | (uint32) p[1] << 16 | (uint32) p[2] << 8 | p[3];
+}
+
+static void
+check_sealed(bytea *sealed)
+{
+	const unsigned char *p = (const unsigned char *) VARDATA_ANY(sealed);
+
+	if (VARSIZE_ANY_EXHDR(sealed) < HEADER_LEN + TAG_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("sealed secret is too short to be valid")));
+	if (p[0] != SEAL_VERSION)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("sealed secret has unknown format version %d", p[0]),
+				 errhint("It was written by a newer tokenvault, or it is not a tokenvault secret.")));
+}
+
+uint32
+tv_sealed_key_id(bytea *sealed)
+{
+	check_sealed(sealed);
+	return get_uint32((const unsigned char *) VARDATA_ANY(sealed) + 1);
+}
+
+/*
+ * Feed header, kind and associated data to a cipher context as AAD.  Returns
+ * false on any OpenSSL failure; callers free the context before reporting.
+ */
+static bool
+add_aad(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
+		const char *aad, Size aadlen)
+{
+	int			n;
+
+	return EVP_CipherUpdate(ctx, NULL, &n, header, HEADER_LEN) == 1 &&
+		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) &kind, 1) == 1 &&
+		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) aad, aadlen) == 1;
+}
+
+bytea *
+tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
+{
+	const TvKey *key = tv_keyring_newest();
+	bytea	   *out = palloc(VARHDRSZ + HEADER_LEN + len + TAG_LEN);
+	unsigned char *header = (unsigned char *) VARDATA(out);
+	unsigned char *body = header + HEADER_LEN;
+	EVP_CIPHER_CTX *ctx;
+	int			n;
+	bool		ok;
+
+	SET_VARSIZE(out, VARHDRSZ + HEADER_LEN + len + TAG_LEN);
+	header[0] = SEAL_VERSION;
+	put_uint32(header + 1, key->id);
+	if (!pg_strong_random(header + 5, NONCE_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random nonce")));
+
+	ctx = EVP_CIPHER_CTX_new();
+	ok = ctx != NULL &&
+		EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key->material, header + 5) == 1 &&
+		add_aad(ctx, header, kind, aad, aadlen) &&
+		EVP_EncryptUpdate(ctx, body, &n, (const unsigned char *) plain, len) == 1 &&
+		EVP_EncryptFinal_ex(ctx, body + len, &n) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, body + len) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not encrypt a secret with OpenSSL")));
+	return out;
+}
+
+/*
+ * Open a sealed value.  The result is a varlena holding the plaintext, so a
+ * jsonb or text sealed value comes back as that type.
+ */
+struct varlena *
+tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
+{
+	const unsigned char *header;
+	const unsigned char *body;
+	Size		len;
+	uint32		key_id = tv_sealed_key_id(sealed);
+	const TvKey *key = tv_keyring_find(key_id);
+	struct varlena *out;
+	EVP_CIPHER_CTX *ctx;
+	int			n;
+	bool		ok;
+
+	if (key == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("key %u needed to open this secret is not in the key ring", key_id),
+				 errdetail("The key ring was read from %s.", tv_keyring_source()),
+				 errhint("Restore the line for key %u from the key file's backup, or make tokenvault.key_command print it.", key_id)));
+
+	header = (const unsigned char *) VARDATA_ANY(sealed);
+	body = header + HEADER_LEN;
+	len = VARSIZE_ANY_EXHDR(sealed) - HEADER_LEN - TAG_LEN;
+	out = palloc(VARHDRSZ + len);
+	SET_VARSIZE(out, VARHDRSZ + len);
+
+	ctx = EVP_CIPHER_CTX_new();
+	ok = ctx != NULL &&
+		EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key->material, header + 5) == 1 &&
+		add_aad(ctx, header, kind, aad, aadlen) &&
+		EVP_DecryptUpdate(ctx, (unsigned char *) VARDATA(out), &n, body, len) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *) (body + len)) == 1 &&
+		EVP_DecryptFinal_ex(ctx, (unsigned char *) VARDATA(out) + len, &n) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok)
+	{
+		explicit_bzero(VARDATA(out), len);
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("secret does not open with key %u", key_id),
+				 errdetail("The sealed value was altered, or it was copied from another row.")));
+	}
+	return out;
+}

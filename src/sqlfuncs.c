@@ -1,0 +1,150 @@
+/*
+ * sqlfuncs.c: SQL-callable functions
+ *
+ * Thin wrappers: check the arguments, then call the module that does the
+ * work.  The underscore functions are internal; the install script grants
+ * them to no one, and only tokenvault's own SECURITY DEFINER functions call
+ * them.
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+#include "auth.h"
+#include "crypto.h"
+#include "keyring.h"
+
+PG_FUNCTION_INFO_V1(tv_access_token);
+PG_FUNCTION_INFO_V1(tv_seal_jsonb);
+PG_FUNCTION_INFO_V1(tv_open_jsonb);
+PG_FUNCTION_INFO_V1(tv_seal_text);
+PG_FUNCTION_INFO_V1(tv_open_text);
+PG_FUNCTION_INFO_V1(tv_key_id);
+PG_FUNCTION_INFO_V1(tv_key_ring);
+PG_FUNCTION_INFO_V1(tv_add_key_sql);
+PG_FUNCTION_INFO_V1(tv_drop_key_sql);
+PG_FUNCTION_INFO_V1(tv_caller);
+
+static void
+require_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+Datum
+tv_access_token(PG_FUNCTION_ARGS)
+{
+	require_arg(fcinfo, 0, "auth id");
+	PG_RETURN_TEXT_P(tv_auth_access_token(PG_GETARG_UUID_P(0)));
+}
+
+/* _seal_jsonb(value jsonb, aad text) returns bytea */
+Datum
+tv_seal_jsonb(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *value = PG_GETARG_JSONB_P(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_JSONB, VARDATA(value), VARSIZE(value) - VARHDRSZ,
+							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _open_jsonb(sealed bytea, aad text) returns jsonb */
+Datum
+tv_open_jsonb(PG_FUNCTION_ARGS)
+{
+	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_POINTER(tv_open(TV_SEAL_JSONB, sealed,
+							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _seal_text(value text, aad text) returns bytea */
+Datum
+tv_seal_text(PG_FUNCTION_ARGS)
+{
+	text	   *value = PG_GETARG_TEXT_PP(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_TEXT, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _open_text(sealed bytea, aad text) returns text */
+Datum
+tv_open_text(PG_FUNCTION_ARGS)
+{
+	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_TEXT_P(tv_open(TV_SEAL_TEXT, sealed,
+							 VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _key_id(sealed bytea) returns bigint: the key that sealed it */
+Datum
+tv_key_id(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(tv_sealed_key_id(PG_GETARG_BYTEA_PP(0)));
+}
+
+/* key_ring() returns table (key_id bigint, newest boolean); never key material */
+Datum
+tv_key_ring(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	uint32	   *ids;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = tv_key_ids(&ids);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[2] = {Int64GetDatum(ids[i]), BoolGetDatum(i == n - 1)};
+		bool		nulls[2] = {false, false};
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+tv_add_key_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(tv_add_key());
+}
+
+/* _drop_key(key_id bigint): the SQL wrapper has checked that no secret uses it */
+Datum
+tv_drop_key_sql(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+
+	if (id <= 0 || id > PG_UINT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key id %lld is out of range", (long long) id)));
+	tv_drop_key((uint32) id);
+	PG_RETURN_VOID();
+}
+
+/*
+ * _caller() returns name: the role that called, as set by login or SET ROLE.
+ * Inside a SECURITY DEFINER function current_user is the definer.
+ */
+Datum
+tv_caller(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_DATUM(DirectFunctionCall1(namein,
+										CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false))));
+}

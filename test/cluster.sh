@@ -1,0 +1,54 @@
+# Throwaway PostgreSQL 15 cluster for tests, the demo and benchmarks.
+# Source this file, then: cluster_start; ...; (cluster_stop runs on exit).
+# After cluster_start, PGHOST/PGPORT/PGUSER point at the new cluster and
+# TV_DATA is its data directory.
+
+PG_BINDIR=${PG_BINDIR:-$(/usr/lib/postgresql/15/bin/pg_config --bindir)}
+export PATH="$PG_BINDIR:$PATH"
+
+# The server refuses to run as root; run it as postgres then.
+as_server_user() {
+	if [ "$(id -u)" = 0 ]; then
+		runuser -u postgres -- "$@"
+	else
+		"$@"
+	fi
+}
+
+cluster_start() {
+	TV_TMP=$(mktemp -d "${TMPDIR:-/tmp}/tokenvault.XXXXXX")
+	chmod 755 "$TV_TMP"
+	[ "$(id -u)" = 0 ] && chown postgres: "$TV_TMP"
+	TV_DATA="$TV_TMP/data"
+	TV_LOG="$TV_TMP/server.log"
+	# A private socket directory means the port cannot clash with another server.
+	export PGHOST="$TV_TMP" PGPORT=$((20000 + $$ % 10000)) PGUSER=postgres PGDATABASE=postgres
+	trap cluster_stop EXIT
+
+	as_server_user initdb -D "$TV_DATA" -U postgres -A trust --no-sync >"$TV_TMP/initdb.log" 2>&1 ||
+		{ cat "$TV_TMP/initdb.log"; return 1; }
+	cat >>"$TV_DATA/postgresql.conf" <<CONF
+listen_addresses = ''
+port = $PGPORT
+unix_socket_directories = '$TV_TMP'
+shared_preload_libraries = 'tokenvault'
+fsync = off
+log_min_messages = log
+log_line_prefix = '%m [%p] %q%a '
+${TV_EXTRA_CONF:-}
+CONF
+	as_server_user pg_ctl -D "$TV_DATA" -l "$TV_LOG" -w -t 60 start >/dev/null ||
+		{ cat "$TV_LOG"; return 1; }
+}
+
+cluster_stop() {
+	[ -n "${TV_DATA:-}" ] || return 0
+	as_server_user pg_ctl -D "$TV_DATA" -m fast -w -t 30 stop >/dev/null 2>&1 ||
+		as_server_user pg_ctl -D "$TV_DATA" -m immediate stop >/dev/null 2>&1 || true
+	if [ -n "${TV_KEEP:-}" ]; then
+		echo "cluster kept in $TV_TMP"
+	else
+		rm -rf "$TV_TMP"
+	fi
+	TV_DATA=""
+}
