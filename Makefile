@@ -5,8 +5,8 @@ OBJS       = src/tokenvault.o src/keyring.o src/crypto.o src/auth.o src/sqlfuncs
 DATA       = tokenvault--0.1.0.sql
 PGFILEDESC = "tokenvault - encrypted credential vault"
 
-REGRESS      = setup users clients auths keys
-REGRESS_OPTS = --dbname=tokenvault_regress
+REGRESS      = setup users clients auths keys privileges
+REGRESS_OPTS = --load-extension=tokenvault
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -Isrc

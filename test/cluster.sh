@@ -21,6 +21,7 @@ cluster_start() {
 	[ "$(id -u)" = 0 ] && chown postgres: "$TV_TMP"
 	TV_DATA="$TV_TMP/data"
 	TV_LOG="$TV_TMP/server.log"
+	export TV_TMP TV_DATA TV_LOG
 	# A private socket directory means the port cannot clash with another server.
 	export PGHOST="$TV_TMP" PGPORT=$((20000 + $$ % 10000)) PGUSER=postgres PGDATABASE=postgres
 	trap cluster_stop EXIT

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Run every test against a throwaway cluster, which is stopped however this ends.
+#   pg_regress (sql/, expected/), pgTAP (test/pgtap/, by pg_prove), shell-driven
+#   tests (test/shell/*.sh), then a scan of the server log for test secrets.
+# Every secret a test makes up is the marker TVSECRET, a label, then hex
+# digits ('TVSECRET-rt-' || md5(...)), so finding one anywhere in the log or
+# in test output is a leak (the bare marker in echoed test source is not).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source test/cluster.sh
+
+# Statements that fail on purpose in pg_regress carry secrets as literals;
+# PostgreSQL itself would log them (see README, "Keeping secrets out of the
+# log").  What is checked here is that tokenvault never logs one.
+TV_EXTRA_CONF="log_min_error_statement = panic"
+cluster_start || exit 1
+
+passed=0
+failed=0
+count() { if [ "$1" = 0 ]; then passed=$((passed + $2)); else failed=$((failed + ${3:-1})); fi; }
+
+echo "== pg_regress"
+rm -rf results regression.diffs regression.out
+make -s installcheck 2>&1 | tee "$TV_TMP/regress.out"
+rc=${PIPESTATUS[0]}
+n=$(grep -cE '^(test|ok) .* ok ' "$TV_TMP/regress.out")
+count $rc "$n" "$(grep -cE '^(test|not ok) .* FAILED' "$TV_TMP/regress.out")"
+[ $rc = 0 ] || cat regression.diffs 2>/dev/null
+
+echo "== pgTAP"
+createdb tokenvault_tap && psql -X -q -d tokenvault_tap -c 'CREATE EXTENSION pgtap; CREATE EXTENSION tokenvault;' || exit 1
+pg_prove -d tokenvault_tap test/pgtap/*.sql | tee "$TV_TMP/prove.out"
+rc=${PIPESTATUS[0]}
+n=$(sed -n 's/.*Tests=\([0-9]*\).*/\1/p' "$TV_TMP/prove.out")
+count $rc "${n:-0}"
+
+for t in test/shell/*.sh; do
+	[ -e "$t" ] || continue
+	echo "== $t"
+	bash "$t"
+	count $? 1
+done
+
+echo "== no secret in the server log or test output"
+secret='TVSECRET[-a-z]*[0-9a-f]{8}'
+if grep -lE "$secret" "$TV_LOG" results/*.out "$TV_TMP/prove.out" 2>/dev/null; then
+	grep -nE "$secret" "$TV_LOG" | head -5 | cut -c1-200
+	count 1 0
+else
+	count 0 1
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
