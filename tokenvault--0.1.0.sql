@@ -765,6 +765,7 @@ BEGIN
         LOOP
             SELECT * INTO last_id, n FROM tokenvault._reseal_batch(t.tbl, t.prefix, last_id, newest);
             EXIT WHEN last_id IS NULL;
+            CONTINUE WHEN n = 0;
             total := total + n;
             RAISE NOTICE 'rotate_key: % secret(s) re-sealed with key % so far', total, newest;
         END LOOP;

@@ -37,13 +37,13 @@ count $rc "${n:-0}"
 for t in test/shell/*.sh; do
 	[ -e "$t" ] || continue
 	echo "== $t"
-	bash "$t"
-	count $? 1
+	bash "$t" 2>&1 | tee -a "$TV_TMP/shell.out"
+	count "${PIPESTATUS[0]}" 1
 done
 
 echo "== no secret in the server log or test output"
 secret='TVSECRET[-a-z]*[0-9a-f]{8}'
-if grep -lE "$secret" "$TV_LOG" results/*.out "$TV_TMP/prove.out" 2>/dev/null; then
+if grep -lE "$secret" "$TV_LOG" results/*.out "$TV_TMP/prove.out" "$TV_TMP/shell.out" 2>/dev/null; then
 	grep -nE "$secret" "$TV_LOG" | head -5 | cut -c1-200
 	count 1 0
 else
