@@ -1,15 +1,23 @@
 /*
  * auth.c: reading an auth's credential and handing out its token
  *
- * This is the path every access_token() call takes, so it keeps one prepared
- * plan per backend and opens the secret without parsing JSON: secrets are
- * sealed as jsonb's binary form.
+ * This is the path every access_token() call takes, so it reads the row by a
+ * direct primary-key probe and opens the secret without parsing JSON:
+ * secrets are sealed as jsonb's binary form.
  */
 #include "postgres.h"
 
-#include "executor/spi.h"
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "catalog/namespace.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "auth.h"
@@ -18,14 +26,12 @@
 
 typedef struct AuthRow
 {
-	char	   *type;			/* the client's type */
+	pg_uuid_t	client_id;
 	char	   *status;
 	bool		has_expiry;
 	TimestampTz expires_at;
 	bytea	   *secret;			/* still sealed */
 } AuthRow;
-
-static SPIPlanPtr auth_plan = NULL;
 
 /* The associated data that binds a sealed secret to its row: "auth:<uuid>". */
 char *
@@ -42,48 +48,98 @@ auth_id_string(pg_uuid_t *id)
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
-/* Fetch the row into the caller's memory context. */
-static void
-auth_fetch(pg_uuid_t *id, AuthRow *row)
+static AttrNumber
+column(TupleDesc desc, const char *name)
 {
-	MemoryContext caller = CurrentMemoryContext;
-	Datum		arg = UUIDPGetDatum(id);
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
+			return att->attnum;
+	}
+	elog(ERROR, "tokenvault table has no column \"%s\"", name);
+	return InvalidAttrNumber;	/* keep compiler quiet */
+}
+
+/*
+ * Look up a row of a tokenvault table by its uuid primary key, and hand it
+ * to fill() while the table is open.  Returns false when there is no such
+ * row.  This is the hot path of access_token(): a direct index probe costs a
+ * fraction of planning and running a query through SPI.  The row is read
+ * with the calling query's snapshot, as a read-only SPI query would be.
+ */
+static bool
+row_by_id(const char *table, pg_uuid_t *id,
+		  void (*fill) (HeapTuple tup, TupleDesc desc, void *arg), void *arg)
+{
+	Oid			relid = get_relname_relid(table, get_namespace_oid("tokenvault", false));
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
 	HeapTuple	tup;
-	TupleDesc	desc;
+	bool		found;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table tokenvault.%s does not exist", table);
+	rel = table_open(relid, AccessShareLock);
+	ScanKeyInit(&key, column(RelationGetDescr(rel), "id"), BTEqualStrategyNumber,
+				F_UUID_EQ, UUIDPGetDatum(id));
+	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true,
+							  ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(),
+							  1, &key);
+	tup = systable_getnext(scan);
+	found = HeapTupleIsValid(tup);
+	if (found)
+		fill(tup, RelationGetDescr(rel), arg);
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+/* Copy out what access_token() needs, into the current memory context. */
+static void
+fill_auth(HeapTuple tup, TupleDesc desc, void *arg)
+{
+	AuthRow    *row = (AuthRow *) arg;
+	bool		isnull;
+	Datum		d;
+
+	row->client_id = *DatumGetUUIDP(heap_getattr(tup, column(desc, "client_id"), desc, &isnull));
+	row->status = TextDatumGetCString(heap_getattr(tup, column(desc, "status"), desc, &isnull));
+	d = heap_getattr(tup, column(desc, "expires_at"), desc, &isnull);
+	row->has_expiry = !isnull;
+	row->expires_at = isnull ? 0 : DatumGetTimestampTz(d);
+	row->secret = DatumGetByteaPCopy(heap_getattr(tup, column(desc, "secret"), desc, &isnull));
+}
+
+static void
+fill_client_type(HeapTuple tup, TupleDesc desc, void *arg)
+{
 	bool		isnull;
 
-	SPI_connect();
-	if (auth_plan == NULL)
-	{
-		Oid			argtypes[1] = {UUIDOID};
-		SPIPlanPtr	plan;
+	*(char **) arg = TextDatumGetCString(heap_getattr(tup, column(desc, "type"), desc, &isnull));
+}
 
-		plan = SPI_prepare("SELECT c.type, a.status, a.expires_at, a.secret"
-						   "  FROM tokenvault.auths a"
-						   "  JOIN tokenvault.clients c ON c.id OPERATOR(pg_catalog.=) a.client_id"
-						   " WHERE a.id OPERATOR(pg_catalog.=) $1",
-						   1, argtypes);
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-		SPI_keepplan(plan);
-		auth_plan = plan;
-	}
-	if (SPI_execute_plan(auth_plan, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read auth");
-	if (SPI_processed == 0)
+/*
+ * Only oauth2 and api_key auths have a token to hand out; say so before
+ * anything else goes wrong with a basic or noauth auth.
+ */
+static void
+require_token_type(pg_uuid_t *id, AuthRow *row)
+{
+	char	   *type = NULL;
+
+	if (!row_by_id("clients", &row->client_id, fill_client_type, &type))
+		elog(ERROR, "client of auth %s does not exist", auth_id_string(id));
+	if (strcmp(type, "oauth2") != 0 && strcmp(type, "api_key") != 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("auth %s does not exist", auth_id_string(id))));
-
-	tup = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
-	MemoryContextSwitchTo(caller);
-	row->type = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-	row->status = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
-	row->expires_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	row->has_expiry = !isnull;
-	row->secret = DatumGetByteaPCopy(SPI_getbinval(tup, desc, 4, &isnull));
-	SPI_finish();
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("auth %s has no access token", auth_id_string(id)),
+				 errdetail("Its client is of type %s.", type),
+				 errhint("Use tokenvault.http_headers() or tokenvault.credentials() for basic and noauth auths.")));
 }
 
 /* A string member of a jsonb object, or NULL. */
@@ -101,6 +157,12 @@ jsonb_string_member(Jsonb *jb, const char *key)
 static void
 no_valid_token(pg_uuid_t *id, AuthRow *row)
 {
+	require_token_type(id, row);
+	if (strcmp(row->status, "revoked") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("auth %s is revoked", auth_id_string(id)),
+				 errhint("Authorize it again, or import a new token with tokenvault.update_auth().")));
 	if (row->has_expiry)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -117,6 +179,11 @@ no_valid_token(pg_uuid_t *id, AuthRow *row)
 /*
  * The token an application sends: the access token of an oauth2 auth while
  * it stays valid for tokenvault.min_validity, or the key of an api_key auth.
+ *
+ * The client's type is not read on the way: an import lets an oauth2 secret
+ * hold an access_token and never an api_key, and an api_key secret the
+ * reverse, so the secret itself says which it is.  Only when there is no
+ * token to give is the client looked at, to say why.
  */
 text *
 tv_auth_access_token(pg_uuid_t *id)
@@ -125,28 +192,22 @@ tv_auth_access_token(pg_uuid_t *id)
 	Jsonb	   *secret;
 	text	   *token;
 	char	   *aad;
-	bool		oauth2;
 
-	auth_fetch(id, &row);
-	oauth2 = strcmp(row.type, "oauth2") == 0;
-	if (!oauth2 && strcmp(row.type, "api_key") != 0)
+	if (!row_by_id("auths", id, fill_auth, &row))
 		ereport(ERROR,
-				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("auth %s has no access token", auth_id_string(id)),
-				 errdetail("Its client is of type %s.", row.type),
-				 errhint("Use tokenvault.http_headers() or tokenvault.credentials() for basic and noauth auths.")));
-	if (strcmp(row.status, "revoked") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("auth %s is revoked", auth_id_string(id)),
-				 errhint("Authorize it again, or import a new token with tokenvault.update_auth().")));
-	if (row.has_expiry &&
-		row.expires_at <= GetCurrentTimestamp() + (TimestampTz) tv_min_validity * USECS_PER_SEC)
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("auth %s does not exist", auth_id_string(id)),
+				 errhint("List a user's auths with tokenvault.user_auths().")));
+	if (strcmp(row.status, "revoked") == 0 ||
+		(row.has_expiry &&
+		 row.expires_at <= GetCurrentTimestamp() + (TimestampTz) tv_min_validity * USECS_PER_SEC))
 		no_valid_token(id, &row);
 
 	aad = tv_aad_for("auth", id);
 	secret = (Jsonb *) tv_open(TV_SEAL_JSONB, row.secret, aad, strlen(aad));
-	token = jsonb_string_member(secret, oauth2 ? "access_token" : "api_key");
+	token = jsonb_string_member(secret, "access_token");
+	if (token == NULL)
+		token = jsonb_string_member(secret, "api_key");
 	if (token == NULL)
 		no_valid_token(id, &row);
 	return token;

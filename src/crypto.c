@@ -13,6 +13,8 @@
 
 #include <openssl/evp.h>
 
+#include "storage/ipc.h"
+
 #include "crypto.h"
 #include "keyring.h"
 
@@ -60,16 +62,86 @@ tv_sealed_key_id(bytea *sealed)
 }
 
 /*
- * Feed header, kind and associated data to a cipher context as AAD.  Returns
- * false on any OpenSSL failure; callers free the context before reporting.
+ * A cipher context per key, keyed once: setting up AES-GCM (the key schedule
+ * and the GHASH tables) costs more than opening a short token, so each seal
+ * or open only sets the nonce.  Contexts follow the key ring: when it is read
+ * again, they are freed (OpenSSL wipes the key schedule) and made anew.
+ */
+typedef struct KeyCtx
+{
+	uint32		key_id;
+	bool		encrypt;
+	uint64		generation;
+	EVP_CIPHER_CTX *ctx;
+} KeyCtx;
+
+#define KEY_CTX_SLOTS 8
+static KeyCtx key_ctx_cache[KEY_CTX_SLOTS];
+static int	key_ctx_next = 0;
+
+static void
+key_ctx_free_all(int code, Datum arg)
+{
+	int			i;
+
+	for (i = 0; i < KEY_CTX_SLOTS; i++)
+	{
+		EVP_CIPHER_CTX_free(key_ctx_cache[i].ctx);
+		key_ctx_cache[i].ctx = NULL;
+	}
+}
+
+static EVP_CIPHER_CTX *
+key_ctx(const TvKey *key, bool encrypt)
+{
+	static bool exit_hook = false;
+	uint64		generation = tv_keyring_generation();
+	KeyCtx	   *slot;
+	int			i;
+
+	for (i = 0; i < KEY_CTX_SLOTS; i++)
+	{
+		slot = &key_ctx_cache[i];
+		if (slot->ctx && slot->generation == generation &&
+			slot->key_id == key->id && slot->encrypt == encrypt)
+			return slot->ctx;
+	}
+	if (!exit_hook)
+	{
+		on_proc_exit(key_ctx_free_all, 0);
+		exit_hook = true;
+	}
+	slot = &key_ctx_cache[key_ctx_next];
+	key_ctx_next = (key_ctx_next + 1) % KEY_CTX_SLOTS;
+	EVP_CIPHER_CTX_free(slot->ctx);
+	slot->ctx = EVP_CIPHER_CTX_new();
+	if (slot->ctx == NULL ||
+		EVP_CipherInit_ex(slot->ctx, EVP_aes_256_gcm(), NULL, key->material, NULL, encrypt) != 1)
+	{
+		EVP_CIPHER_CTX_free(slot->ctx);
+		slot->ctx = NULL;
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not set up AES-256-GCM with OpenSSL")));
+	}
+	slot->key_id = key->id;
+	slot->encrypt = encrypt;
+	slot->generation = generation;
+	return slot->ctx;
+}
+
+/*
+ * Start an operation on a keyed context: set the nonce, then feed header,
+ * kind and associated data as AAD.  Returns false on any OpenSSL failure.
  */
 static bool
-add_aad(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
-		const char *aad, Size aadlen)
+start(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
+	  const char *aad, Size aadlen)
 {
 	int			n;
 
-	return EVP_CipherUpdate(ctx, NULL, &n, header, HEADER_LEN) == 1 &&
+	return EVP_CipherInit_ex(ctx, NULL, NULL, NULL, header + 5, -1) == 1 &&
+		EVP_CipherUpdate(ctx, NULL, &n, header, HEADER_LEN) == 1 &&
 		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) &kind, 1) == 1 &&
 		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) aad, aadlen) == 1;
 }
@@ -81,9 +153,8 @@ tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 	bytea	   *out = palloc(VARHDRSZ + HEADER_LEN + len + TAG_LEN);
 	unsigned char *header = (unsigned char *) VARDATA(out);
 	unsigned char *body = header + HEADER_LEN;
-	EVP_CIPHER_CTX *ctx;
+	EVP_CIPHER_CTX *ctx = key_ctx(key, true);
 	int			n;
-	bool		ok;
 
 	SET_VARSIZE(out, VARHDRSZ + HEADER_LEN + len + TAG_LEN);
 	header[0] = SEAL_VERSION;
@@ -93,15 +164,10 @@ tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate a random nonce")));
 
-	ctx = EVP_CIPHER_CTX_new();
-	ok = ctx != NULL &&
-		EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key->material, header + 5) == 1 &&
-		add_aad(ctx, header, kind, aad, aadlen) &&
-		EVP_EncryptUpdate(ctx, body, &n, (const unsigned char *) plain, len) == 1 &&
-		EVP_EncryptFinal_ex(ctx, body + len, &n) == 1 &&
-		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, body + len) == 1;
-	EVP_CIPHER_CTX_free(ctx);
-	if (!ok)
+	if (!(start(ctx, header, kind, aad, aadlen) &&
+		  EVP_EncryptUpdate(ctx, body, &n, (const unsigned char *) plain, len) == 1 &&
+		  EVP_EncryptFinal_ex(ctx, body + len, &n) == 1 &&
+		  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, body + len) == 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not encrypt a secret with OpenSSL")));
@@ -138,14 +204,11 @@ tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 	out = palloc(VARHDRSZ + len);
 	SET_VARSIZE(out, VARHDRSZ + len);
 
-	ctx = EVP_CIPHER_CTX_new();
-	ok = ctx != NULL &&
-		EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key->material, header + 5) == 1 &&
-		add_aad(ctx, header, kind, aad, aadlen) &&
+	ctx = key_ctx(key, false);
+	ok = start(ctx, header, kind, aad, aadlen) &&
 		EVP_DecryptUpdate(ctx, (unsigned char *) VARDATA(out), &n, body, len) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *) (body + len)) == 1 &&
 		EVP_DecryptFinal_ex(ctx, (unsigned char *) VARDATA(out) + len, &n) == 1;
-	EVP_CIPHER_CTX_free(ctx);
 	if (!ok)
 	{
 		explicit_bzero(VARDATA(out), len);

@@ -22,5 +22,6 @@ extern int	tv_key_ids(uint32 **ids);
 extern uint32 tv_add_key(void);
 extern void tv_drop_key(uint32 id);
 extern void tv_keyring_invalidate(void);
+extern uint64 tv_keyring_generation(void);
 
 #endif
