@@ -18,6 +18,7 @@
 #include "auth.h"
 #include "crypto.h"
 #include "keyring.h"
+#include "oauth2.h"
 
 PG_FUNCTION_INFO_V1(tv_access_token);
 PG_FUNCTION_INFO_V1(tv_seal_jsonb);
@@ -29,6 +30,8 @@ PG_FUNCTION_INFO_V1(tv_key_ring);
 PG_FUNCTION_INFO_V1(tv_add_key_sql);
 PG_FUNCTION_INFO_V1(tv_drop_key_sql);
 PG_FUNCTION_INFO_V1(tv_caller);
+PG_FUNCTION_INFO_V1(tv_token_request);
+PG_FUNCTION_INFO_V1(tv_random_token);
 
 static void
 require_arg(FunctionCallInfo fcinfo, int n, const char *what)
@@ -147,4 +150,56 @@ tv_caller(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_DATUM(DirectFunctionCall1(namein,
 										CStringGetDatum(GetUserNameFromId(GetOuterUserId(), false))));
+}
+
+/*
+ * _token_request(config jsonb, kind text, params jsonb) returns jsonb: send
+ * one token request and return the verdict (see oauth2.c).
+ */
+Datum
+tv_token_request(PG_FUNCTION_ARGS)
+{
+	require_arg(fcinfo, 0, "client config");
+	require_arg(fcinfo, 1, "request kind");
+	require_arg(fcinfo, 2, "request parameters");
+	PG_RETURN_JSONB_P(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
+											  text_to_cstring(PG_GETARG_TEXT_PP(1)),
+											  PG_GETARG_JSONB_P(2)));
+}
+
+/*
+ * _random_token(bytes integer) returns text: that many strong random bytes,
+ * base64url without padding (a PKCE verifier, an authorization state).
+ */
+Datum
+tv_random_token(PG_FUNCTION_ARGS)
+{
+	int32		n = PG_GETARG_INT32(0);
+	unsigned char buf[96];
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	StringInfoData out;
+	int			i;
+
+	if (n < 16 || n > (int32) sizeof(buf))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("random token length must be 16 to %d bytes", (int) sizeof(buf))));
+	if (!pg_strong_random(buf, n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes")));
+	initStringInfo(&out);
+	/* 6 bits a character, most significant first */
+	for (i = 0; i * 6 < n * 8; i++)
+	{
+		int			bit = i * 6;
+		int			byte = bit / 8;
+		int			shift = bit % 8;
+		int			v = (buf[byte] << 8 | (byte + 1 < n ? buf[byte + 1] : 0)) >> (10 - shift);
+
+		appendStringInfoChar(&out, alphabet[v & 63]);
+	}
+	explicit_bzero(buf, sizeof(buf));
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }

@@ -16,6 +16,10 @@ void		_PG_init(void);
 char	   *tv_key_file = NULL;
 char	   *tv_key_command = NULL;
 int			tv_min_validity = 30;
+bool		tv_allow_insecure_http = false;
+char	   *tv_ca_file = NULL;
+int			tv_http_timeout = 10;
+int			tv_max_response_size = 1024;
 
 /* A changed key source must be read again before the next seal or open. */
 static void
@@ -54,6 +58,42 @@ _PG_init(void)
 							&tv_min_validity,
 							30, 0, 24 * 3600,
 							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/*
+	 * The HTTP rules protect secrets on the wire, so only a superuser may
+	 * relax them.
+	 */
+	DefineCustomBoolVariable("tokenvault.allow_insecure_http",
+							 "Allows token requests over plain http (for tests and private networks).",
+							 NULL,
+							 &tv_allow_insecure_http,
+							 false,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tokenvault.ca_file",
+							   "CA certificates to verify providers with, instead of the system's.",
+							   NULL,
+							   &tv_ca_file,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.http_timeout",
+							"Longest a token request may take, connecting included.",
+							NULL,
+							&tv_http_timeout,
+							10, 1, 300,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.max_response_size",
+							"Largest provider response read.",
+							NULL,
+							&tv_max_response_size,
+							1024, 16, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("tokenvault");

@@ -1,0 +1,329 @@
+/*
+ * http.c: HTTP requests over libcurl, with tokenvault's limits
+ *
+ * Every request is held to the same rules: https unless
+ * tokenvault.allow_insecure_http is on, TLS always verified (against
+ * tokenvault.ca_file when set), no redirects followed, the response capped
+ * at tokenvault.max_response_size, and tokenvault.http_timeout for the
+ * connection and for the whole exchange.  A request runs on a multi handle
+ * polled in short rounds, so a query cancel or statement_timeout stops it
+ * within a fraction of a second.
+ *
+ * Errors describe what failed (DNS, connect, TLS, timeout, size) and never
+ * carry a request body or header: those hold secrets.
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+
+#include "miscadmin.h"
+#include "utils/memutils.h"
+
+#include "http.h"
+#include "tokenvault.h"
+
+#define POLL_MS 100				/* how often a request in flight checks for cancel */
+
+static bool curl_ready = false;
+
+void
+tv_http_init(void)
+{
+	if (curl_ready)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	curl_ready = true;
+}
+
+/*
+ * May this URL be requested?  When not, *why says so.  Only the scheme and
+ * the presence of a host are judged here; libcurl enforces the scheme again.
+ */
+bool
+tv_http_url_allowed(const char *url, char **why)
+{
+	if (pg_strncasecmp(url, "https://", 8) == 0 && url[8] != '\0')
+		return true;
+	if (pg_strncasecmp(url, "http://", 7) == 0 && url[7] != '\0')
+	{
+		if (tv_allow_insecure_http)
+			return true;
+		*why = "plain http is not allowed (tokenvault.allow_insecure_http is off)";
+		return false;
+	}
+	*why = "only https URLs can be requested";
+	return false;
+}
+
+/* x-www-form-urlencoded, as RFC 6749 wants for form bodies and Basic credentials */
+char *
+tv_url_encode(const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	StringInfoData out;
+
+	initStringInfo(&out);
+	for (; *s; s++)
+	{
+		unsigned char c = (unsigned char) *s;
+
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+			c == '-' || c == '.' || c == '_' || c == '*')
+			appendStringInfoChar(&out, c);
+		else if (c == ' ')
+			appendStringInfoChar(&out, '+');
+		else
+		{
+			appendStringInfoChar(&out, '%');
+			appendStringInfoChar(&out, hex[c >> 4]);
+			appendStringInfoChar(&out, hex[c & 15]);
+		}
+	}
+	return out.data;
+}
+
+static size_t
+on_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	TvHttpResponse *resp = (TvHttpResponse *) arg;
+	size_t		n = size * nmemb;
+
+	if ((size_t) resp->body.len + n > (size_t) tv_max_response_size * 1024)
+	{
+		resp->failure = TV_HTTP_TOO_LARGE;
+		return 0;				/* makes libcurl stop with CURLE_WRITE_ERROR */
+	}
+	appendBinaryStringInfo(&resp->body, data, n);
+	return n;
+}
+
+/* Headers of interest: Retry-After (seconds form) and Content-Type. */
+static size_t
+on_header(char *data, size_t size, size_t nmemb, void *arg)
+{
+	TvHttpResponse *resp = (TvHttpResponse *) arg;
+	size_t		n = size * nmemb;
+	char	   *line = pnstrdup(data, n);
+	char	   *value = strchr(line, ':');
+
+	/* a new response (after 100 Continue) starts afresh */
+	if (strncmp(line, "HTTP/", 5) == 0)
+	{
+		resp->retry_after = -1;
+		resp->content_type = NULL;
+	}
+	else if (value)
+	{
+		*value++ = '\0';
+		while (*value == ' ' || *value == '\t')
+			value++;
+		value[strcspn(value, "\r\n")] = '\0';
+		if (pg_strcasecmp(line, "retry-after") == 0 && value[0] >= '0' && value[0] <= '9')
+			resp->retry_after = Min(atoi(value), 86400);
+		else if (pg_strcasecmp(line, "content-type") == 0)
+		{
+			char	   *p;
+
+			value[strcspn(value, "; ")] = '\0';
+			for (p = value; *p; p++)
+				*p = pg_tolower((unsigned char) *p);
+			resp->content_type = pstrdup(value);
+		}
+	}
+	pfree(line);
+	return n;
+}
+
+#define SETOPT(h, opt, val) \
+	do { \
+		if (curl_easy_setopt((h), (opt), (val)) != CURLE_OK) \
+			elog(ERROR, "could not set libcurl option %s", #opt); \
+	} while (0)
+
+static CURL *
+make_handle(const TvHttpRequest *req, TvHttpResponse *resp, struct curl_slist **headers,
+			char *errbuf)
+{
+	CURL	   *h = curl_easy_init();
+	static char user_agent[64];
+
+	if (h == NULL)
+		elog(ERROR, "could not create a libcurl handle");
+	snprintf(user_agent, sizeof(user_agent), "tokenvault/%s (libcurl)", TOKENVAULT_VERSION);
+	SETOPT(h, CURLOPT_URL, req->url);
+	SETOPT(h, CURLOPT_PROTOCOLS_STR, tv_allow_insecure_http ? "https,http" : "https");
+	SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
+	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (tv_ca_file && tv_ca_file[0])
+		SETOPT(h, CURLOPT_CAINFO, tv_ca_file);
+	SETOPT(h, CURLOPT_NOSIGNAL, 1L);
+	SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long) tv_http_timeout * 1000);
+	SETOPT(h, CURLOPT_TIMEOUT_MS, (long) tv_http_timeout * 1000);
+	SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) tv_max_response_size * 1024);
+	SETOPT(h, CURLOPT_USERAGENT, user_agent);
+	SETOPT(h, CURLOPT_ERRORBUFFER, errbuf);
+	SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+	SETOPT(h, CURLOPT_WRITEDATA, resp);
+	SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
+	SETOPT(h, CURLOPT_HEADERDATA, resp);
+	if (req->body)
+	{
+		SETOPT(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->body_len);
+		SETOPT(h, CURLOPT_POSTFIELDS, req->body);
+	}
+	if (req->method)
+		SETOPT(h, CURLOPT_CUSTOMREQUEST, req->method);
+
+	*headers = curl_slist_append(*headers, "Accept: application/json");
+	/* no "Expect: 100-continue" round trip before a body */
+	*headers = curl_slist_append(*headers, "Expect:");
+	if (req->content_type)
+		*headers = curl_slist_append(*headers, psprintf("Content-Type: %s", req->content_type));
+	if (req->authorization)
+	{
+		char	   *line = psprintf("Authorization: %s", req->authorization);
+
+		*headers = curl_slist_append(*headers, line);
+		explicit_bzero(line, strlen(line));
+	}
+	if (*headers == NULL)
+		elog(ERROR, "could not build request headers");
+	SETOPT(h, CURLOPT_HTTPHEADER, *headers);
+	return h;
+}
+
+/* What a failed transfer means, in words a person can act on. */
+static void
+describe_failure(CURLcode rc, const char *errbuf, TvHttpResponse *resp)
+{
+	const char *detail = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+
+	switch (rc)
+	{
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			resp->failure = TV_HTTP_DNS;
+			resp->error = psprintf("could not resolve host: %s", detail);
+			break;
+		case CURLE_COULDNT_CONNECT:
+			resp->failure = TV_HTTP_CONNECT;
+			resp->error = psprintf("could not connect: %s", detail);
+			break;
+		case CURLE_OPERATION_TIMEDOUT:
+			resp->failure = TV_HTTP_TIMEOUT;
+			resp->error = psprintf("timed out after %d s (tokenvault.http_timeout)", tv_http_timeout);
+			break;
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ISSUER_ERROR:
+		case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+		case CURLE_SSL_INVALIDCERTSTATUS:
+			resp->failure = TV_HTTP_TLS;
+			resp->error = psprintf("TLS failed: %s", detail);
+			break;
+		case CURLE_FILESIZE_EXCEEDED:
+			resp->failure = TV_HTTP_TOO_LARGE;
+			break;
+		case CURLE_WRITE_ERROR:
+			if (resp->failure != TV_HTTP_TOO_LARGE)
+			{
+				resp->failure = TV_HTTP_NETWORK;
+				resp->error = psprintf("could not read the response: %s", detail);
+			}
+			break;
+		case CURLE_UNSUPPORTED_PROTOCOL:
+			resp->failure = TV_HTTP_REFUSED;
+			resp->error = psprintf("URL scheme not allowed: %s", detail);
+			break;
+		default:
+			resp->failure = TV_HTTP_NETWORK;
+			resp->error = psprintf("request failed: %s", detail);
+			break;
+	}
+	if (resp->failure == TV_HTTP_TOO_LARGE)
+		resp->error = psprintf("response is larger than %d kB (tokenvault.max_response_size)",
+							   tv_max_response_size);
+}
+
+/*
+ * Send one request and wait for its response, checking for interrupts
+ * between short polls.  Only a refused URL, a failed transfer or an HTTP
+ * status are reported, in *resp; a cancel raises the usual error, after the
+ * handles are released.
+ */
+void
+tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp)
+{
+	CURLM	   *volatile multi = NULL;
+	CURL	   *volatile easy = NULL;
+	struct curl_slist *volatile headers = NULL;
+	char		errbuf[CURL_ERROR_SIZE];
+	char	   *why;
+	struct curl_slist *h;
+
+	memset(resp, 0, sizeof(*resp));
+	initStringInfo(&resp->body);
+	resp->retry_after = -1;
+	errbuf[0] = '\0';
+	if (!tv_http_url_allowed(req->url, &why))
+	{
+		resp->failure = TV_HTTP_REFUSED;
+		resp->error = pstrdup(why);
+		return;
+	}
+	tv_http_init();
+
+	PG_TRY();
+	{
+		struct curl_slist *hl = NULL;
+		int			running = 1;
+		CURLMsg    *msg;
+		int			left;
+		CURLcode	rc = CURLE_OK;
+
+		multi = curl_multi_init();
+		if (multi == NULL)
+			elog(ERROR, "could not create a libcurl multi handle");
+		easy = make_handle(req, resp, &hl, errbuf);
+		headers = hl;
+		if (curl_multi_add_handle(multi, easy) != CURLM_OK)
+			elog(ERROR, "could not start a libcurl transfer");
+		while (running)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (curl_multi_perform(multi, &running) != CURLM_OK)
+				elog(ERROR, "libcurl transfer failed");
+			if (running && curl_multi_poll(multi, NULL, 0, POLL_MS, NULL) != CURLM_OK)
+				elog(ERROR, "libcurl poll failed");
+		}
+		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+			if (msg->msg == CURLMSG_DONE)
+				rc = msg->data.result;
+		if (rc == CURLE_OK)
+			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		else
+			describe_failure(rc, errbuf, resp);
+		curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &resp->seconds);
+	}
+	PG_FINALLY();
+	{
+		if (multi && easy)
+			curl_multi_remove_handle(multi, easy);
+		if (easy)
+			curl_easy_cleanup(easy);
+		if (multi)
+			curl_multi_cleanup(multi);
+		/* the Authorization line is in here */
+		for (h = headers; h; h = h->next)
+			explicit_bzero(h->data, strlen(h->data));
+		curl_slist_free_all(headers);
+	}
+	PG_END_TRY();
+}

@@ -1,0 +1,50 @@
+/*
+ * http.h: HTTP requests over libcurl, with tokenvault's limits
+ */
+#ifndef TV_HTTP_H
+#define TV_HTTP_H
+
+#include "postgres.h"
+
+#include "lib/stringinfo.h"
+
+/* What went wrong below HTTP, if anything: it decides retry or not. */
+typedef enum TvHttpFailure
+{
+	TV_HTTP_OK = 0,				/* an HTTP response arrived (any status) */
+	TV_HTTP_DNS,
+	TV_HTTP_CONNECT,
+	TV_HTTP_TLS,
+	TV_HTTP_TIMEOUT,
+	TV_HTTP_TOO_LARGE,
+	TV_HTTP_NETWORK,			/* the connection broke mid-way */
+	TV_HTTP_REFUSED				/* not sent: URL or scheme not allowed */
+} TvHttpFailure;
+
+typedef struct TvHttpRequest
+{
+	const char *method;			/* "POST" when NULL and there is a body */
+	const char *url;
+	const char *content_type;
+	const char *body;
+	size_t		body_len;
+	const char *authorization;	/* whole Authorization header value, or NULL */
+} TvHttpRequest;
+
+typedef struct TvHttpResponse
+{
+	TvHttpFailure failure;
+	long		status;
+	StringInfoData body;
+	char	   *content_type;	/* lower case, parameters stripped; or NULL */
+	int			retry_after;	/* seconds from Retry-After, or -1 */
+	char	   *error;			/* what failed, for a person; never a secret */
+	double		seconds;		/* total time */
+} TvHttpResponse;
+
+extern void tv_http_init(void);
+extern bool tv_http_url_allowed(const char *url, char **why);
+extern void tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp);
+extern char *tv_url_encode(const char *s);
+
+#endif
