@@ -464,10 +464,104 @@ END
 $$;
 
 ------------------------------------------------------------------------------
+-- Refresh: planned and applied by the refresher (refresh.c), each step in a
+-- short transaction of its own, the request between them with none open.
+------------------------------------------------------------------------------
+
+-- What request would renew this auth's token, or {"skip": why} when none
+-- is needed ("valid") or none can be made ("needs_reauth").
+CREATE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths;
+    c tokenvault.clients;
+    cred jsonb;
+BEGIN
+    SELECT * INTO a FROM tokenvault.auths WHERE id = auth_id;
+    IF NOT FOUND THEN
+        RETURN '{"skip": "gone", "message": "the auth was deleted"}';
+    END IF;
+    IF NOT force AND a.expires_at > now() + min_validity * interval '1 second' THEN
+        RETURN '{"skip": "valid"}';
+    END IF;
+    c := tokenvault._client_must_exist(a.client_id);
+    cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+    IF cred ? 'refresh_token' THEN
+        RETURN jsonb_build_object('kind', 'refresh', 'version', a.version::text,
+            'config', tokenvault._client_config(c, cred),
+            'params', jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token'));
+    ELSIF c.grant_type IN ('client_credentials', 'password') THEN
+        RETURN jsonb_build_object('kind', 'token', 'version', a.version::text,
+            'config', tokenvault._client_config(c, cred),
+            'params', tokenvault._direct_grant_params(c, cred, a.scopes));
+    END IF;
+    UPDATE tokenvault.auths SET status = 'needs_reauth',
+           last_error = 'the token expired and there is no refresh token', updated_at = now()
+     WHERE id = a.id AND status <> 'needs_reauth';
+    RETURN '{"skip": "needs_reauth", "message": "the token expired and there is no refresh token"}';
+END
+$$;
+
+-- Store a token request's verdict, unless the auth changed meanwhile (an
+-- edit wins over a refresh).  A new token replaces the old fields; an
+-- omitted refresh token keeps the old one.
+CREATE FUNCTION _refresh_apply(auth_id uuid, version bigint, verdict jsonb) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths;
+    c tokenvault.clients;
+    t jsonb;
+    cred jsonb;
+    f jsonb;
+BEGIN
+    SELECT * INTO a FROM tokenvault.auths WHERE id = auth_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN '{"outcome": "stale", "message": "the auth was deleted"}';
+    ELSIF a.version <> _refresh_apply.version THEN
+        RETURN '{"outcome": "stale", "message": "the auth was changed meanwhile"}';
+    END IF;
+    c := tokenvault._client_must_exist(a.client_id);
+    IF NOT (verdict->>'ok')::boolean THEN
+        UPDATE tokenvault.auths SET
+            status = CASE verdict->>'class' WHEN 'needs_reauth' THEN 'needs_reauth'
+                                            WHEN 'error' THEN 'error' ELSE status END,
+            failure_count = failure_count + 1,
+            last_error = verdict->>'message',
+            updated_at = now()
+         WHERE id = a.id;
+        RETURN jsonb_build_object('outcome', verdict->>'class', 'message', verdict->>'message');
+    END IF;
+
+    t := tokenvault._normalize_token(c, verdict->'token');
+    cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+    -- the old token's own fields go; credentials (username, password) and an
+    -- unrotated refresh token stay
+    cred := (cred - ARRAY['access_token', 'id_token']) || t;
+    f := tokenvault._auth_fields(c, cred, CASE WHEN t ? 'scope' THEN NULL ELSE a.scopes END);
+    UPDATE tokenvault.auths SET
+        secret = tokenvault._seal_jsonb(f->'secret', 'auth:' || a.id),
+        token_type = f->>'token_type',
+        scopes = ARRAY(SELECT jsonb_array_elements_text(f->'scopes')),
+        expires_at = (f->>'expires_at')::timestamptz,
+        refresh_expires_at = coalesce((f->>'refresh_expires_at')::timestamptz,
+                                      CASE WHEN t ? 'refresh_token' THEN NULL ELSE a.refresh_expires_at END),
+        status = 'active', failure_count = 0, last_error = NULL, expiry_notified_at = NULL,
+        last_refreshed_at = now(), version = a.version + 1, updated_at = now()
+     WHERE id = a.id;
+    RETURN '{"outcome": "refreshed"}';
+END
+$$;
+
+CREATE FUNCTION refresh_auth(auth_id uuid) RETURNS timestamptz
+    LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'tv_refresh_auth';
+
+------------------------------------------------------------------------------
 -- Privileges of what is new
 ------------------------------------------------------------------------------
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    authorize_url(uuid, uuid, text, text, text[], uuid), complete_authorization(text, text)
+    authorize_url(uuid, uuid, text, text, text[], uuid), complete_authorization(text, text),
+    refresh_auth(uuid)
     TO tokenvault_app;

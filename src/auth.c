@@ -22,6 +22,7 @@
 
 #include "auth.h"
 #include "crypto.h"
+#include "refresh.h"
 #include "tokenvault.h"
 
 typedef struct AuthRow
@@ -68,11 +69,10 @@ column(TupleDesc desc, const char *name)
  * Look up a row of a tokenvault table by its uuid primary key, and hand it
  * to fill() while the table is open.  Returns false when there is no such
  * row.  This is the hot path of access_token(): a direct index probe costs a
- * fraction of planning and running a query through SPI.  The row is read
- * with the calling query's snapshot, as a read-only SPI query would be.
+ * fraction of planning and running a query through SPI.
  */
 static bool
-row_by_id(const char *table, pg_uuid_t *id,
+row_by_id(const char *table, pg_uuid_t *id, Snapshot snapshot,
 		  void (*fill) (HeapTuple tup, TupleDesc desc, void *arg), void *arg)
 {
 	Oid			relid = get_relname_relid(table, get_namespace_oid("tokenvault", false));
@@ -87,9 +87,7 @@ row_by_id(const char *table, pg_uuid_t *id,
 	rel = table_open(relid, AccessShareLock);
 	ScanKeyInit(&key, column(RelationGetDescr(rel), "id"), BTEqualStrategyNumber,
 				F_UUID_EQ, UUIDPGetDatum(id));
-	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true,
-							  ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(),
-							  1, &key);
+	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true, snapshot, 1, &key);
 	tup = systable_getnext(scan);
 	found = HeapTupleIsValid(tup);
 	if (found)
@@ -115,6 +113,13 @@ fill_auth(HeapTuple tup, TupleDesc desc, void *arg)
 	row->secret = DatumGetByteaPCopy(heap_getattr(tup, column(desc, "secret"), desc, &isnull));
 }
 
+/* The calling query's snapshot, as a read-only SPI query would use. */
+static Snapshot
+query_snapshot(void)
+{
+	return ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot();
+}
+
 static void
 fill_client_type(HeapTuple tup, TupleDesc desc, void *arg)
 {
@@ -124,15 +129,15 @@ fill_client_type(HeapTuple tup, TupleDesc desc, void *arg)
 }
 
 /*
- * Only oauth2 and api_key auths have a token to hand out; say so before
- * anything else goes wrong with a basic or noauth auth.
+ * The client's type.  Only oauth2 and api_key auths have a token to hand
+ * out; say so before anything else goes wrong with a basic or noauth auth.
  */
-static void
+static char *
 require_token_type(pg_uuid_t *id, AuthRow *row)
 {
 	char	   *type = NULL;
 
-	if (!row_by_id("clients", &row->client_id, fill_client_type, &type))
+	if (!row_by_id("clients", &row->client_id, query_snapshot(), fill_client_type, &type))
 		elog(ERROR, "client of auth %s does not exist", auth_id_string(id));
 	if (strcmp(type, "oauth2") != 0 && strcmp(type, "api_key") != 0)
 		ereport(ERROR,
@@ -140,6 +145,7 @@ require_token_type(pg_uuid_t *id, AuthRow *row)
 				 errmsg("auth %s has no access token", auth_id_string(id)),
 				 errdetail("Its client is of type %s.", type),
 				 errhint("Use tokenvault.http_headers() or tokenvault.credentials() for basic and noauth auths.")));
+	return type;
 }
 
 /* A string member of a jsonb object, or NULL. */
@@ -157,12 +163,6 @@ jsonb_string_member(Jsonb *jb, const char *key)
 static void
 no_valid_token(pg_uuid_t *id, AuthRow *row)
 {
-	require_token_type(id, row);
-	if (strcmp(row->status, "revoked") == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("auth %s is revoked", auth_id_string(id)),
-				 errhint("Authorize it again, or import a new token with tokenvault.update_auth().")));
 	if (row->has_expiry)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -176,39 +176,117 @@ no_valid_token(pg_uuid_t *id, AuthRow *row)
 			 errhint("Import one with tokenvault.update_auth().")));
 }
 
+static void
+refresh_failed(pg_uuid_t *id, TvRefreshOutcome outcome, const char *message)
+{
+	switch (outcome)
+	{
+		case TV_REFRESH_NEEDS_REAUTH:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+					 errmsg("auth %s needs to be authorized again: %s", auth_id_string(id), message),
+					 errhint("Send the user through tokenvault.authorize_url(..., auth_id => '%s').",
+							 auth_id_string(id))));
+			break;
+		case TV_REFRESH_RETRYABLE:
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_EXCEPTION),
+					 errmsg("could not refresh auth %s: %s", auth_id_string(id), message),
+					 errhint("The failure is temporary; try again later.")));
+			break;
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("could not refresh auth %s: %s", auth_id_string(id), message),
+					 errhint("See the auth's last_error, and the client's settings.")));
+	}
+}
+
 /*
- * The token an application sends: the access token of an oauth2 auth while
- * it stays valid for tokenvault.min_validity, or the key of an api_key auth.
- *
- * The client's type is not read on the way: an import lets an oauth2 secret
- * hold an access_token and never an api_key, and an api_key secret the
- * reverse, so the secret itself says which it is.  Only when there is no
- * token to give is the client looked at, to say why.
+ * The stored token if it stays valid for min_secs: the access token of an
+ * oauth2 auth, or the key of an api_key auth.  An import lets an oauth2
+ * secret hold an access_token and never an api_key, and an api_key secret
+ * the reverse, so the secret itself says which it is.
+ */
+static text *
+stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
+{
+	Jsonb	   *secret;
+	text	   *token;
+	char	   *aad;
+
+	if (!row_by_id("auths", id, snapshot, fill_auth, row))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("auth %s does not exist", auth_id_string(id)),
+				 errhint("List a user's auths with tokenvault.user_auths().")));
+	if (strcmp(row->status, "revoked") == 0 ||
+		(row->has_expiry &&
+		 row->expires_at <= GetCurrentTimestamp() + (TimestampTz) min_secs * USECS_PER_SEC))
+		return NULL;
+	aad = tv_aad_for("auth", id);
+	secret = (Jsonb *) tv_open(TV_SEAL_JSONB, row->secret, aad, strlen(aad));
+	token = jsonb_string_member(secret, "access_token");
+	if (token == NULL)
+		token = jsonb_string_member(secret, "api_key");
+	return token;
+}
+
+/*
+ * The token an application sends, valid for tokenvault.min_validity; an
+ * oauth2 auth without one is refreshed first.  Only then is the client
+ * looked at.  A refresh that fails leaves the old token in use while it is
+ * still valid at all.
  */
 text *
 tv_auth_access_token(pg_uuid_t *id)
 {
 	AuthRow		row;
-	Jsonb	   *secret;
 	text	   *token;
-	char	   *aad;
+	char		message[TV_REFRESH_MESSAGE_LEN];
+	TvRefreshOutcome outcome;
 
-	if (!row_by_id("auths", id, fill_auth, &row))
+	token = stored_token(id, &row, query_snapshot(), tv_min_validity);
+	if (token)
+		return token;
+	if (strcmp(require_token_type(id, &row), "oauth2") != 0)
+		no_valid_token(id, &row);
+	if (strcmp(row.status, "revoked") == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("auth %s does not exist", auth_id_string(id)),
-				 errhint("List a user's auths with tokenvault.user_auths().")));
-	if (strcmp(row.status, "revoked") == 0 ||
-		(row.has_expiry &&
-		 row.expires_at <= GetCurrentTimestamp() + (TimestampTz) tv_min_validity * USECS_PER_SEC))
-		no_valid_token(id, &row);
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("auth %s is revoked", auth_id_string(id)),
+				 errhint("Authorize it again, or import a new token with tokenvault.update_auth().")));
 
-	aad = tv_aad_for("auth", id);
-	secret = (Jsonb *) tv_open(TV_SEAL_JSONB, row.secret, aad, strlen(aad));
-	token = jsonb_string_member(secret, "access_token");
-	if (token == NULL)
-		token = jsonb_string_member(secret, "api_key");
-	if (token == NULL)
+	outcome = tv_refresh_wait(id, false, message);
+	/* the refresher committed: read what it stored, not what the query saw */
+	token = stored_token(id, &row, GetLatestSnapshot(), tv_min_validity);
+	if (token == NULL && outcome != TV_REFRESH_DONE)
+		token = stored_token(id, &row, GetLatestSnapshot(), 1);
+	if (token)
+		return token;
+	if (outcome == TV_REFRESH_DONE)
 		no_valid_token(id, &row);
-	return token;
+	refresh_failed(id, outcome, message);
+	return NULL;				/* keep compiler quiet */
+}
+
+/* refresh_auth(): refresh now, whatever the token's expiry; the new expiry. */
+TimestampTz
+tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
+{
+	AuthRow		row;
+	char		message[TV_REFRESH_MESSAGE_LEN];
+	TvRefreshOutcome outcome;
+
+	(void) stored_token(id, &row, query_snapshot(), 0);
+	if (strcmp(require_token_type(id, &row), "oauth2") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("auth %s is not an oauth2 auth and has nothing to refresh", auth_id_string(id))));
+	outcome = tv_refresh_wait(id, true, message);
+	if (outcome != TV_REFRESH_DONE)
+		refresh_failed(id, outcome, message);
+	(void) stored_token(id, &row, GetLatestSnapshot(), 0);
+	*has_expiry = row.has_expiry;
+	return row.expires_at;
 }

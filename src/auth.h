@@ -5,9 +5,11 @@
 #define TV_AUTH_H
 
 #include "postgres.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 extern char *tv_aad_for(const char *table, pg_uuid_t *id);
 extern text *tv_auth_access_token(pg_uuid_t *id);
+extern TimestampTz tv_auth_refresh(pg_uuid_t *id, bool *has_expiry);
 
 #endif

@@ -32,6 +32,7 @@ PG_FUNCTION_INFO_V1(tv_drop_key_sql);
 PG_FUNCTION_INFO_V1(tv_caller);
 PG_FUNCTION_INFO_V1(tv_token_request);
 PG_FUNCTION_INFO_V1(tv_random_token);
+PG_FUNCTION_INFO_V1(tv_refresh_auth);
 
 static void
 require_arg(FunctionCallInfo fcinfo, int n, const char *what)
@@ -202,4 +203,18 @@ tv_random_token(PG_FUNCTION_ARGS)
 	}
 	explicit_bzero(buf, sizeof(buf));
 	PG_RETURN_TEXT_P(cstring_to_text(out.data));
+}
+
+/* refresh_auth(auth_id uuid) returns timestamptz */
+Datum
+tv_refresh_auth(PG_FUNCTION_ARGS)
+{
+	bool		has_expiry;
+	TimestampTz expires_at;
+
+	require_arg(fcinfo, 0, "auth id");
+	expires_at = tv_auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
+	if (!has_expiry)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(expires_at);
 }

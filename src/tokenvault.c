@@ -4,9 +4,12 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/guc.h"
 
 #include "keyring.h"
+#include "refresh.h"
 #include "tokenvault.h"
 
 PG_MODULE_MAGIC;
@@ -20,6 +23,25 @@ bool		tv_allow_insecure_http = false;
 char	   *tv_ca_file = NULL;
 int			tv_http_timeout = 10;
 int			tv_max_response_size = 1024;
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	tv_refresh_shmem_request();
+}
+
+static void
+shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	tv_refresh_shmem_startup();
+}
 
 /* A changed key source must be read again before the next seal or open. */
 static void
@@ -97,4 +119,17 @@ _PG_init(void)
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("tokenvault");
+
+	/*
+	 * Refreshes are handed to a refresher through shared memory, which only
+	 * a preloaded library can have; without it tokens that are valid are
+	 * still served.
+	 */
+	if (process_shared_preload_libraries_in_progress)
+	{
+		prev_shmem_request_hook = shmem_request_hook;
+		shmem_request_hook = shmem_request;
+		prev_shmem_startup_hook = shmem_startup_hook;
+		shmem_startup_hook = shmem_startup;
+	}
 }

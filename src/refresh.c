@@ -1,0 +1,544 @@
+/*
+ * refresh.c: one refresh at a time per auth, committed on its own
+ *
+ * A backend that needs an auth refreshed does not send the request itself:
+ * if it did, the new token (above all a rotated refresh token) would live or
+ * die with the caller's transaction, and a rollback would lose the only
+ * refresh token the provider still honours.  Instead it files a "flight" in
+ * shared memory and waits.  A refresher, one background worker per
+ * database, started on demand, takes each flight, reads the auth in a short
+ * transaction, sends the request with no transaction open, and applies the
+ * result in another short transaction of its own, then wakes the waiters.
+ *
+ * Single flight: a flight is keyed by database and auth, so every caller
+ * that wants the same auth while one is queued or running joins it; exactly
+ * one request goes out.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "oauth2.h"
+#include "refresh.h"
+#include "tokenvault.h"
+
+#define MAX_FLIGHTS 1024
+#define MAX_REFRESHERS 32		/* databases with a refresher at once */
+#define DONE_KEEP_SECS 60		/* a finished flight stays readable this long */
+
+typedef enum FlightState
+{
+	FLIGHT_FREE = 0,
+	FLIGHT_QUEUED,
+	FLIGHT_RUNNING,
+	FLIGHT_DONE
+} FlightState;
+
+typedef struct Flight
+{
+	FlightState state;
+	Oid			dbid;
+	pg_uuid_t	auth_id;
+	uint64		ticket;			/* tells this flight from a later one of the same auth */
+	bool		force;
+	int			min_validity;
+	TimestampTz done_at;
+	TvRefreshOutcome outcome;
+	char		message[TV_REFRESH_MESSAGE_LEN];
+} Flight;
+
+typedef struct Refresher
+{
+	Oid			dbid;
+	pid_t		pid;			/* 0 while starting */
+	Latch	   *latch;
+	bool		starting;
+	TimestampTz started_at;
+} Refresher;
+
+typedef struct RefreshShared
+{
+	LWLock	   *lock;
+	ConditionVariable done;		/* broadcast whenever a flight finishes */
+	uint64		next_ticket;
+	Refresher	refreshers[MAX_REFRESHERS];
+	Flight		flights[MAX_FLIGHTS];
+} RefreshShared;
+
+static RefreshShared *shared = NULL;
+
+void
+tv_refresh_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(RefreshShared)));
+	RequestNamedLWLockTranche("tokenvault", 1);
+}
+
+void
+tv_refresh_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("tokenvault refresh", sizeof(RefreshShared), &found);
+	if (!found)
+	{
+		memset(shared, 0, sizeof(RefreshShared));
+		shared->lock = &(GetNamedLWLockTranche("tokenvault"))->lock;
+		ConditionVariableInit(&shared->done);
+		shared->next_ticket = 1;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static Refresher *
+refresher_for(Oid dbid)
+{
+	int			i;
+
+	for (i = 0; i < MAX_REFRESHERS; i++)
+		if (shared->refreshers[i].dbid == dbid)
+			return &shared->refreshers[i];
+	return NULL;
+}
+
+/*
+ * The flight of this auth, joined or newly queued.  Caller holds the lock
+ * exclusively.
+ */
+static Flight *
+join_flight(pg_uuid_t *auth_id, bool force)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	Flight	   *free_slot = NULL;
+	Flight	   *f;
+	int			i;
+
+	for (i = 0; i < MAX_FLIGHTS; i++)
+	{
+		f = &shared->flights[i];
+		if ((f->state == FLIGHT_QUEUED || f->state == FLIGHT_RUNNING) &&
+			f->dbid == MyDatabaseId && memcmp(&f->auth_id, auth_id, sizeof(pg_uuid_t)) == 0)
+		{
+			f->force |= force;
+			f->min_validity = Max(f->min_validity, tv_min_validity);
+			return f;
+		}
+		if (free_slot == NULL &&
+			(f->state == FLIGHT_FREE ||
+			 (f->state == FLIGHT_DONE &&
+			  TimestampDifferenceExceeds(f->done_at, now, DONE_KEEP_SECS * 1000))))
+			free_slot = f;
+	}
+	if (free_slot == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many token refreshes under way (%d)", MAX_FLIGHTS),
+				 errhint("Try again in a moment.")));
+	f = free_slot;
+	memset(f, 0, sizeof(Flight));
+	f->state = FLIGHT_QUEUED;
+	f->dbid = MyDatabaseId;
+	f->auth_id = *auth_id;
+	f->ticket = shared->next_ticket++;
+	f->force = force;
+	f->min_validity = tv_min_validity;
+	return f;
+}
+
+static void
+start_refresher(void)
+{
+	BackgroundWorker worker = {0};
+	BackgroundWorkerHandle *handle;
+	pid_t		pid;
+
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "tokenvault");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "tv_refresher_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "tokenvault refresher for database %u", MyDatabaseId);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "tokenvault refresher");
+	worker.bgw_main_arg = ObjectIdGetDatum(MyDatabaseId);
+	worker.bgw_notify_pid = MyProcPid;
+
+	if (!RegisterDynamicBackgroundWorker(&worker, &handle) ||
+		WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
+	{
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		memset(refresher_for(MyDatabaseId), 0, sizeof(Refresher));
+		LWLockRelease(shared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start the tokenvault refresher"),
+				 errhint("Raise max_worker_processes.")));
+	}
+}
+
+/*
+ * Make sure this database has a refresher and wake it.  Caller holds the
+ * lock exclusively; it is released.
+ */
+static void
+wake_refresher(void)
+{
+	Refresher  *r = refresher_for(MyDatabaseId);
+	bool		start = false;
+
+	if (r == NULL)
+	{
+		r = refresher_for(InvalidOid);
+		if (r == NULL)
+		{
+			LWLockRelease(shared->lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("too many databases use tokenvault refreshes (%d)", MAX_REFRESHERS)));
+		}
+		r->dbid = MyDatabaseId;
+	}
+	/* a refresher that has not come up within a minute is taken for dead */
+	if (r->pid == 0 && (!r->starting ||
+						TimestampDifferenceExceeds(r->started_at, GetCurrentTimestamp(), 60000)))
+	{
+		r->starting = true;
+		r->started_at = GetCurrentTimestamp();
+		start = true;
+	}
+	if (r->latch)
+		SetLatch(r->latch);
+	LWLockRelease(shared->lock);
+	if (start)
+		start_refresher();
+}
+
+/*
+ * Have this auth refreshed (or found valid) by the refresher and wait for
+ * the outcome, at most tokenvault.http_timeout and a margin.  *message gets
+ * what went wrong, never a secret.
+ */
+TvRefreshOutcome
+tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
+{
+	Flight	   *f;
+	uint64		ticket;
+	TimestampTz deadline;
+	TvRefreshOutcome outcome = TV_REFRESH_FAILED;
+	bool		done = false;
+
+	if (shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("refreshing a token needs tokenvault in shared_preload_libraries"),
+				 errhint("Add tokenvault to shared_preload_libraries and restart the server.")));
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	f = join_flight(auth_id, force);
+	ticket = f->ticket;
+	wake_refresher();			/* releases the lock */
+
+	/* the refresher may be slow to start; beyond that, one request's worth */
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (tv_http_timeout + 15) * 1000L);
+	ConditionVariablePrepareToSleep(&shared->done);
+	for (;;)
+	{
+		LWLockAcquire(shared->lock, LW_SHARED);
+		if (f->ticket == ticket && f->state == FLIGHT_DONE)
+		{
+			outcome = f->outcome;
+			strlcpy(message, f->message, TV_REFRESH_MESSAGE_LEN);
+			done = true;
+		}
+		else if (f->ticket != ticket)
+		{
+			/* finished and reused long ago: the row tells */
+			outcome = TV_REFRESH_DONE;
+			done = true;
+		}
+		LWLockRelease(shared->lock);
+		if (done || GetCurrentTimestamp() >= deadline)
+			break;
+		if (ConditionVariableTimedSleep(&shared->done, 1000, PG_WAIT_EXTENSION))
+		{
+			/* a second without news: make sure a refresher is there */
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			wake_refresher();
+		}
+	}
+	ConditionVariableCancelSleep();
+	if (!done)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONNECTION_EXCEPTION),
+				 errmsg("timed out waiting for the refresh of auth %s",
+						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(auth_id)))),
+				 errhint("Is the tokenvault refresher running?  See pg_stat_activity.")));
+	return outcome;
+}
+
+/* ---- the refresher ---- */
+
+static Refresher *my_slot = NULL;
+static Flight *my_flight = NULL;	/* the flight being served */
+static uint64 my_ticket = 0;
+
+static void finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message);
+
+/* On the way out (shutdown, FATAL), release waiters instead of leaving them hanging. */
+static void
+refresher_detach(int code, Datum arg)
+{
+	if (my_flight)
+		finish_flight(my_flight, my_ticket, TV_REFRESH_RETRYABLE, "the tokenvault refresher exited");
+	my_flight = NULL;
+	if (my_slot == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	memset(my_slot, 0, sizeof(Refresher));
+	LWLockRelease(shared->lock);
+	my_slot = NULL;
+}
+
+/* Run one statement "SELECT f($1, ...)" returning jsonb, in its own transaction. */
+static Jsonb *
+call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, MemoryContext into)
+{
+	Jsonb	   *result = NULL;
+	bool		isnull;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_connect();
+	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "tokenvault refresher: \"%s\" failed", sql);
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(into);
+
+			result = DatumGetJsonbPCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	return result;
+}
+
+static char *
+member_text(Jsonb *j, const char *key)
+{
+	JsonbValue	v;
+
+	if (j == NULL || getKeyJsonValueFromContainer(&j->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+static Jsonb *
+member_object(Jsonb *j, const char *key)
+{
+	JsonbValue	v;
+
+	if (j == NULL || getKeyJsonValueFromContainer(&j->root, key, strlen(key), &v) == NULL ||
+		v.type != jbvBinary)
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
+/*
+ * Refresh one auth: plan (read, decide), request (no transaction open),
+ * apply (version-checked).  Returns the outcome; *message says why not.
+ */
+static TvRefreshOutcome
+refresh_one(Flight *copy, char *message, MemoryContext cxt)
+{
+	Oid			types[3] = {UUIDOID, BOOLOID, INT4OID};
+	Datum		args[3];
+	Jsonb	   *plan;
+	Jsonb	   *verdict;
+	Jsonb	   *applied;
+	char	   *outcome;
+	char	   *msg;
+
+	args[0] = UUIDPGetDatum(&copy->auth_id);
+	args[1] = BoolGetDatum(copy->force);
+	args[2] = Int32GetDatum(copy->min_validity);
+	plan = call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args, cxt);
+	if (member_text(plan, "skip"))
+	{
+		msg = member_text(plan, "message");
+		strlcpy(message, msg ? msg : "", TV_REFRESH_MESSAGE_LEN);
+		outcome = member_text(plan, "skip");
+		return strcmp(outcome, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE;
+	}
+
+	pgstat_report_activity(STATE_RUNNING, "tokenvault: token request");
+	verdict = tv_oauth2_token_request(member_object(plan, "config"), member_text(plan, "kind"),
+									  member_object(plan, "params"));
+	pgstat_report_activity(STATE_RUNNING, "tokenvault: storing a token");
+
+	types[1] = INT8OID;
+	types[2] = JSONBOID;
+	args[1] = DirectFunctionCall1(numeric_int8,
+								  DirectFunctionCall3(numeric_in, CStringGetDatum(member_text(plan, "version")),
+													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	args[2] = JsonbPGetDatum(verdict);
+	applied = call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, cxt);
+	outcome = member_text(applied, "outcome");
+	msg = member_text(applied, "message");
+	strlcpy(message, msg ? msg : "", TV_REFRESH_MESSAGE_LEN);
+	if (outcome == NULL || strcmp(outcome, "refreshed") == 0 || strcmp(outcome, "stale") == 0)
+		return TV_REFRESH_DONE;
+	if (strcmp(outcome, "needs_reauth") == 0)
+		return TV_REFRESH_NEEDS_REAUTH;
+	if (strcmp(outcome, "retryable") == 0)
+		return TV_REFRESH_RETRYABLE;
+	return TV_REFRESH_FAILED;
+}
+
+/* Take the next queued flight of this database, if any. */
+static bool
+claim_flight(Flight *copy, Flight **slot)
+{
+	int			i;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < MAX_FLIGHTS; i++)
+	{
+		Flight	   *f = &shared->flights[i];
+
+		if (f->state == FLIGHT_QUEUED && f->dbid == MyDatabaseId)
+		{
+			f->state = FLIGHT_RUNNING;
+			*copy = *f;
+			*slot = f;
+			LWLockRelease(shared->lock);
+			return true;
+		}
+	}
+	LWLockRelease(shared->lock);
+	return false;
+}
+
+static void
+finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (slot->ticket == ticket)
+	{
+		slot->state = FLIGHT_DONE;
+		slot->outcome = outcome;
+		slot->done_at = GetCurrentTimestamp();
+		strlcpy(slot->message, message, TV_REFRESH_MESSAGE_LEN);
+	}
+	LWLockRelease(shared->lock);
+	ConditionVariableBroadcast(&shared->done);
+}
+
+/* One flight, with any error caught, reported and turned into its outcome. */
+static void
+serve_flight(Flight *copy, Flight *slot, MemoryContext cxt)
+{
+	char		message[TV_REFRESH_MESSAGE_LEN] = "";
+	TvRefreshOutcome outcome;
+
+	my_flight = slot;
+	my_ticket = copy->ticket;
+	PG_TRY();
+	{
+		outcome = refresh_one(copy, message, cxt);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		/* the error is tokenvault's own wording, never a secret */
+		strlcpy(message, edata->message, sizeof(message));
+		ereport(LOG,
+				(errmsg("tokenvault refresher: %s", edata->message)));
+		outcome = TV_REFRESH_FAILED;
+	}
+	PG_END_TRY();
+	my_flight = NULL;
+	finish_flight(slot, copy->ticket, outcome, message);
+}
+
+void
+tv_refresher_main(Datum main_arg)
+{
+	Oid			dbid = DatumGetObjectId(main_arg);
+	MemoryContext cxt;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot = refresher_for(dbid);
+	if (my_slot == NULL || (my_slot->pid != 0 && my_slot->pid != MyProcPid))
+	{
+		/* another refresher serves this database already */
+		LWLockRelease(shared->lock);
+		proc_exit(0);
+	}
+	my_slot->pid = MyProcPid;
+	my_slot->latch = MyLatch;
+	my_slot->starting = false;
+	LWLockRelease(shared->lock);
+	before_shmem_exit(refresher_detach, 0);
+
+	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault refresh", ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		Flight		copy;
+		Flight	   *slot;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		while (claim_flight(&copy, &slot))
+		{
+			MemoryContextSwitchTo(cxt);
+			serve_flight(&copy, slot, cxt);
+			MemoryContextReset(cxt);
+			CHECK_FOR_INTERRUPTS();
+		}
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 60000L, PG_WAIT_EXTENSION);
+	}
+}
