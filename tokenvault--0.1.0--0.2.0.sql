@@ -556,6 +556,41 @@ CREATE FUNCTION refresh_auth(auth_id uuid) RETURNS timestamptz
     LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
     AS 'MODULE_PATHNAME', 'tv_refresh_auth';
 
+CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS jsonb
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_revoke_request';
+
+-- With revoke, the grant is revoked at the provider first (RFC 7009: the
+-- refresh token, which takes its access tokens with it, else the access
+-- token); if that fails nothing is deleted.
+CREATE OR REPLACE FUNCTION delete_auth(auth_id uuid, revoke boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
+    c tokenvault.clients;
+    cred jsonb;
+    v jsonb;
+BEGIN
+    IF coalesce(revoke, false) THEN
+        c := tokenvault._client_must_exist(a.client_id);
+        IF c.revoke_url IS NULL THEN
+            RAISE EXCEPTION 'client % has no revoke_url', c.id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Set one with tokenvault.update_client(), or delete without revoke.';
+        END IF;
+        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+        IF cred ? 'refresh_token' OR cred ? 'access_token' THEN
+            v := tokenvault._revoke_request(tokenvault._client_config(c, cred), jsonb_build_object(
+                     'token', coalesce(cred->>'refresh_token', cred->>'access_token'),
+                     'token_type_hint', CASE WHEN cred ? 'refresh_token' THEN 'refresh_token' ELSE 'access_token' END));
+            IF NOT (v->>'ok')::boolean THEN
+                PERFORM tokenvault._raise_refusal(c, v);
+            END IF;
+        END IF;
+    END IF;
+    DELETE FROM tokenvault.auths WHERE id = a.id;
+END
+$$;
+
 ------------------------------------------------------------------------------
 -- Privileges of what is new
 ------------------------------------------------------------------------------

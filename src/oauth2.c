@@ -392,38 +392,34 @@ basic_credentials(const char *id, const char *secret)
 }
 
 /* grant parameters that are secrets, so never quoted back from a provider */
-static const char *const secret_params[] = {"refresh_token", "code", "code_verifier", "password"};
+static const char *const secret_params[] = {"refresh_token", "code", "code_verifier", "password", "token"};
+
+static bool
+setting_is(JsonbContainer *config, const char *key, const char *value)
+{
+	char	   *v = member(config, key);
+
+	return v != NULL && strcmp(v, value) == 0;
+}
 
 /*
- * Send a token request of one kind ("token" or "refresh": which URL and
- * extra parameters apply) with these grant parameters, and judge the answer.
+ * POST the parameters, with the client's authentication and the extra
+ * parameters of this kind of request, to url.  *secrets gets every secret
+ * the request carried, for scrubbing what comes back.
  */
-Jsonb *
-tv_oauth2_token_request(Jsonb *config_doc, const char *kind, Jsonb *params)
+static void
+send_request(JsonbContainer *config, const char *url, const char *kind, Jsonb *params,
+			 TvHttpResponse *resp, List **secrets)
 {
-	JsonbContainer *config = &config_doc->root;
-	char	   *url = NULL;
 	char	   *client_id = member(config, "client_id");
 	char	   *client_secret = member(config, "client_secret");
-	char	   *problem = NULL;
 	char	   *param_secret;
 	Body		body = {0};
 	TvHttpRequest req = {0};
-	TvHttpResponse resp;
 	bool		in_body;
 	int			i;
 
-	if (strcmp(kind, "refresh") == 0)
-		url = member(config, "refresh_url");
-	if (url == NULL)
-		url = member(config, "token_url");
-	if (url == NULL)
-		return verdict_failure("error", 0, NULL, "the client has no token_url", -1);
-	url = fill_template(url, object_member(config, "template_values"), &problem);
-	if (url == NULL)
-		return verdict_failure("error", 0, NULL, problem, -1);
-
-	body.json = member(config, "body_format") && strcmp(member(config, "body_format"), "json") == 0;
+	body.json = setting_is(config, "body_format", "json");
 	initStringInfo(&body.buf);
 	each_member(&params->root, body_add, &body);
 	for (i = 0; i < lengthof(secret_params); i++)
@@ -432,8 +428,7 @@ tv_oauth2_token_request(Jsonb *config_doc, const char *kind, Jsonb *params)
 	each_member(object_member(object_member(config, "extra_params"), kind), body_add, &body);
 
 	/* client authentication: Basic, or in the body (always so for a public client) */
-	in_body = client_secret == NULL ||
-		(member(config, "client_auth") && strcmp(member(config, "client_auth"), "post") == 0);
+	in_body = client_secret == NULL || setting_is(config, "client_auth", "post");
 	if (client_id && in_body)
 		body_add("client_id", client_id, &body);
 	if (client_secret && in_body)
@@ -450,9 +445,65 @@ tv_oauth2_token_request(Jsonb *config_doc, const char *kind, Jsonb *params)
 	req.content_type = body.json ? "application/json" : "application/x-www-form-urlencoded";
 	req.body = body.buf.data;
 	req.body_len = body.buf.len;
-	tv_http_perform(&req, &resp);
+	tv_http_perform(&req, resp);
 	explicit_bzero(body.buf.data, body.buf.len);
 	if (req.authorization)
 		explicit_bzero((char *) req.authorization, strlen(req.authorization));
-	return read_response(&resp, config, body.secrets);
+	*secrets = body.secrets;
+}
+
+/* A URL setting with its {placeholders} filled, or NULL and *problem. */
+static char *
+request_url(JsonbContainer *config, const char *setting, char **problem)
+{
+	char	   *url = member(config, setting);
+
+	if (url == NULL)
+	{
+		*problem = psprintf("the client has no %s", setting);
+		return NULL;
+	}
+	return fill_template(url, object_member(config, "template_values"), problem);
+}
+
+/*
+ * Send a token request of one kind ("token" or "refresh": which URL and
+ * extra parameters apply) with these grant parameters, and judge the answer.
+ */
+Jsonb *
+tv_oauth2_token_request(Jsonb *config_doc, const char *kind, Jsonb *params)
+{
+	JsonbContainer *config = &config_doc->root;
+	char	   *problem = NULL;
+	char	   *url;
+	TvHttpResponse resp;
+	List	   *secrets;
+
+	url = request_url(config, strcmp(kind, "refresh") == 0 && member(config, "refresh_url")
+					  ? "refresh_url" : "token_url", &problem);
+	if (url == NULL)
+		return verdict_failure("error", 0, NULL, problem, -1);
+	send_request(config, url, kind, params, &resp, &secrets);
+	return read_response(&resp, config, secrets);
+}
+
+/*
+ * Revoke a token at the client's revoke_url (RFC 7009).  The verdict is
+ * {"ok": true} for any 2xx; otherwise as for a token request.
+ */
+Jsonb *
+tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
+{
+	JsonbContainer *config = &config_doc->root;
+	char	   *problem = NULL;
+	char	   *url = request_url(config, "revoke_url", &problem);
+	TvHttpResponse resp;
+	List	   *secrets;
+
+	if (url == NULL)
+		return verdict_failure("error", 0, NULL, problem, -1);
+	send_request(config, url, "revoke", params, &resp, &secrets);
+	if (resp.failure == TV_HTTP_OK && resp.status >= 200 && resp.status < 300)
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"ok\": true}")));
+	return read_response(&resp, config, secrets);
 }

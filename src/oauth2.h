@@ -9,5 +9,6 @@
 #include "utils/jsonb.h"
 
 extern Jsonb *tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params);
+extern Jsonb *tv_oauth2_revoke(Jsonb *config, Jsonb *params);
 
 #endif

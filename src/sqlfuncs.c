@@ -33,6 +33,7 @@ PG_FUNCTION_INFO_V1(tv_caller);
 PG_FUNCTION_INFO_V1(tv_token_request);
 PG_FUNCTION_INFO_V1(tv_random_token);
 PG_FUNCTION_INFO_V1(tv_refresh_auth);
+PG_FUNCTION_INFO_V1(tv_revoke_request);
 
 static void
 require_arg(FunctionCallInfo fcinfo, int n, const char *what)
@@ -217,4 +218,13 @@ tv_refresh_auth(PG_FUNCTION_ARGS)
 	if (!has_expiry)
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(expires_at);
+}
+
+/* _revoke_request(config jsonb, params jsonb) returns jsonb: RFC 7009 */
+Datum
+tv_revoke_request(PG_FUNCTION_ARGS)
+{
+	require_arg(fcinfo, 0, "client config");
+	require_arg(fcinfo, 1, "request parameters");
+	PG_RETURN_JSONB_P(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
 }

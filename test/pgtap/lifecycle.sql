@@ -119,8 +119,8 @@ SELECT throws_ok(format('SELECT tokenvault.update_auth(%L, NULL, ''{"access_toke
 SELECT is(tokenvault.access_token(:'a1'), :'at2', 'and keeps the credential it had');
 SELECT throws_ok(format('SELECT tokenvault.update_auth(%L, '''')', :'a1'), '22023', NULL, 'update_auth() refuses an empty name');
 SELECT throws_ok(format('SELECT tokenvault.update_auth(%L)', gen_random_uuid()), '42704', NULL, 'update_auth() of an unknown auth');
-SELECT throws_ok(format('SELECT tokenvault.delete_auth(%L, revoke => true)', :'a1'), '0A000', NULL,
-                 'revoking at the provider is refused until the OAuth2 engine lands');
+SELECT throws_ok(format('SELECT tokenvault.delete_auth(%L, revoke => true)', :'a1'), '55000', NULL,
+                 'revoking needs the client''s revoke_url, and deletes nothing without it');
 SELECT tokenvault.delete_auth(:'a3');
 SELECT is((SELECT count(*) FROM tokenvault.auths WHERE id IN (:'a1', :'a3')), 1::bigint,
           'delete_auth() removes that auth alone');
