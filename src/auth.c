@@ -9,6 +9,7 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
@@ -32,6 +33,7 @@ typedef struct AuthRow
 	bool		has_expiry;
 	TimestampTz expires_at;
 	bytea	   *secret;			/* still sealed */
+	bool		locked_here;	/* written or locked by this transaction */
 } AuthRow;
 
 /* The associated data that binds a sealed secret to its row: "auth:<uuid>". */
@@ -111,6 +113,10 @@ fill_auth(HeapTuple tup, TupleDesc desc, void *arg)
 	row->has_expiry = !isnull;
 	row->expires_at = isnull ? 0 : DatumGetTimestampTz(d);
 	row->secret = DatumGetByteaPCopy(heap_getattr(tup, column(desc, "secret"), desc, &isnull));
+	row->locked_here =
+		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmin(tup->t_data)) ||
+		(!(tup->t_data->t_infomask & HEAP_XMAX_IS_MULTI) &&
+		 TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmax(tup->t_data)));
 }
 
 /* The calling query's snapshot, as a read-only SPI query would use. */
@@ -174,6 +180,21 @@ no_valid_token(pg_uuid_t *id, AuthRow *row)
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 			 errmsg("auth %s has no access token", auth_id_string(id)),
 			 errhint("Import one with tokenvault.update_auth().")));
+}
+
+/*
+ * The refresher stores its result in a transaction of its own, which would
+ * wait on this one's row lock while this one waits for it.
+ */
+static void
+refuse_if_locked_here(pg_uuid_t *id, AuthRow *row)
+{
+	if (row->locked_here)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("auth %s cannot be refreshed in a transaction that changed or locked it",
+						auth_id_string(id)),
+				 errhint("Commit first: a refresh is committed on its own.")));
 }
 
 static void
@@ -257,6 +278,7 @@ tv_auth_access_token(pg_uuid_t *id)
 				 errmsg("auth %s is revoked", auth_id_string(id)),
 				 errhint("Authorize it again, or import a new token with tokenvault.update_auth().")));
 
+	refuse_if_locked_here(id, &row);
 	outcome = tv_refresh_wait(id, false, message);
 	/* the refresher committed: read what it stored, not what the query saw */
 	token = stored_token(id, &row, GetLatestSnapshot(), tv_min_validity);
@@ -283,6 +305,7 @@ tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("auth %s is not an oauth2 auth and has nothing to refresh", auth_id_string(id))));
+	refuse_if_locked_here(id, &row);
 	outcome = tv_refresh_wait(id, true, message);
 	if (outcome != TV_REFRESH_DONE)
 		refresh_failed(id, outcome, message);

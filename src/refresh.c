@@ -492,6 +492,16 @@ serve_flight(Flight *copy, Flight *slot, MemoryContext cxt)
 	finish_flight(slot, copy->ticket, outcome, message);
 }
 
+static void
+reload_if_asked(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
 void
 tv_refresher_main(Datum main_arg)
 {
@@ -525,17 +535,15 @@ tv_refresher_main(Datum main_arg)
 
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		reload_if_asked();
 		while (claim_flight(&copy, &slot))
 		{
 			MemoryContextSwitchTo(cxt);
 			serve_flight(&copy, slot, cxt);
 			MemoryContextReset(cxt);
 			CHECK_FOR_INTERRUPTS();
+			/* settings changed mid-queue (a CA file, a timeout) apply to the next request */
+			reload_if_asked();
 		}
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -1,0 +1,58 @@
+# Helpers for the shell-driven tests: TAP-style checks and bounded waits.
+# Source after test/cluster.sh.  A check prints "ok - ..." or "not ok - ...";
+# done_testing exits non-zero if any check failed.
+
+TV_FAILED=0
+
+ok() { echo "ok - $*"; }
+not_ok() {
+	echo "not ok - $*"
+	TV_FAILED=$((TV_FAILED + 1))
+}
+
+# is GOT WANT DESCRIPTION.  GOT and WANT are printed on failure: compare
+# digests or booleans, never a token.
+is() {
+	if [ "$1" = "$2" ]; then
+		ok "$3"
+	else
+		not_ok "$3"
+		printf '#      got: %s\n#     want: %s\n' "$1" "$2"
+	fi
+}
+
+# q [psql args] SQL on stdin or -c: unaligned, tuples only, stops at the first error.
+q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+# sqlstate SQL: run it, print the SQLSTATE it failed with, or "ok".
+sqlstate() {
+	local out
+	if out=$(psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -c "$1" 2>&1); then
+		echo ok
+	else
+		sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' <<<"$out" | head -n 1
+	fi
+}
+
+# wait_until SECONDS DESCRIPTION COMMAND...: poll COMMAND every 0.1 s until it
+# succeeds; fail the check (and return 1) when SECONDS pass first.
+wait_until() {
+	local limit=$1 what=$2 deadline
+	shift 2
+	deadline=$(($(date +%s%N) + limit * 1000000000))
+	until "$@" >/dev/null 2>&1; do
+		if [ "$(date +%s%N)" -gt "$deadline" ]; then
+			not_ok "$what (not within ${limit} s)"
+			return 1
+		fi
+		sleep 0.1
+	done
+}
+
+# millis: a clock in milliseconds, to time what must be quick.
+millis() { echo $(($(date +%s%N) / 1000000)); }
+
+done_testing() {
+	[ "$TV_FAILED" = 0 ] || echo "# $TV_FAILED check(s) failed"
+	exit $((TV_FAILED > 0))
+}
