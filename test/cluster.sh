@@ -1,10 +1,22 @@
 # Throwaway PostgreSQL 15 cluster for tests, the demo and benchmarks.
 # Source this file, then: cluster_start; ...; (cluster_stop runs on exit).
+# tv_at_exit CMD runs CMD on exit too, before what was registered earlier.
 # After cluster_start, PGHOST/PGPORT/PGUSER point at the new cluster and
 # TV_DATA is its data directory.
 
 PG_BINDIR=${PG_BINDIR:-$(/usr/lib/postgresql/15/bin/pg_config --bindir)}
 export PATH="$PG_BINDIR:$PATH"
+
+TV_AT_EXIT=()
+tv_at_exit() {
+	TV_AT_EXIT=("$1" "${TV_AT_EXIT[@]}")
+	trap tv_run_at_exit EXIT
+}
+tv_run_at_exit() {
+	local cmd
+	for cmd in "${TV_AT_EXIT[@]}"; do $cmd; done
+	TV_AT_EXIT=()
+}
 
 # The server refuses to run as root; run it as postgres then.
 as_server_user() {
@@ -24,7 +36,7 @@ cluster_start() {
 	export TV_TMP TV_DATA TV_LOG
 	# A private socket directory means the port cannot clash with another server.
 	export PGHOST="$TV_TMP" PGPORT=$((20000 + $$ % 10000)) PGUSER=postgres PGDATABASE=postgres
-	trap cluster_stop EXIT
+	tv_at_exit cluster_stop
 
 	as_server_user initdb -D "$TV_DATA" -U postgres -A trust --no-sync >"$TV_TMP/initdb.log" 2>&1 ||
 		{ cat "$TV_TMP/initdb.log"; return 1; }

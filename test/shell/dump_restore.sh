@@ -52,5 +52,6 @@ createdb "$dst"
 pg_restore --exit-on-error -d "$dst" "$TV_TMP/$src.dump"
 psql -X -q -v ON_ERROR_STOP=1 -d "$dst" -c 'CREATE EXTENSION pgtap'
 pg_prove -d "$dst" test/pgtap-restore/*.sql
+echo "ok - a dump restored into a new database opens every secret"
 dropdb "$dst"
 dropdb "$src"

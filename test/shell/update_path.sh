@@ -39,7 +39,7 @@ SELECT c.relname || ' ' || a.attname || ' ' || format_type(a.atttypid, a.atttypm
   FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
   LEFT JOIN pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum
  WHERE c.relnamespace = 'tokenvault'::regnamespace ORDER BY c.relname, a.attname;
-SELECT relname || ' ' || relkind || ' ' || coalesce(array_to_string(relacl, ','), '') || ' ' || relrowsecurity
+SELECT relname || ' ' || relkind::text || ' ' || coalesce(array_to_string(relacl, ','), '') || ' ' || relrowsecurity
   FROM pg_class WHERE relnamespace = 'tokenvault'::regnamespace ORDER BY 1;
 SELECT tablename || ' ' || policyname || ' ' || cmd || ' ' || array_to_string(roles, ',') || ' ' ||
        coalesce(qual, '') || ' ' || coalesce(with_check, '')
