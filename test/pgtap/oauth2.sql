@@ -1,7 +1,7 @@
 -- The OAuth2 engine's SQL side, without a network: authorization states
 -- and PKCE, quirk settings, and how a refresh verdict is applied.
 BEGIN;
-SELECT plan(38);
+SELECT plan(40);
 
 SELECT tokenvault.create_user('tap-oauth2') AS u \gset
 SELECT tokenvault.create_client('Code', 'code', 'oauth2', jsonb_build_object(
@@ -118,6 +118,14 @@ SELECT is((SELECT status FROM tokenvault.auths WHERE id = :'a'), 'needs_reauth',
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'expires_in', 1)) AS noref \gset
 SELECT is(tokenvault._refresh_plan(:'noref', false, 30)->>'skip', 'needs_reauth',
           'an expiring token with no refresh token cannot be refreshed');
+
+-- The refresher commits on its own and would wait for this transaction's
+-- row lock while this transaction waits for it: refused at once instead.
+SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'noref'), '55000',
+                 format('auth %s cannot be refreshed in a transaction that changed or locked it', :'noref'),
+                 'access_token refuses to refresh an auth this transaction wrote');
+SELECT throws_ok(format('SELECT tokenvault.refresh_auth(%L)', :'a'), '55000', NULL,
+                 'so does refresh_auth');
 
 SELECT * FROM finish();
 ROLLBACK;
