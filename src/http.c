@@ -100,7 +100,24 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
-/* Headers of interest: Retry-After (seconds form) and Content-Type. */
+/*
+ * Retry-After in seconds, from either of its forms (RFC 9110 10.2.3):
+ * delay-seconds or an HTTP date.  -1 if unreadable; at most a day.
+ */
+static int
+retry_after_seconds(const char *value)
+{
+	time_t		when;
+
+	if (value[0] >= '0' && value[0] <= '9')
+		return Min(atoi(value), 86400);
+	when = curl_getdate(value, NULL);
+	if (when < 0)
+		return -1;
+	return Max(0, Min(when - time(NULL), 86400));
+}
+
+/* Headers of interest: Retry-After and Content-Type. */
 static size_t
 on_header(char *data, size_t size, size_t nmemb, void *arg)
 {
@@ -121,8 +138,8 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 		while (*value == ' ' || *value == '\t')
 			value++;
 		value[strcspn(value, "\r\n")] = '\0';
-		if (pg_strcasecmp(line, "retry-after") == 0 && value[0] >= '0' && value[0] <= '9')
-			resp->retry_after = Min(atoi(value), 86400);
+		if (pg_strcasecmp(line, "retry-after") == 0)
+			resp->retry_after = retry_after_seconds(value);
 		else if (pg_strcasecmp(line, "content-type") == 0)
 		{
 			char	   *p;

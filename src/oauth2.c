@@ -239,7 +239,12 @@ parse_json(StringInfo body)
 	if (body->len == 0 || strlen(body->data) != (size_t) body->len ||
 		!pg_verifymbstr(body->data, body->len, true))
 		return NULL;
-	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), false);
+	/*
+	 * De-escaping strings makes the lexer refuse what jsonb cannot hold
+	 * (\u0000, lone surrogates), before jsonb_in would fail on it and quote
+	 * the body, token and all, in its error context.
+	 */
+	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
@@ -315,6 +320,25 @@ token_object(Jsonb *doc, const char *path)
 	return obj;
 }
 
+/* ", retry after N s" when the provider said when */
+static const char *
+retry_note(int retry_after)
+{
+	return retry_after >= 0 ? psprintf(", retry after %d s", retry_after) : "";
+}
+
+/* Why a 2xx answer could not be read as a token response. */
+static const char *
+unreadable(TvHttpResponse *resp)
+{
+	if (resp->body.len == 0)
+		return "the provider's answer is empty";
+	if (resp->content_type && strstr(resp->content_type, "json"))
+		return "the provider's answer is not valid JSON";
+	return psprintf("the provider's answer is neither JSON nor form-encoded (content type %s)",
+					resp->content_type ? resp->content_type : "none");
+}
+
 static Jsonb *
 read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 {
@@ -339,14 +363,16 @@ read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 	{
 		description = member(&doc->root, "error_description");
 		return verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
-							   psprintf("the provider refused the request: %s%s%s", scrub(error, secrets),
+							   psprintf("the provider refused the request: %s%s%s%s", scrub(error, secrets),
 										description ? ": " : "",
-										description ? scrub(description, secrets) : ""),
+										description ? scrub(description, secrets) : "",
+										retry_note(resp->retry_after)),
 							   resp->retry_after);
 	}
 	if (resp->status == 429 || resp->status >= 500)
 		return verdict_failure("retryable", resp->status, NULL,
-							   psprintf("the provider answered HTTP %ld", resp->status), resp->retry_after);
+							   psprintf("the provider answered HTTP %ld%s", resp->status,
+										retry_note(resp->retry_after)), resp->retry_after);
 	if (resp->status >= 300 && resp->status < 400)
 		return verdict_failure("error", resp->status, NULL,
 							   psprintf("the provider answered with a redirect (HTTP %ld), which is not followed",
@@ -355,9 +381,7 @@ read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 		return verdict_failure("error", resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld", resp->status), -1);
 	if (doc == NULL)
-		return verdict_failure("error", resp->status, NULL,
-							   psprintf("the provider's answer is neither JSON nor form-encoded (content type %s)",
-										resp->content_type ? resp->content_type : "none"), -1);
+		return verdict_failure("error", resp->status, NULL, unreadable(resp), -1);
 
 	tok = token_object(doc, member(config, "token_path"));
 	if (tok == NULL || member(tok, "access_token") == NULL || member(tok, "access_token")[0] == '\0')

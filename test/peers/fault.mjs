@@ -1,0 +1,186 @@
+// A token endpoint that misbehaves on request, for the faults a real OAuth2
+// server will not produce.  The first path segment names the fault:
+// POST /<case>/token.  GET /_count, /_count/<case> and /_last/<case> tell
+// the tests what arrived; POST /_reset forgets it.
+//
+// Env: FAULT_PORT (0: any), PORT_FILE (the bound port is written there).
+// Tokens are made up per answer and carry the TVSECRET marker the test
+// harness scans logs for; this peer never prints a request or a token.
+import http from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync, renameSync } from 'node:fs';
+
+const hex = () => randomBytes(16).toString('hex');
+const okToken = () => ({
+  access_token: `TVSECRET-at-${hex()}`, token_type: 'Bearer', expires_in: 3600,
+  refresh_token: `TVSECRET-rt-${hex()}`, scope: 'read',
+});
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function send(res, status, body, headers = {}) {
+  const text = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+  const type = typeof body === 'string' || Buffer.isBuffer(body) ? 'text/plain' : 'application/json';
+  res.writeHead(status, { 'content-type': type, ...headers });
+  res.end(text);
+}
+const json = (res, status, raw) => {
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(raw);
+};
+const form = (t) => new URLSearchParams(Object.entries(t).map(([k, v]) => [k, String(v)])).toString();
+
+function params(req) {
+  const type = req.headers['content-type'] || '';
+  try {
+    if (type.includes('json')) return JSON.parse(req.body || '{}');
+  } catch { return {}; }
+  return Object.fromEntries(new URLSearchParams(req.body));
+}
+
+function basicPassword(req) {
+  const m = /^Basic (.+)$/.exec(req.headers.authorization || '');
+  if (!m) return null;
+  const pair = Buffer.from(m[1], 'base64').toString();
+  return decodeURIComponent(pair.slice(pair.indexOf(':') + 1));
+}
+
+const usedRefreshTokens = new Set();
+const html = (title) => `<!DOCTYPE html><html><head><title>${title}</title></head><body><h1>${title}</h1>${
+  '<p>Something went wrong on our side. Please try again later.</p>'.repeat(30)}</body></html>`;
+
+const cases = {
+  ok: (req, res) => send(res, 200, okToken()),
+  no_refresh: (req, res) => { const t = okToken(); delete t.refresh_token; send(res, 200, t); },
+  extra: (req, res) => send(res, 200, { ...okToken(), instance_url: 'https://eu12.example.com',
+    id_token: 'eyJ.x.y', team: { id: 'T1', name: 'Acme' } }),
+  nested: (req, res) => send(res, 200, { ok: true, data: { token: okToken() } }),
+  expires_string: (req, res) => send(res, 200, { ...okToken(), expires_in: '3600' }),
+  expires_ms: (req, res) => send(res, 200, { ...okToken(), expires_in: 3600000 }),
+  no_expiry: (req, res) => { const t = okToken(); delete t.expires_in; send(res, 200, t); },
+  rt_expiry: (req, res) => send(res, 200, { ...okToken(), refresh_token_expires_in: 7776000 }),
+  form: (req, res) => send(res, 200, form({ ...okToken(), token_type: 'bearer' }),
+    { 'content-type': 'application/x-www-form-urlencoded' }),
+  text_form: (req, res) => send(res, 200, form({ ...okToken(), token_type: 'bearer' })),
+  error200: (req, res) => send(res, 200, { error: 'invalid_grant', error_description: 'The refresh token is invalid' }),
+  invalid_grant: (req, res) => send(res, 400, { error: 'invalid_grant', error_description: 'Token has been expired or revoked.' }),
+  invalid_client: (req, res) => send(res, 401, { error: 'invalid_client' }, { 'www-authenticate': 'Basic realm="token"' }),
+  unauthorized_client: (req, res) => send(res, 400, { error: 'unauthorized_client' }),
+  invalid_request: (req, res) => send(res, 400, { error: 'invalid_request', error_description: 'Missing parameter' }),
+  // a hostile provider quoting the request's secrets back
+  leaky: (req, res) => {
+    const p = params(req);
+    const quoted = [p.refresh_token, p.client_secret, p.password, basicPassword(req)].filter(Boolean);
+    send(res, 400, { error: 'invalid_grant', error_description: `bad token: ${quoted.join(' ')}` });
+  },
+  s500: (req, res) => send(res, 500, { error: 'server_error' }),
+  s502: (req, res) => send(res, 502, 'Bad Gateway'),
+  s503: (req, res) => send(res, 503, '', { 'retry-after': '5' }),
+  s429: (req, res) => send(res, 429, { error: 'rate_limited' }, { 'retry-after': '7' }),
+  s429_date: (req, res) => send(res, 429, { error: 'rate_limited' },
+    { 'retry-after': new Date(Date.now() + 30000).toUTCString() }),
+  html: (req, res) => send(res, 500, html('Internal Server Error'), { 'content-type': 'text/html' }),
+  html200: (req, res) => send(res, 200, html('Sign in'), { 'content-type': 'text/html; charset=utf-8' }),
+  malformed: (req, res) => json(res, 200, `{"access_token": "TVSECRET-at-${hex()}", "expires_in": 36`),
+  not_object: (req, res) => json(res, 200, '["access_token"]'),
+  empty: (req, res) => json(res, 200, ''),
+  bad_utf8: (req, res) => json(res, 200, Buffer.concat([Buffer.from(`{"access_token": "TVSECRET-at-${hex()}`),
+    Buffer.from([0xc3, 0x28]), Buffer.from('", "expires_in": 3600}')])),
+  nul: (req, res) => json(res, 200, `{"access_token": "TVSECRET-at-${hex()}\\u0000", "expires_in": 3600}`),
+  // ~10 MB of valid JSON, written in chunks as the socket drains
+  huge: async (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const t = JSON.stringify(okToken());
+    res.write(`${t.slice(0, -1)}, "padding": "`);
+    const chunk = 'x'.repeat(64 * 1024);
+    for (let i = 0; i < 160 && !res.destroyed; i++) {
+      if (!res.write(chunk)) await new Promise((r) => { res.once('drain', r); res.once('close', r); });
+    }
+    res.end('"}');
+  },
+  redirect: (req, res) => send(res, 302, '', { location: `http://127.0.0.1:${port}/ok/token` }),
+  redirect307: (req, res) => send(res, 307, '', { location: `http://127.0.0.1:${port}/ok/token` }),
+  slow: async (req, res, url) => {
+    await sleep(Number(url.searchParams.get('ms') || 3000));
+    if (!res.destroyed) send(res, 200, okToken());
+  },
+  hang: () => {},
+  // the headers at once, then the body a byte every half second
+  dribble: async (req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    for (const ch of JSON.stringify(okToken())) {
+      if (res.destroyed) return;
+      res.write(ch);
+      await sleep(500);
+    }
+    res.end();
+  },
+  revoke: (req, res) => send(res, 200, ''),
+  revoke_fail: (req, res) => send(res, 503, ''),
+  // rotation with reuse detection: a refresh token works once
+  rotate: (req, res) => {
+    const rt = params(req).refresh_token;
+    if (rt && usedRefreshTokens.has(rt)) {
+      send(res, 400, { error: 'invalid_grant', error_description: 'refresh token reused' });
+      return;
+    }
+    if (rt) usedRefreshTokens.add(rt);
+    send(res, 200, okToken());
+  },
+};
+
+let counts = {};
+let last = {};
+
+function control(req, res, url) {
+  const [, what, name] = url.pathname.split('/');
+  if (what === '_count') return send(res, 200, name ? counts[name] || 0 : counts);
+  if (what === '_last') return send(res, 200, last[name] || {});
+  if (what === '_reset') { counts = {}; last = {}; usedRefreshTokens.clear(); return send(res, 200, {}); }
+  return send(res, 404, { error: 'unknown control' });
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  let size = 0;
+  req.on('data', (c) => {
+    size += c.length;
+    if (size > 1024 * 1024) req.destroy();
+    else chunks.push(c);
+  });
+  req.on('end', () => {
+    const url = new URL(req.url, 'http://peer');
+    const name = url.pathname.split('/')[1];
+    if (name.startsWith('_')) return control(req, res, url);
+    req.body = Buffer.concat(chunks).toString();
+    counts[name] = (counts[name] || 0) + 1;
+    last[name] = { method: req.method, path: url.pathname, query: url.search, headers: req.headers, body: req.body };
+    const handler = cases[name];
+    if (!handler) return send(res, 404, { error: 'unknown fault case' });
+    Promise.resolve(handler(req, res, url)).catch(() => res.destroy());
+  });
+});
+// a hanging request must hang until the client gives up
+server.requestTimeout = 0;
+server.headersTimeout = 60000;
+server.keepAliveTimeout = 5000;
+
+const sockets = new Set();
+server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+
+let port;
+server.listen(Number(process.env.FAULT_PORT || 0), '127.0.0.1', () => {
+  port = server.address().port;
+  if (process.env.PORT_FILE) {
+    writeFileSync(`${process.env.PORT_FILE}.tmp`, String(port));
+    renameSync(`${process.env.PORT_FILE}.tmp`, process.env.PORT_FILE);
+  }
+  console.log(`fault peer listening on http://127.0.0.1:${port}`);
+});
+
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => {
+    server.close();
+    for (const s of sockets) s.destroy();
+    process.exit(0);
+  });
+}
