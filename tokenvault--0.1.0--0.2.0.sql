@@ -250,7 +250,7 @@ $$;
 CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_strip_nulls(jsonb_build_object(
-        'token_url', c.token_url, 'refresh_url', c.refresh_url, 'client_id', c.client_id,
+        'token_url', c.token_url, 'refresh_url', c.refresh_url, 'revoke_url', c.revoke_url, 'client_id', c.client_id,
         'client_secret', CASE WHEN c.secret IS NOT NULL
                               THEN tokenvault._open_jsonb(c.secret, 'client:' || c.id)->>'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
@@ -273,23 +273,23 @@ $$;
 
 -- A provider's failure as an error: needs_reauth 28000, retryable 08000,
 -- anything else 38000.  The message never holds a secret (oauth2.c).
-CREATE FUNCTION _raise_refusal(c tokenvault.clients, v jsonb) RETURNS void
+CREATE FUNCTION _raise_refusal(c tokenvault.clients, v jsonb, what text DEFAULT 'token request') RETURNS void
     LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     CASE v->>'class'
         WHEN 'needs_reauth' THEN
-            RAISE EXCEPTION 'token request to % failed: %', c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
                 USING ERRCODE = 'invalid_authorization_specification',
                       HINT = CASE WHEN v->>'error' = 'invalid_client'
                                   THEN 'The provider does not accept the client''s credentials; check its client_id and client_secret.'
                                   ELSE 'The grant is no longer valid: the user must authorize again.' END;
         WHEN 'retryable' THEN
-            RAISE EXCEPTION 'token request to % failed: %', c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
                 USING ERRCODE = 'connection_exception',
                       HINT = CASE WHEN v ? 'retry_after' THEN format('The provider asks to retry after %s s.', v->>'retry_after')
                                   ELSE 'The failure is temporary; try again later.' END;
         ELSE
-            RAISE EXCEPTION 'token request to % failed: %', c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
                 USING ERRCODE = 'external_routine_exception',
                       HINT = 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.';
     END CASE;
@@ -347,7 +347,7 @@ BEGIN
     -- a client_credentials or password client fetches its first token at once
     IF c.grant_type IN ('client_credentials', 'password') AND NOT data ? 'access_token' THEN
         data := coalesce(data, '{}') || tokenvault._fetch_token(c, 'token',
-                    tokenvault._direct_grant_params(c, f->'secret', scopes), f->'secret');
+                    tokenvault._direct_grant_params(c, f->'secret', coalesce(scopes, c.scopes)), f->'secret');
         f := tokenvault._auth_fields(c, data, scopes);
     END IF;
     INSERT INTO tokenvault.auths (id, user_id, client_id, name, service, scopes, token_type,
@@ -583,7 +583,7 @@ BEGIN
                      'token', coalesce(cred->>'refresh_token', cred->>'access_token'),
                      'token_type_hint', CASE WHEN cred ? 'refresh_token' THEN 'refresh_token' ELSE 'access_token' END));
             IF NOT (v->>'ok')::boolean THEN
-                PERFORM tokenvault._raise_refusal(c, v);
+                PERFORM tokenvault._raise_refusal(c, v, 'revocation');
             END IF;
         END IF;
     END IF;
