@@ -42,6 +42,7 @@
 #define MAX_FLIGHTS 1024
 #define MAX_REFRESHERS 32		/* databases with a refresher at once */
 #define DONE_KEEP_SECS 60		/* a finished flight stays readable this long */
+#define IDLE_EXIT_SECS 300		/* a refresher with nothing to do gives its slot back */
 
 typedef enum FlightState
 {
@@ -492,6 +493,28 @@ serve_flight(Flight *copy, Flight *slot, MemoryContext cxt)
 	finish_flight(slot, copy->ticket, outcome, message);
 }
 
+/*
+ * Leave if no flight of this database is queued, giving up the slot under
+ * the lock so that a flight filed from now on starts a new refresher.
+ */
+static bool
+leave_if_idle(void)
+{
+	int			i;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < MAX_FLIGHTS; i++)
+		if (shared->flights[i].state == FLIGHT_QUEUED && shared->flights[i].dbid == MyDatabaseId)
+		{
+			LWLockRelease(shared->lock);
+			return false;
+		}
+	memset(my_slot, 0, sizeof(Refresher));
+	my_slot = NULL;
+	LWLockRelease(shared->lock);
+	return true;
+}
+
 static void
 reload_if_asked(void)
 {
@@ -507,6 +530,7 @@ tv_refresher_main(Datum main_arg)
 {
 	Oid			dbid = DatumGetObjectId(main_arg);
 	MemoryContext cxt;
+	TimestampTz last_work;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -528,6 +552,7 @@ tv_refresher_main(Datum main_arg)
 	before_shmem_exit(refresher_detach, 0);
 
 	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault refresh", ALLOCSET_DEFAULT_SIZES);
+	last_work = GetCurrentTimestamp();
 	for (;;)
 	{
 		Flight		copy;
@@ -544,7 +569,12 @@ tv_refresher_main(Datum main_arg)
 			CHECK_FOR_INTERRUPTS();
 			/* settings changed mid-queue (a CA file, a timeout) apply to the next request */
 			reload_if_asked();
+			last_work = GetCurrentTimestamp();
 		}
+		/* an idle refresher would hold a max_worker_processes slot for nothing */
+		if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), IDLE_EXIT_SECS * 1000) &&
+			leave_if_idle())
+			proc_exit(0);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 60000L, PG_WAIT_EXTENSION);

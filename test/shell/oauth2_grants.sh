@@ -114,6 +114,14 @@ is "$(sqlstate "SELECT tokenvault.create_auth('$user', '$(client pw)', 'wrong', 
 	28000 "a wrong password is refused as invalid_authorization_specification"
 is "$(q -c "SELECT count(*) FROM tokenvault.auths WHERE name = 'wrong'")" 0 "  ... and no auth is left behind"
 
+# --- the provider's tokens are its own strings, without the marker the
+# harness scans for: look for each one in the server log here
+q -c "SELECT v FROM tokenvault.auths a, jsonb_each_text(tokenvault._open_jsonb(a.secret, 'auth:' || a.id)) x(k, v)
+       WHERE k IN ('access_token', 'refresh_token', 'id_token')" >"$TV_TMP/issued-tokens"
+is "$(grep -cF -f "$TV_TMP/issued-tokens" "$TV_LOG" || true)" 0 \
+	"none of the $(wc -l <"$TV_TMP/issued-tokens") tokens the provider issued appears in the server log"
+rm -f "$TV_TMP/issued-tokens"
+
 # --- revocation (RFC 7009)
 reset "$long"
 rt=$(q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths WHERE id = '$a'")
