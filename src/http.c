@@ -5,15 +5,16 @@
  * tokenvault.allow_insecure_http is on, TLS always verified (against
  * tokenvault.ca_file when set), no redirects followed, the response capped
  * at tokenvault.max_response_size, and tokenvault.http_timeout for the
- * connection and for the whole exchange.  A request runs on a multi handle
- * polled in short rounds, so a query cancel or statement_timeout stops it
- * within a fraction of a second.
+ * connection and for the whole exchange.  Requests run on a multi handle,
+ * many at once if asked, polled in short rounds, so a query cancel or
+ * statement_timeout stops them within a fraction of a second.
  *
  * Errors describe what failed (DNS, connect, TLS, timeout, size) and never
  * carry a request body or header: those hold secrets.
  */
 #include "postgres.h"
 
+#include <stdint.h>
 #include <curl/curl.h>
 
 #include "miscadmin.h"
@@ -269,78 +270,145 @@ describe_failure(CURLcode rc, const char *errbuf, TvHttpResponse *resp)
 							   tv_max_response_size);
 }
 
-/*
- * Send one request and wait for its response, checking for interrupts
- * between short polls.  Only a refused URL, a failed transfer or an HTTP
- * status are reported, in *resp; a cancel raises the usual error, after the
- * handles are released.
- */
-void
-tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp)
+/* One transfer of a batch: its handle, its header list, curl's error text. */
+typedef struct Transfer
 {
-	CURLM	   *volatile multi = NULL;
-	CURL	   *volatile easy = NULL;
-	struct curl_slist *volatile headers = NULL;
+	CURL	   *easy;
+	struct curl_slist *headers;
 	char		errbuf[CURL_ERROR_SIZE];
-	char	   *why;
+} Transfer;
+
+/* Release a transfer, wiping its headers: the Authorization line is there. */
+static void
+release(CURLM *multi, Transfer *t)
+{
 	struct curl_slist *h;
 
-	memset(resp, 0, sizeof(*resp));
-	initStringInfo(&resp->body);
-	resp->retry_after = -1;
-	errbuf[0] = '\0';
-	if (!tv_http_url_allowed(req->url, &why))
+	if (t->easy)
 	{
-		resp->failure = TV_HTTP_REFUSED;
-		resp->error = pstrdup(why);
-		return;
+		if (multi)
+			curl_multi_remove_handle(multi, t->easy);
+		curl_easy_cleanup(t->easy);
 	}
+	for (h = t->headers; h; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(t->headers);
+	t->easy = NULL;
+	t->headers = NULL;
+}
+
+static void
+start_transfer(CURLM *multi, Transfer *t, const TvHttpRequest *req, TvHttpResponse *resp, int i)
+{
+	t->errbuf[0] = '\0';
+	t->easy = make_handle(req, resp, &t->headers, t->errbuf);
+	SETOPT(t->easy, CURLOPT_PRIVATE, (void *) (intptr_t) i);
+	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
+		elog(ERROR, "could not start a libcurl transfer");
+}
+
+static void
+finish_transfer(Transfer *t, CURLcode rc, TvHttpResponse *resp)
+{
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+	else
+		describe_failure(rc, t->errbuf, resp);
+	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &resp->seconds);
+}
+
+/*
+ * Send n requests, at most max_parallel at a time, and call done(i) as each
+ * finishes (a refused URL at once), checking for interrupts between short
+ * polls.  Only refused URLs, failed transfers and HTTP statuses are
+ * reported, in resps[i]; a cancel, or an error raised by done, raises the
+ * usual error after every handle is released.
+ */
+void
+tv_http_perform_many(const TvHttpRequest *reqs, TvHttpResponse *resps, int n, int max_parallel,
+					 TvHttpDone done, void *arg)
+{
+	Transfer   *transfers = palloc0(sizeof(Transfer) * n);
+	CURLM	   *volatile multi = NULL;
+	int			next = 0;
+	int			active = 0;
+	int			i;
+
 	tv_http_init();
+	for (i = 0; i < n; i++)
+	{
+		char	   *why;
+
+		memset(&resps[i], 0, sizeof(TvHttpResponse));
+		initStringInfo(&resps[i].body);
+		resps[i].retry_after = -1;
+		if (!tv_http_url_allowed(reqs[i].url, &why))
+		{
+			resps[i].failure = TV_HTTP_REFUSED;
+			resps[i].error = pstrdup(why);
+		}
+	}
 
 	PG_TRY();
 	{
-		struct curl_slist *hl = NULL;
-		int			running = 1;
-		CURLMsg    *msg;
-		int			left;
-		CURLcode	rc = CURLE_OK;
-
 		multi = curl_multi_init();
 		if (multi == NULL)
 			elog(ERROR, "could not create a libcurl multi handle");
-		easy = make_handle(req, resp, &hl, errbuf);
-		headers = hl;
-		if (curl_multi_add_handle(multi, easy) != CURLM_OK)
-			elog(ERROR, "could not start a libcurl transfer");
-		while (running)
+		for (;;)
 		{
+			int			running;
+			CURLMsg    *msg;
+			int			left;
+
+			/* top up to max_parallel; refused requests are done at once */
+			for (; next < n && active < max_parallel; next++)
+			{
+				if (resps[next].failure == TV_HTTP_REFUSED)
+				{
+					if (done)
+						done(next, &resps[next], arg);
+					continue;
+				}
+				start_transfer(multi, &transfers[next], &reqs[next], &resps[next], next);
+				active++;
+			}
+			if (active == 0)
+				break;
 			CHECK_FOR_INTERRUPTS();
 			if (curl_multi_perform(multi, &running) != CURLM_OK)
 				elog(ERROR, "libcurl transfer failed");
-			if (running && curl_multi_poll(multi, NULL, 0, POLL_MS, NULL) != CURLM_OK)
+			while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+			{
+				void	   *priv;
+
+				if (msg->msg != CURLMSG_DONE)
+					continue;
+				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+				i = (int) (intptr_t) priv;
+				finish_transfer(&transfers[i], msg->data.result, &resps[i]);
+				release(multi, &transfers[i]);
+				active--;
+				if (done)
+					done(i, &resps[i], arg);
+			}
+			if (running > 0 && curl_multi_poll(multi, NULL, 0, POLL_MS, NULL) != CURLM_OK)
 				elog(ERROR, "libcurl poll failed");
 		}
-		while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-			if (msg->msg == CURLMSG_DONE)
-				rc = msg->data.result;
-		if (rc == CURLE_OK)
-			curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &resp->status);
-		else
-			describe_failure(rc, errbuf, resp);
-		curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME, &resp->seconds);
 	}
 	PG_FINALLY();
 	{
-		if (multi && easy)
-			curl_multi_remove_handle(multi, easy);
-		if (easy)
-			curl_easy_cleanup(easy);
+		for (i = 0; i < n; i++)
+			release(multi, &transfers[i]);
 		if (multi)
 			curl_multi_cleanup(multi);
-		/* the Authorization line is in here */
-		for (h = headers; h; h = h->next)
-			explicit_bzero(h->data, strlen(h->data));
-		curl_slist_free_all(headers);
 	}
 	PG_END_TRY();
+	pfree(transfers);
+}
+
+/* Send one request and wait for its response; see tv_http_perform_many. */
+void
+tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp)
+{
+	tv_http_perform_many(req, resp, 1, 1, NULL, NULL);
 }

@@ -44,7 +44,12 @@ typedef struct TvHttpResponse
 
 extern void tv_http_init(void);
 extern bool tv_http_url_allowed(const char *url, char **why);
+/* Called as each request of a batch finishes, with its index. */
+typedef void (*TvHttpDone) (int i, TvHttpResponse *resp, void *arg);
+
 extern void tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp);
+extern void tv_http_perform_many(const TvHttpRequest *reqs, TvHttpResponse *resps, int n,
+								 int max_parallel, TvHttpDone done, void *arg);
 extern char *tv_url_encode(const char *s);
 
 #endif

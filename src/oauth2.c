@@ -427,19 +427,19 @@ setting_is(JsonbContainer *config, const char *key, const char *value)
 }
 
 /*
- * POST the parameters, with the client's authentication and the extra
- * parameters of this kind of request, to url.  *secrets gets every secret
- * the request carried, for scrubbing what comes back.
+ * Build the request: the grant parameters, the extra parameters of this
+ * kind of request, and the client's authentication (Basic, or in the body,
+ * always so for a public client).  call->secrets gets every secret it
+ * carries, for scrubbing what comes back.
  */
 static void
-send_request(JsonbContainer *config, const char *url, const char *kind, Jsonb *params,
-			 TvHttpResponse *resp, List **secrets)
+build_request(TvTokenCall *call, const char *url, const char *kind, Jsonb *params)
 {
+	JsonbContainer *config = call->config;
 	char	   *client_id = member(config, "client_id");
 	char	   *client_secret = member(config, "client_secret");
 	char	   *param_secret;
 	Body		body = {0};
-	TvHttpRequest req = {0};
 	bool		in_body;
 	int			i;
 
@@ -451,7 +451,6 @@ send_request(JsonbContainer *config, const char *url, const char *kind, Jsonb *p
 			body.secrets = lappend(body.secrets, param_secret);
 	each_member(object_member(object_member(config, "extra_params"), kind), body_add, &body);
 
-	/* client authentication: Basic, or in the body (always so for a public client) */
 	in_body = client_secret == NULL || setting_is(config, "client_auth", "post");
 	if (client_id && in_body)
 		body_add("client_id", client_id, &body);
@@ -459,21 +458,27 @@ send_request(JsonbContainer *config, const char *url, const char *kind, Jsonb *p
 		body_add_secret(&body, "client_secret", client_secret);
 	if (client_secret && !in_body)
 	{
-		req.authorization = basic_credentials(client_id ? client_id : "", client_secret);
+		call->req.authorization = basic_credentials(client_id ? client_id : "", client_secret);
 		body.secrets = lappend(body.secrets, client_secret);
 	}
 	if (body.json)
 		appendStringInfoString(&body.buf, body.buf.len > 0 ? "}" : "{}");
 
-	req.url = url;
-	req.content_type = body.json ? "application/json" : "application/x-www-form-urlencoded";
-	req.body = body.buf.data;
-	req.body_len = body.buf.len;
-	tv_http_perform(&req, resp);
-	explicit_bzero(body.buf.data, body.buf.len);
-	if (req.authorization)
-		explicit_bzero((char *) req.authorization, strlen(req.authorization));
-	*secrets = body.secrets;
+	call->req.url = url;
+	call->req.content_type = body.json ? "application/json" : "application/x-www-form-urlencoded";
+	call->req.body = body.buf.data;
+	call->req.body_len = body.buf.len;
+	call->secrets = body.secrets;
+}
+
+/* The request has been sent: its copies of secrets go. */
+static void
+wipe_request(TvTokenCall *call)
+{
+	if (call->req.body)
+		explicit_bzero((char *) call->req.body, call->req.body_len);
+	if (call->req.authorization)
+		explicit_bzero((char *) call->req.authorization, strlen(call->req.authorization));
 }
 
 /* A URL setting with its {placeholders} filled, or NULL and *problem. */
@@ -491,24 +496,54 @@ request_url(JsonbContainer *config, const char *setting, char **problem)
 }
 
 /*
- * Send a token request of one kind ("token" or "refresh": which URL and
- * extra parameters apply) with these grant parameters, and judge the answer.
+ * Prepare a token request of one kind ("token" or "refresh": which URL and
+ * extra parameters apply) with these grant parameters.  When it cannot be
+ * sent (no URL, a template field missing), call->verdict says why.
  */
-Jsonb *
-tv_oauth2_token_request(Jsonb *config_doc, const char *kind, Jsonb *params)
+void
+tv_oauth2_prepare(TvTokenCall *call, Jsonb *config_doc, const char *kind, Jsonb *params)
 {
-	JsonbContainer *config = &config_doc->root;
 	char	   *problem = NULL;
 	char	   *url;
-	TvHttpResponse resp;
-	List	   *secrets;
 
-	url = request_url(config, strcmp(kind, "refresh") == 0 && member(config, "refresh_url")
+	memset(call, 0, sizeof(*call));
+	call->config = &config_doc->root;
+	url = request_url(call->config, strcmp(kind, "refresh") == 0 && member(call->config, "refresh_url")
 					  ? "refresh_url" : "token_url", &problem);
 	if (url == NULL)
-		return verdict_failure("error", 0, NULL, problem, -1);
-	send_request(config, url, kind, params, &resp, &secrets);
-	return read_response(&resp, config, secrets);
+		call->verdict = verdict_failure("error", 0, NULL, problem, -1);
+	else
+		build_request(call, url, kind, params);
+}
+
+/* The verdict on a prepared request's response. */
+Jsonb *
+tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
+{
+	wipe_request(call);
+	return read_response(resp, call->config, call->secrets);
+}
+
+/* Send a token request and judge the answer. */
+Jsonb *
+tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
+{
+	TvTokenCall call;
+	TvHttpResponse resp;
+
+	tv_oauth2_prepare(&call, config, kind, params);
+	if (call.verdict)
+		return call.verdict;
+	PG_TRY();
+	{
+		tv_http_perform(&call.req, &resp);
+	}
+	PG_FINALLY();
+	{
+		wipe_request(&call);
+	}
+	PG_END_TRY();
+	return tv_oauth2_verdict(&call, &resp);
 }
 
 /*
@@ -518,16 +553,26 @@ tv_oauth2_token_request(Jsonb *config_doc, const char *kind, Jsonb *params)
 Jsonb *
 tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 {
-	JsonbContainer *config = &config_doc->root;
+	TvTokenCall call = {0};
 	char	   *problem = NULL;
-	char	   *url = request_url(config, "revoke_url", &problem);
+	char	   *url;
 	TvHttpResponse resp;
-	List	   *secrets;
 
+	call.config = &config_doc->root;
+	url = request_url(call.config, "revoke_url", &problem);
 	if (url == NULL)
 		return verdict_failure("error", 0, NULL, problem, -1);
-	send_request(config, url, "revoke", params, &resp, &secrets);
+	build_request(&call, url, "revoke", params);
+	PG_TRY();
+	{
+		tv_http_perform(&call.req, &resp);
+	}
+	PG_FINALLY();
+	{
+		wipe_request(&call);
+	}
+	PG_END_TRY();
 	if (resp.failure == TV_HTTP_OK && resp.status >= 200 && resp.status < 300)
 		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"ok\": true}")));
-	return read_response(&resp, config, secrets);
+	return read_response(&resp, call.config, call.secrets);
 }

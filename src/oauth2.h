@@ -6,8 +6,22 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
+#include "http.h"
+
+/* A token request made ready, sent, then judged (for sending many at once). */
+typedef struct TvTokenCall
+{
+	TvHttpRequest req;
+	JsonbContainer *config;
+	List	   *secrets;		/* what the request carries, scrubbed from answers */
+	Jsonb	   *verdict;		/* set when it could not even be prepared */
+} TvTokenCall;
+
+extern void tv_oauth2_prepare(TvTokenCall *call, Jsonb *config, const char *kind, Jsonb *params);
+extern Jsonb *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
 extern Jsonb *tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params);
 extern Jsonb *tv_oauth2_revoke(Jsonb *config, Jsonb *params);
 
