@@ -42,6 +42,7 @@
 #define MAX_FLIGHTS 1024
 #define MAX_REFRESHERS 32		/* databases with a refresher at once */
 #define DONE_KEEP_SECS 60		/* a finished flight stays readable this long */
+#define REFRESH_BATCH 32			/* flights a refresher serves at once */
 #define IDLE_EXIT_SECS 300		/* a refresher with nothing to do gives its slot back */
 
 typedef enum FlightState
@@ -296,19 +297,49 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 
 /* ---- the refresher ---- */
 
+/*
+ * One flight of a batch: the flight, its plan, its prepared request.  A
+ * batch is planned (a short transaction each), its requests sent at once
+ * with no transaction open, and each result applied (a short transaction)
+ * as it arrives.
+ */
+typedef struct Job
+{
+	Flight		copy;
+	Flight	   *slot;
+	Jsonb	   *plan;
+	TvTokenCall call;
+	bool		finished;
+} Job;
+
+typedef struct Batch
+{
+	Job			jobs[REFRESH_BATCH];
+	int			njobs;
+	int			sending[REFRESH_BATCH];	/* request i is jobs[sending[i]] */
+	MemoryContext cxt;
+} Batch;
+
+
 static Refresher *my_slot = NULL;
-static Flight *my_flight = NULL;	/* the flight being served */
-static uint64 my_ticket = 0;
+static Batch batch;
 
 static void finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message);
 
-/* On the way out (shutdown, FATAL), release waiters instead of leaving them hanging. */
+/*
+ * On the way out (shutdown, FATAL), release the waiters of the flights in
+ * hand instead of leaving them hanging, and give the slot back.
+ */
 static void
 refresher_detach(int code, Datum arg)
 {
-	if (my_flight)
-		finish_flight(my_flight, my_ticket, TV_REFRESH_RETRYABLE, "the tokenvault refresher exited");
-	my_flight = NULL;
+	int			i;
+
+	for (i = 0; i < batch.njobs; i++)
+		if (!batch.jobs[i].finished)
+			finish_flight(batch.jobs[i].slot, batch.jobs[i].copy.ticket, TV_REFRESH_RETRYABLE,
+						  "the tokenvault refresher exited");
+	batch.njobs = 0;
 	if (my_slot == NULL)
 		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
@@ -323,6 +354,8 @@ call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, Memor
 {
 	Jsonb	   *result = NULL;
 	bool		isnull;
+
+	MemoryContext caller = CurrentMemoryContext;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -345,6 +378,8 @@ call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, Memor
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* commit leaves TopMemoryContext current; what follows belongs to the caller */
+	MemoryContextSwitchTo(caller);
 	pgstat_report_stat(false);
 	return result;
 }
@@ -371,79 +406,191 @@ member_object(Jsonb *j, const char *key)
 	return JsonbValueToJsonb(&v);
 }
 
-/*
- * Refresh one auth: plan (read, decide), request (no transaction open),
- * apply (version-checked).  Returns the outcome; *message says why not.
- */
-static TvRefreshOutcome
-refresh_one(Flight *copy, char *message, MemoryContext cxt)
+static void
+finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
+{
+	finish_flight(job->slot, job->copy.ticket, outcome, message);
+	job->finished = true;
+}
+
+/* An error while serving a job fails that job alone, logged in tokenvault's words. */
+static void
+fail_job(Job *job, MemoryContext cxt)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(cxt);
+	/* the error is tokenvault's own wording, never a secret */
+	ereport(LOG, (errmsg("tokenvault refresher: %s", edata->message)));
+	finish_job(job, TV_REFRESH_FAILED, edata->message);
+}
+
+/* Plan a job; true if it has a request to send, else it is finished. */
+static bool
+plan_job(Job *job, MemoryContext cxt)
 {
 	Oid			types[3] = {UUIDOID, BOOLOID, INT4OID};
 	Datum		args[3];
-	Jsonb	   *plan;
-	Jsonb	   *verdict;
-	Jsonb	   *applied;
-	char	   *outcome;
+	char	   *skip;
 	char	   *msg;
 
-	args[0] = UUIDPGetDatum(&copy->auth_id);
-	args[1] = BoolGetDatum(copy->force);
-	args[2] = Int32GetDatum(copy->min_validity);
-	plan = call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args, cxt);
-	if (member_text(plan, "skip"))
+	args[0] = UUIDPGetDatum(&job->copy.auth_id);
+	args[1] = BoolGetDatum(job->copy.force);
+	args[2] = Int32GetDatum(job->copy.min_validity);
+	job->plan = call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args, cxt);
+	if ((skip = member_text(job->plan, "skip")) != NULL)
 	{
-		msg = member_text(plan, "message");
-		strlcpy(message, msg ? msg : "", TV_REFRESH_MESSAGE_LEN);
-		outcome = member_text(plan, "skip");
-		return strcmp(outcome, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE;
+		msg = member_text(job->plan, "message");
+		finish_job(job, strcmp(skip, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE,
+				   msg ? msg : "");
+		return false;
 	}
+	tv_oauth2_prepare(&job->call, member_object(job->plan, "config"), member_text(job->plan, "kind"),
+					  member_object(job->plan, "params"));
+	return true;
+}
 
-	pgstat_report_activity(STATE_RUNNING, "tokenvault: token request");
-	verdict = tv_oauth2_token_request(member_object(plan, "config"), member_text(plan, "kind"),
-									  member_object(plan, "params"));
-	pgstat_report_activity(STATE_RUNNING, "tokenvault: storing a token");
-
-	types[1] = INT8OID;
-	types[2] = JSONBOID;
-	args[1] = DirectFunctionCall1(numeric_int8,
-								  DirectFunctionCall3(numeric_in, CStringGetDatum(member_text(plan, "version")),
-													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-	args[2] = JsonbPGetDatum(verdict);
-	applied = call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, cxt);
-	outcome = member_text(applied, "outcome");
-	msg = member_text(applied, "message");
-	strlcpy(message, msg ? msg : "", TV_REFRESH_MESSAGE_LEN);
-	if (outcome == NULL || strcmp(outcome, "refreshed") == 0 || strcmp(outcome, "stale") == 0)
+static TvRefreshOutcome
+outcome_of(const char *applied)
+{
+	if (applied == NULL || strcmp(applied, "refreshed") == 0 || strcmp(applied, "stale") == 0)
 		return TV_REFRESH_DONE;
-	if (strcmp(outcome, "needs_reauth") == 0)
+	if (strcmp(applied, "needs_reauth") == 0)
 		return TV_REFRESH_NEEDS_REAUTH;
-	if (strcmp(outcome, "retryable") == 0)
+	if (strcmp(applied, "retryable") == 0)
 		return TV_REFRESH_RETRYABLE;
 	return TV_REFRESH_FAILED;
 }
 
-/* Take the next queued flight of this database, if any. */
-static bool
-claim_flight(Flight *copy, Flight **slot)
+/* Store a job's verdict, if the auth's version is unchanged. */
+static void
+apply_job(Job *job, Jsonb *verdict, MemoryContext cxt)
+{
+	Oid			types[3] = {UUIDOID, INT8OID, JSONBOID};
+	Datum		args[3];
+	Jsonb	   *applied;
+	char	   *msg;
+
+	args[0] = UUIDPGetDatum(&job->copy.auth_id);
+	args[1] = DirectFunctionCall1(numeric_int8,
+								  DirectFunctionCall3(numeric_in, CStringGetDatum(member_text(job->plan, "version")),
+													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	args[2] = JsonbPGetDatum(verdict);
+	applied = call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, cxt);
+	msg = member_text(applied, "message");
+	finish_job(job, outcome_of(member_text(applied, "outcome")), msg ? msg : "");
+}
+
+/* As each response arrives: its verdict, applied at once. */
+static void
+on_response(int i, TvHttpResponse *resp, void *arg)
+{
+	Batch	   *batch = (Batch *) arg;
+	Job		   *job = &batch->jobs[batch->sending[i]];
+
+	pgstat_report_activity(STATE_RUNNING, "tokenvault: storing a token");
+	PG_TRY();
+	{
+		apply_job(job, tv_oauth2_verdict(&job->call, resp), batch->cxt);
+	}
+	PG_CATCH();
+	{
+		fail_job(job, batch->cxt);
+	}
+	PG_END_TRY();
+}
+
+/* Serve the flights claimed into the batch, all of them finished on return. */
+static void
+serve_batch(Batch *batch)
+{
+	TvHttpRequest requests[REFRESH_BATCH];
+	TvHttpResponse *responses;
+	int			n = 0;
+	int			i;
+
+	pgstat_report_activity(STATE_RUNNING, "tokenvault: planning refreshes");
+	for (i = 0; i < batch->njobs; i++)
+	{
+		Job		   *job = &batch->jobs[i];
+		volatile bool send = false;
+
+		PG_TRY();
+		{
+			send = plan_job(job, batch->cxt);
+		}
+		PG_CATCH();
+		{
+			fail_job(job, batch->cxt);
+		}
+		PG_END_TRY();
+		if (send && job->call.verdict)
+		{
+			/* not even sendable (no URL): the verdict says why */
+			PG_TRY();
+			{
+				apply_job(job, job->call.verdict, batch->cxt);
+			}
+			PG_CATCH();
+			{
+				fail_job(job, batch->cxt);
+			}
+			PG_END_TRY();
+		}
+		else if (send)
+		{
+			requests[n] = job->call.req;
+			batch->sending[n++] = i;
+		}
+	}
+	if (n == 0)
+		return;
+
+	pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
+	responses = palloc(sizeof(TvHttpResponse) * n);
+	PG_TRY();
+	{
+		tv_http_perform_many(requests, responses, n, n, on_response, batch);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(batch->cxt);
+		FlushErrorState();
+		for (i = 0; i < batch->njobs; i++)
+			if (!batch->jobs[i].finished)
+				finish_job(&batch->jobs[i], TV_REFRESH_RETRYABLE, "the token request could not be sent");
+	}
+	PG_END_TRY();
+}
+
+/* Claim up to a batch of this database's queued flights. */
+static int
+claim_flights(Batch *batch)
 {
 	int			i;
 
+	batch->njobs = 0;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < MAX_FLIGHTS; i++)
+	for (i = 0; i < MAX_FLIGHTS && batch->njobs < REFRESH_BATCH; i++)
 	{
 		Flight	   *f = &shared->flights[i];
 
 		if (f->state == FLIGHT_QUEUED && f->dbid == MyDatabaseId)
 		{
+			Job		   *job = &batch->jobs[batch->njobs++];
+
+			memset(job, 0, sizeof(Job));
 			f->state = FLIGHT_RUNNING;
-			*copy = *f;
-			*slot = f;
-			LWLockRelease(shared->lock);
-			return true;
+			job->copy = *f;
+			job->slot = f;
 		}
 	}
 	LWLockRelease(shared->lock);
-	return false;
+	return batch->njobs;
 }
 
 static void
@@ -459,38 +606,6 @@ finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char 
 	}
 	LWLockRelease(shared->lock);
 	ConditionVariableBroadcast(&shared->done);
-}
-
-/* One flight, with any error caught, reported and turned into its outcome. */
-static void
-serve_flight(Flight *copy, Flight *slot, MemoryContext cxt)
-{
-	char		message[TV_REFRESH_MESSAGE_LEN] = "";
-	TvRefreshOutcome outcome;
-
-	my_flight = slot;
-	my_ticket = copy->ticket;
-	PG_TRY();
-	{
-		outcome = refresh_one(copy, message, cxt);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		/* the error is tokenvault's own wording, never a secret */
-		strlcpy(message, edata->message, sizeof(message));
-		ereport(LOG,
-				(errmsg("tokenvault refresher: %s", edata->message)));
-		outcome = TV_REFRESH_FAILED;
-	}
-	PG_END_TRY();
-	my_flight = NULL;
-	finish_flight(slot, copy->ticket, outcome, message);
 }
 
 /*
@@ -555,16 +670,15 @@ tv_refresher_main(Datum main_arg)
 	last_work = GetCurrentTimestamp();
 	for (;;)
 	{
-		Flight		copy;
-		Flight	   *slot;
-
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		reload_if_asked();
-		while (claim_flight(&copy, &slot))
+		while (claim_flights(&batch) > 0)
 		{
 			MemoryContextSwitchTo(cxt);
-			serve_flight(&copy, slot, cxt);
+			batch.cxt = cxt;
+			serve_batch(&batch);
+			batch.njobs = 0;
 			MemoryContextReset(cxt);
 			CHECK_FOR_INTERRUPTS();
 			/* settings changed mid-queue (a CA file, a timeout) apply to the next request */
