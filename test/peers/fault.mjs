@@ -1,7 +1,8 @@
 // A token endpoint that misbehaves on request, for the faults a real OAuth2
 // server will not produce.  The first path segment names the fault:
-// POST /<case>/token.  GET /_count, /_count/<case> and /_last/<case> tell
-// the tests what arrived; POST /_reset forgets it.
+// POST /<case>/token.  GET /_count, /_count/<case>, /_peak/<case> (most
+// requests of the case in progress at once) and /_last/<case> tell the
+// tests what arrived; POST /_reset forgets it.
 //
 // Env: FAULT_PORT (0: any), PORT_FILE (the bound port is written there).
 // Tokens are made up per answer and carry the TVSECRET marker the test
@@ -130,12 +131,19 @@ const cases = {
 
 let counts = {};
 let last = {};
+let inflight = {};
+let peak = {};
 
 function control(req, res, url) {
   const [, what, name] = url.pathname.split('/');
   if (what === '_count') return send(res, 200, name ? counts[name] || 0 : counts);
   if (what === '_last') return send(res, 200, last[name] || {});
-  if (what === '_reset') { counts = {}; last = {}; usedRefreshTokens.clear(); return send(res, 200, {}); }
+  if (what === '_peak') return send(res, 200, peak[name] || 0);
+  if (what === '_reset') {
+    counts = {}; last = {}; inflight = {}; peak = {};
+    usedRefreshTokens.clear();
+    return send(res, 200, {});
+  }
   return send(res, 404, { error: 'unknown control' });
 }
 
@@ -153,6 +161,9 @@ const server = http.createServer((req, res) => {
     if (name.startsWith('_')) return control(req, res, url);
     req.body = Buffer.concat(chunks).toString();
     counts[name] = (counts[name] || 0) + 1;
+    inflight[name] = (inflight[name] || 0) + 1;
+    peak[name] = Math.max(peak[name] || 0, inflight[name]);
+    res.on('close', () => { inflight[name] -= 1; });
     last[name] = { method: req.method, path: url.pathname, query: url.search, headers: req.headers, body: req.body };
     const handler = cases[name];
     if (!handler) return send(res, 404, { error: 'unknown fault case' });

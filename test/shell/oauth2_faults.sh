@@ -204,6 +204,28 @@ grep -q 'canceling statement due to user request' "$TV_TMP/cancel.out" && ok "pg
 is "$(q -c "SELECT count(*) FROM tokenvault.users WHERE external_user_id LIKE 'cancel-%'")" 0 \
 	"a cancelled create_auth leaves nothing behind"
 
+# Refreshes of different auths wanted at the same time go out together:
+# five sessions, each refreshing its own auth at a peer that takes 1.5 s.
+curl -sf -X POST "$TV_FAULT_URL/_reset" >/dev/null
+q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
+SELECT tokenvault.create_client('slow refresh', 'fault', 'oauth2', jsonb_build_object(
+    'client_id', 'fault-client', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/slow/token?ms=1500')) AS c \gset
+CREATE TABLE together AS
+SELECT tokenvault.create_auth(tokenvault.create_user('together-' || i), :'c', NULL, jsonb_build_object(
+           'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text))) AS id
+  FROM generate_series(1, 5) i;
+SQL
+pids=()
+for a in $(q -c "SELECT id FROM together"); do
+	q -c "SELECT tokenvault.refresh_auth('$a')" >/dev/null &
+	pids+=($!)
+done
+failed=0
+for p in "${pids[@]}"; do wait "$p" || failed=$((failed + 1)); done
+is "$failed" 0 "five refreshes of five auths at once all succeed"
+peak=$(curl -sf "$TV_FAULT_URL/_peak/slow")
+[ "$peak" -ge 2 ] && ok "  ... sent together: $peak at once at the peer" || not_ok "  ... sent together: $peak at once at the peer"
+
 # Only superusers may relax the https rule.
 is "$(sqlstate "SET tokenvault.allow_insecure_http = off; SELECT tokenvault.create_auth(tokenvault.create_user('http-1'), '$slow_cc')")" 38000 \
 	"with allow_insecure_http off a plain-http provider is refused"
