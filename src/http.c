@@ -161,15 +161,30 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 			elog(ERROR, "could not set libcurl option %s", #opt); \
 	} while (0)
 
-static CURL *
-make_handle(const TvHttpRequest *req, TvHttpResponse *resp, struct curl_slist **headers,
-			char *errbuf)
+#define GETINFO(h, info, out) \
+	do { \
+		if (curl_easy_getinfo((h), (info), (out)) != CURLE_OK) \
+			elog(ERROR, "could not read libcurl's %s", #info); \
+	} while (0)
+
+/* Append a header line; on failure the list is kept, to be wiped and freed. */
+static void
+add_header(struct curl_slist **list, const char *line)
 {
-	CURL	   *h = curl_easy_init();
+	struct curl_slist *longer = curl_slist_append(*list, line);
+
+	if (longer == NULL)
+		elog(ERROR, "could not build request headers");
+	*list = longer;
+}
+
+/* Set up a transfer with tokenvault's rules; headers is where its header list goes. */
+static void
+configure_handle(CURL *h, const TvHttpRequest *req, TvHttpResponse *resp, struct curl_slist **headers,
+				 char *errbuf)
+{
 	static char user_agent[64];
 
-	if (h == NULL)
-		elog(ERROR, "could not create a libcurl handle");
 	snprintf(user_agent, sizeof(user_agent), "tokenvault/%s (libcurl)", TOKENVAULT_VERSION);
 	SETOPT(h, CURLOPT_URL, req->url);
 	SETOPT(h, CURLOPT_PROTOCOLS_STR, tv_allow_insecure_http ? "https,http" : "https");
@@ -196,22 +211,26 @@ make_handle(const TvHttpRequest *req, TvHttpResponse *resp, struct curl_slist **
 	if (req->method)
 		SETOPT(h, CURLOPT_CUSTOMREQUEST, req->method);
 
-	*headers = curl_slist_append(*headers, "Accept: application/json");
+	add_header(headers, "Accept: application/json");
 	/* no "Expect: 100-continue" round trip before a body */
-	*headers = curl_slist_append(*headers, "Expect:");
+	add_header(headers, "Expect:");
 	if (req->content_type)
-		*headers = curl_slist_append(*headers, psprintf("Content-Type: %s", req->content_type));
+		add_header(headers, psprintf("Content-Type: %s", req->content_type));
 	if (req->authorization)
 	{
 		char	   *line = psprintf("Authorization: %s", req->authorization);
 
-		*headers = curl_slist_append(*headers, line);
-		explicit_bzero(line, strlen(line));
+		PG_TRY();
+		{
+			add_header(headers, line);
+		}
+		PG_FINALLY();
+		{
+			explicit_bzero(line, strlen(line));
+		}
+		PG_END_TRY();
 	}
-	if (*headers == NULL)
-		elog(ERROR, "could not build request headers");
 	SETOPT(h, CURLOPT_HTTPHEADER, *headers);
-	return h;
 }
 
 /* What a failed transfer means, in words a person can act on. */
@@ -301,7 +320,11 @@ static void
 start_transfer(CURLM *multi, Transfer *t, const TvHttpRequest *req, TvHttpResponse *resp, int i)
 {
 	t->errbuf[0] = '\0';
-	t->easy = make_handle(req, resp, &t->headers, t->errbuf);
+	/* kept in *t at once, so that a failure below still releases it */
+	t->easy = curl_easy_init();
+	if (t->easy == NULL)
+		elog(ERROR, "could not create a libcurl handle");
+	configure_handle(t->easy, req, resp, &t->headers, t->errbuf);
 	SETOPT(t->easy, CURLOPT_PRIVATE, (void *) (intptr_t) i);
 	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
 		elog(ERROR, "could not start a libcurl transfer");
@@ -311,10 +334,10 @@ static void
 finish_transfer(Transfer *t, CURLcode rc, TvHttpResponse *resp)
 {
 	if (rc == CURLE_OK)
-		curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &resp->status);
+		GETINFO(t->easy, CURLINFO_RESPONSE_CODE, &resp->status);
 	else
 		describe_failure(rc, t->errbuf, resp);
-	curl_easy_getinfo(t->easy, CURLINFO_TOTAL_TIME, &resp->seconds);
+	GETINFO(t->easy, CURLINFO_TOTAL_TIME, &resp->seconds);
 }
 
 /*
@@ -383,7 +406,7 @@ tv_http_perform_many(const TvHttpRequest *reqs, TvHttpResponse *resps, int n, in
 
 				if (msg->msg != CURLMSG_DONE)
 					continue;
-				curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+				GETINFO(msg->easy_handle, CURLINFO_PRIVATE, &priv);
 				i = (int) (intptr_t) priv;
 				finish_transfer(&transfers[i], msg->data.result, &resps[i]);
 				release(multi, &transfers[i]);
