@@ -34,6 +34,7 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('slow beyond timeout', 'slow/token?ms=9000',  '{}', '08000', 'active', 'timed out'),
     ('hanging',             'hang',                '{}', '08000', 'active', 'timed out'),
     ('dribbling body',      'dribble',             '{}', '08000', 'active', 'timed out'),
+    ('connection refused',  'ok',                  '{"token_url": "http://127.0.0.1:1/token"}', '08000', 'active', 'could not connect'),
     -- the grant is gone: the user must authorize again
     ('invalid_grant',       'invalid_grant',       '{}', '28000', 'needs_reauth', 'invalid_grant: Token has been expired or revoked.$'),
     ('invalid_client',      'invalid_client',      '{}', '28000', 'needs_reauth', 'invalid_client$'),
