@@ -30,24 +30,36 @@ const json = (res, status, raw) => {
 };
 const form = (t) => new URLSearchParams(Object.entries(t).map(([k, v]) => [k, String(v)])).toString();
 
+// the request's parameters, always an object: a body of null, [] or junk
+// must not crash the peer
 function params(req) {
-  const type = req.headers['content-type'] || '';
+  if (!(req.headers['content-type'] || '').includes('json')) return Object.fromEntries(new URLSearchParams(req.body));
   try {
-    if (type.includes('json')) return JSON.parse(req.body || '{}');
+    const p = JSON.parse(req.body);
+    return p && typeof p === 'object' ? p : {};
   } catch { return {}; }
-  return Object.fromEntries(new URLSearchParams(req.body));
 }
 
 function basicPassword(req) {
   const m = /^Basic (.+)$/.exec(req.headers.authorization || '');
   if (!m) return null;
   const pair = Buffer.from(m[1], 'base64').toString();
-  return decodeURIComponent(pair.slice(pair.indexOf(':') + 1));
+  const password = pair.slice(pair.indexOf(':') + 1);
+  try { return decodeURIComponent(password); } catch { return password; } // a stray %
 }
 
 const usedRefreshTokens = new Set();
-const html = (title) => `<!DOCTYPE html><html><head><title>${title}</title></head><body><h1>${title}</h1>${
-  '<p>Something went wrong on our side. Please try again later.</p>'.repeat(30)}</body></html>`;
+const html = (title, body) => `<!DOCTYPE html><html><head><title>${title}</title></head><body><h1>${title}</h1>${
+  body}</body></html>`;
+const errorPage = html('Internal Server Error', '<p>Something went wrong on our side. Please try again later.</p>'.repeat(30));
+const loginPage = html('Sign in', '<form method="post" action="/login"><input name="username">'
+  + '<input name="password" type="password"><button>Sign in</button></form>');
+// wait until the socket drains or the client goes away, leaving no listener behind
+const drained = (res) => new Promise((resolve) => {
+  const done = () => { res.off('drain', done); res.off('close', done); resolve(); };
+  res.on('drain', done);
+  res.on('close', done);
+});
 
 const cases = {
   ok: (req, res) => send(res, 200, okToken()),
@@ -79,8 +91,8 @@ const cases = {
   s429: (req, res) => send(res, 429, { error: 'rate_limited' }, { 'retry-after': '7' }),
   s429_date: (req, res) => send(res, 429, { error: 'rate_limited' },
     { 'retry-after': new Date(Date.now() + 30000).toUTCString() }),
-  html: (req, res) => send(res, 500, html('Internal Server Error'), { 'content-type': 'text/html' }),
-  html200: (req, res) => send(res, 200, html('Sign in'), { 'content-type': 'text/html; charset=utf-8' }),
+  html: (req, res) => send(res, 500, errorPage, { 'content-type': 'text/html' }),
+  html200: (req, res) => send(res, 200, loginPage, { 'content-type': 'text/html; charset=utf-8' }),
   malformed: (req, res) => json(res, 200, `{"access_token": "TVSECRET-at-${hex()}", "expires_in": 36`),
   not_object: (req, res) => json(res, 200, '["access_token"]'),
   empty: (req, res) => json(res, 200, ''),
@@ -94,9 +106,9 @@ const cases = {
     res.write(`${t.slice(0, -1)}, "padding": "`);
     const chunk = 'x'.repeat(64 * 1024);
     for (let i = 0; i < 160 && !res.destroyed; i++) {
-      if (!res.write(chunk)) await new Promise((r) => { res.once('drain', r); res.once('close', r); });
+      if (!res.write(chunk)) await drained(res);
     }
-    res.end('"}');
+    if (!res.destroyed) res.end('"}');
   },
   redirect: (req, res) => send(res, 302, '', { location: `http://127.0.0.1:${port}/ok/token` }),
   redirect307: (req, res) => send(res, 307, '', { location: `http://127.0.0.1:${port}/ok/token` }),
@@ -148,6 +160,16 @@ function control(req, res, url) {
 }
 
 const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://peer');
+  const name = url.pathname.split('/')[1];
+  // counted as it arrives, before its body and before any delay, so a
+  // hanging request is counted too
+  if (!name.startsWith('_')) {
+    counts[name] = (counts[name] || 0) + 1;
+    inflight[name] = (inflight[name] || 0) + 1;
+    peak[name] = Math.max(peak[name] || 0, inflight[name]);
+    res.on('close', () => { inflight[name] -= 1; });
+  }
   const chunks = [];
   let size = 0;
   req.on('data', (c) => {
@@ -155,19 +177,15 @@ const server = http.createServer((req, res) => {
     if (size > 1024 * 1024) req.destroy();
     else chunks.push(c);
   });
+  req.on('error', () => {}); // a client gone mid-body is no fault of ours
   req.on('end', () => {
-    const url = new URL(req.url, 'http://peer');
-    const name = url.pathname.split('/')[1];
     if (name.startsWith('_')) return control(req, res, url);
     req.body = Buffer.concat(chunks).toString();
-    counts[name] = (counts[name] || 0) + 1;
-    inflight[name] = (inflight[name] || 0) + 1;
-    peak[name] = Math.max(peak[name] || 0, inflight[name]);
-    res.on('close', () => { inflight[name] -= 1; });
     last[name] = { method: req.method, path: url.pathname, query: url.search, headers: req.headers, body: req.body };
-    const handler = cases[name];
-    if (!handler) return send(res, 404, { error: 'unknown fault case' });
-    Promise.resolve(handler(req, res, url)).catch(() => res.destroy());
+    // own keys only: /constructor/token is an unknown case, not Object()
+    if (!Object.hasOwn(cases, name)) return send(res, 404, { error: 'unknown fault case' });
+    // a handler that throws drops its connection; the peer stays up
+    (async () => cases[name](req, res, url))().catch(() => res.destroy());
   });
 });
 // a hanging request must hang until the client gives up
