@@ -4,9 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source test/cluster.sh
+source test/peers.sh
 
-echo "Starting a throwaway PostgreSQL 15 cluster with tokenvault preloaded..."
-cluster_start
+echo "Starting a throwaway PostgreSQL 15 cluster with tokenvault preloaded,"
+echo "and a real OAuth2 server (oidc-provider, on loopback, plain http) to play the provider..."
+TV_EXTRA_CONF="tokenvault.allow_insecure_http = on" cluster_start
+oidc_start ACCESS_TTL=3
 echo
 
 psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
@@ -66,6 +69,65 @@ SELECT key AS header, pg_temp.peek(value #>> '{}', 15) AS value
 \echo '7. The key ring lives outside the database (tokenvault.key_file, in the data directory):'
 SELECT key_id, newest, secrets FROM tokenvault.key_usage();
 SQL
+
+echo
+echo "8. OAuth2 for real, against the local server: authorize_url() sends the user to the provider..."
+user=$(psql -X -q -At -c "SELECT id FROM tokenvault.users WHERE external_user_id = 'customer-42'")
+client=$(psql -X -q -At -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL'
+SELECT tokenvault.create_client('Local OIDC', 'oidc', 'oauth2', jsonb_build_object(
+    'client_id', 'tv-code', 'client_secret', :'secret',
+    'auth_url', :'url' || '/auth', 'token_url', :'url' || '/token',
+    'scopes', '["openid", "offline_access", "api:read"]'::jsonb,
+    'extra_params', '{"authorize": {"prompt": "consent"}}'::jsonb));
+SQL
+)
+url=$(psql -X -q -At -c "SELECT tokenvault.authorize_url('$client', '$user', 'http://127.0.0.1/callback')")
+echo "   $(cut -c1-110 <<<"$url")…"
+echo "   ...where a browser (here test/peers/browser.mjs) signs in and consents; the provider"
+echo "   redirects back with a code and the state, and complete_authorization() exchanges the code"
+echo "   (with the PKCE verifier kept, sealed, beside the state):"
+callback=$(node test/peers/browser.mjs "$url")
+code=$(sed -n 's/.*[?&]code=\([^&]*\).*/\1/p' <<<"$callback")
+state=$(sed -n 's/.*[?&]state=\([^&]*\).*/\1/p' <<<"$callback")
+auth=$(psql -X -q -At -c "SELECT tokenvault.complete_authorization('$state', '$code')")
+echo "   -> auth $auth"
+echo
+
+psql -X -q -v ON_ERROR_STOP=1 -v auth="$auth" <<'SQL'
+\pset footer off
+CREATE FUNCTION pg_temp.peek(secret text) RETURNS text LANGUAGE sql
+    AS $$ SELECT left(secret, 6) || '… (' || length(secret) || ' characters)' $$;
+CREATE VIEW pg_temp.state AS
+SELECT status, expires_at - now() AS valid_for, pg_temp.peek(tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token') AS refresh_token
+  FROM tokenvault.auths WHERE id = :'auth';
+\echo 'This server issues tokens that live 3 seconds; its refresh tokens rotate on every use.'
+SELECT * FROM pg_temp.state;
+\echo
+\echo '9. Three seconds later the token has expired; access_token() refreshes it first, through the'
+\echo '   refresher worker, which commits the new tokens on its own (a rollback here loses nothing):'
+\\o /dev/null
+SELECT pg_sleep(3.1);
+\\o
+SET tokenvault.min_validity = '1s';
+BEGIN;
+SELECT pg_temp.peek(tokenvault.access_token(:'auth')) AS access_token;
+ROLLBACK;
+SELECT * FROM pg_temp.state;
+\echo '10. refresh_auth() refreshes now, whatever the expiry; a new refresh token again:'
+SELECT tokenvault.refresh_auth(:'auth') > now() AS refreshed;
+SELECT * FROM pg_temp.state;
+SQL
+
+echo "11. Twenty sessions ask for the token of the expired auth at once; the provider sees one request:"
+curl -sf -X POST "$TV_OIDC_URL/_reset" >/dev/null
+sleep 3.1
+pids=()
+for i in $(seq 1 20); do
+	PGOPTIONS="-c tokenvault.min_validity=1" psql -X -q -At -c "SELECT md5(tokenvault.access_token('$auth'))" >"$TV_TMP/demo.$i" &
+	pids+=($!)
+done
+wait "${pids[@]}"
+echo "   distinct tokens handed out: $(sort -u "$TV_TMP"/demo.* | wc -l); token requests at the provider: $(curl -sf "$TV_OIDC_URL/_count" | sed -n 's/.*"token":\([0-9]*\).*/\1/p')"
 
 echo
 echo "Done; stopping the cluster."
