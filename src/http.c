@@ -6,8 +6,9 @@
  * tokenvault.ca_file when set), no redirects followed, the response capped
  * at tokenvault.max_response_size, and tokenvault.http_timeout for the
  * connection and for the whole exchange.  Requests run on a multi handle,
- * many at once if asked, polled in short rounds, so a query cancel or
- * statement_timeout stops them within a fraction of a second.
+ * many at once if asked, and are waited for on one WaitEventSet holding the
+ * process latch, postmaster death and the transfers' sockets: a query
+ * cancel, statement_timeout or shutdown is seen at once, mid-transfer.
  *
  * Errors describe what failed (DNS, connect, TLS, timeout, size) and never
  * carry a request body or header: those hold secrets.
@@ -18,12 +19,13 @@
 #include <curl/curl.h>
 
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
 #include "utils/memutils.h"
 
 #include "http.h"
 #include "tokenvault.h"
-
-#define POLL_MS 100				/* how often a request in flight checks for cancel */
 
 static bool curl_ready = false;
 
@@ -148,7 +150,8 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 			value[strcspn(value, "; ")] = '\0';
 			for (p = value; *p; p++)
 				*p = pg_tolower((unsigned char) *p);
-			resp->content_type = pstrdup(value);
+			/* with the body: a transfer's callbacks run in whatever context is current */
+			resp->content_type = MemoryContextStrdup(GetMemoryChunkContext(resp->body.data), value);
 		}
 	}
 	pfree(line);
@@ -184,6 +187,7 @@ configure_handle(CURL *h, const TvHttpRequest *req, TvHttpResponse *resp, struct
 				 char *errbuf)
 {
 	static char user_agent[64];
+	ListCell   *lc;
 
 	snprintf(user_agent, sizeof(user_agent), "tokenvault/%s (libcurl)", TOKENVAULT_VERSION);
 	SETOPT(h, CURLOPT_URL, req->url);
@@ -216,6 +220,8 @@ configure_handle(CURL *h, const TvHttpRequest *req, TvHttpResponse *resp, struct
 	add_header(headers, "Expect:");
 	if (req->content_type)
 		add_header(headers, psprintf("Content-Type: %s", req->content_type));
+	foreach(lc, req->headers)
+		add_header(headers, (const char *) lfirst(lc));
 	if (req->authorization)
 	{
 		char	   *line = psprintf("Authorization: %s", req->authorization);
@@ -289,144 +295,374 @@ describe_failure(CURLcode rc, const char *errbuf, TvHttpResponse *resp)
 							   tv_max_response_size);
 }
 
-/* One transfer of a batch: its handle, its header list, curl's error text. */
+/* One transfer in flight: its handle, header list, curl's error text, and whom to tell. */
 typedef struct Transfer
 {
 	CURL	   *easy;
 	struct curl_slist *headers;
 	char		errbuf[CURL_ERROR_SIZE];
+	TvHttpResponse *resp;
+	TvHttpFinished done;
+	void	   *arg;
+	MemoryContext cxt;			/* where the response's allocations go */
+	struct Transfer *next;		/* in the multi's list */
+	struct Transfer *prev;
 } Transfer;
+
+/* A socket libcurl asked us to watch, and for what (CURL_POLL_*). */
+typedef struct Watched
+{
+	curl_socket_t fd;
+	int			what;
+} Watched;
+
+struct TvHttpMulti
+{
+	CURLM	   *multi;
+	MemoryContext cxt;
+	Transfer   *transfers;		/* in flight */
+	int			active;
+	Watched    *watched;
+	int			nwatched;
+	int			maxwatched;
+	WaitEventSet *set;			/* rebuilt when the watched sockets change */
+	bool		set_stale;
+	TimestampTz timer;			/* when libcurl wants its timeout action; 0 = none */
+};
+
+#define MULTISETOPT(m, opt, val) \
+	do { \
+		if (curl_multi_setopt((m), (opt), (val)) != CURLM_OK) \
+			elog(ERROR, "could not set libcurl option %s", #opt); \
+	} while (0)
+
+/* libcurl's CURLMOPT_SOCKETFUNCTION: which sockets to wait on, for what. */
+static int
+on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	TvHttpMulti *m = (TvHttpMulti *) userp;
+	int			i;
+
+	for (i = 0; i < m->nwatched; i++)
+		if (m->watched[i].fd == fd)
+			break;
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < m->nwatched)
+			m->watched[i] = m->watched[--m->nwatched];
+	}
+	else if (i < m->nwatched)
+		m->watched[i].what = what;
+	else
+	{
+		/* called from inside libcurl: no ereport here, so grow beforehand */
+		if (m->nwatched == m->maxwatched)
+			return -1;
+		m->watched[m->nwatched].fd = fd;
+		m->watched[m->nwatched++].what = what;
+	}
+	m->set_stale = true;
+	return 0;
+}
+
+/* libcurl's CURLMOPT_TIMERFUNCTION: when to call it back regardless of sockets. */
+static int
+on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	TvHttpMulti *m = (TvHttpMulti *) userp;
+
+	m->timer = timeout_ms < 0 ? 0 : TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+	return 0;
+}
+
+/* A multi handle whose memory (and responses' headers) live in the current context. */
+TvHttpMulti *
+tv_http_multi_create(void)
+{
+	TvHttpMulti *m = palloc0(sizeof(TvHttpMulti));
+
+	tv_http_init();
+	m->cxt = CurrentMemoryContext;
+	m->maxwatched = 16;
+	m->watched = palloc(sizeof(Watched) * m->maxwatched);
+	m->multi = curl_multi_init();
+	if (m->multi == NULL)
+		elog(ERROR, "could not create a libcurl multi handle");
+	MULTISETOPT(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	MULTISETOPT(m->multi, CURLMOPT_SOCKETDATA, m);
+	MULTISETOPT(m->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	MULTISETOPT(m->multi, CURLMOPT_TIMERDATA, m);
+	return m;
+}
+
+int
+tv_http_multi_active(TvHttpMulti *m)
+{
+	return m->active;
+}
 
 /* Release a transfer, wiping its headers: the Authorization line is there. */
 static void
-release(CURLM *multi, Transfer *t)
+release(TvHttpMulti *m, Transfer *t)
 {
 	struct curl_slist *h;
 
 	if (t->easy)
 	{
-		if (multi)
-			curl_multi_remove_handle(multi, t->easy);
+		curl_multi_remove_handle(m->multi, t->easy);
 		curl_easy_cleanup(t->easy);
 	}
 	for (h = t->headers; h; h = h->next)
 		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(t->headers);
-	t->easy = NULL;
-	t->headers = NULL;
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		m->transfers = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	m->active--;
+	pfree(t);
 }
 
-static void
-start_transfer(CURLM *multi, Transfer *t, const TvHttpRequest *req, TvHttpResponse *resp, int i)
+/*
+ * Start a request; done(resp, arg) is called from tv_http_multi_wait when it
+ * finishes.  A URL that may not be requested is not sent: false, with resp
+ * saying why, and done is not called.  resp belongs to the caller and lives
+ * in the current memory context.
+ */
+bool
+tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp,
+				  TvHttpFinished done, void *arg)
 {
-	t->errbuf[0] = '\0';
-	/* kept in *t at once, so that a failure below still releases it */
+	Transfer   *t;
+	char	   *why;
+
+	memset(resp, 0, sizeof(TvHttpResponse));
+	initStringInfo(&resp->body);
+	resp->retry_after = -1;
+	if (!tv_http_url_allowed(req->url, &why))
+	{
+		resp->failure = TV_HTTP_REFUSED;
+		resp->error = pstrdup(why);
+		return false;
+	}
+	/* room for the sockets of every transfer: a connection each, and one to spare */
+	if (m->maxwatched < 2 * (m->active + 1) + 4)
+	{
+		m->maxwatched = 2 * (m->active + 1) + 4;
+		m->watched = repalloc(m->watched, sizeof(Watched) * m->maxwatched);
+	}
+	t = MemoryContextAllocZero(m->cxt, sizeof(Transfer));
+	t->resp = resp;
+	t->done = done;
+	t->arg = arg;
+	t->cxt = CurrentMemoryContext;
+	t->next = m->transfers;
+	if (m->transfers)
+		m->transfers->prev = t;
+	m->transfers = t;
+	m->active++;
+	/* linked in at once, so that a failure below still releases it */
 	t->easy = curl_easy_init();
 	if (t->easy == NULL)
 		elog(ERROR, "could not create a libcurl handle");
 	configure_handle(t->easy, req, resp, &t->headers, t->errbuf);
-	SETOPT(t->easy, CURLOPT_PRIVATE, (void *) (intptr_t) i);
-	if (curl_multi_add_handle(multi, t->easy) != CURLM_OK)
+	SETOPT(t->easy, CURLOPT_PRIVATE, (void *) t);
+	if (curl_multi_add_handle(m->multi, t->easy) != CURLM_OK)
+	{
+		/* not added: nothing for curl_multi_remove_handle to undo */
 		elog(ERROR, "could not start a libcurl transfer");
+	}
+	return true;
+}
+
+/* The transfers that finished: their outcome, their handle released, then done. */
+static void
+collect_finished(TvHttpMulti *m)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(m->multi, &left)) != NULL)
+	{
+		void	   *priv;
+		Transfer   *t;
+		TvHttpResponse *resp;
+		TvHttpFinished done;
+		void	   *arg;
+		MemoryContext old;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		GETINFO(msg->easy_handle, CURLINFO_PRIVATE, &priv);
+		t = (Transfer *) priv;
+		old = MemoryContextSwitchTo(t->cxt);
+		if (msg->data.result == CURLE_OK)
+			GETINFO(t->easy, CURLINFO_RESPONSE_CODE, &t->resp->status);
+		else
+			describe_failure(msg->data.result, t->errbuf, t->resp);
+		GETINFO(t->easy, CURLINFO_TOTAL_TIME, &t->resp->seconds);
+		MemoryContextSwitchTo(old);
+		resp = t->resp;
+		done = t->done;
+		arg = t->arg;
+		release(m, t);
+		if (done)
+			done(resp, arg);
+	}
 }
 
 static void
-finish_transfer(Transfer *t, CURLcode rc, TvHttpResponse *resp)
+rebuild_wait_set(TvHttpMulti *m)
 {
-	if (rc == CURLE_OK)
-		GETINFO(t->easy, CURLINFO_RESPONSE_CODE, &resp->status);
-	else
-		describe_failure(rc, t->errbuf, resp);
-	GETINFO(t->easy, CURLINFO_TOTAL_TIME, &resp->seconds);
+	int			i;
+
+	if (m->set)
+		FreeWaitEventSet(m->set);
+	m->set = NULL;
+	m->set = CreateWaitEventSet(m->cxt, m->nwatched + 2);
+	AddWaitEventToSet(m->set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(m->set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < m->nwatched; i++)
+	{
+		uint32		events = 0;
+
+		if (m->watched[i].what & CURL_POLL_IN)
+			events |= WL_SOCKET_READABLE;
+		if (m->watched[i].what & CURL_POLL_OUT)
+			events |= WL_SOCKET_WRITEABLE;
+		AddWaitEventToSet(m->set, events, m->watched[i].fd, NULL, NULL);
+	}
+	m->set_stale = false;
+}
+
+/*
+ * Wait up to timeout_ms for the process latch or for progress of the
+ * transfers, and report those that finished.  Returns true if the latch was
+ * set (the caller resets it and checks for interrupts).
+ */
+bool
+tv_http_multi_wait(TvHttpMulti *m, long timeout_ms)
+{
+	WaitEvent	events[16];
+	int			nevents;
+	int			running;
+	int			i;
+	bool		latch = false;
+
+	if (m->set == NULL || m->set_stale)
+		rebuild_wait_set(m);
+	if (m->timer != 0)
+	{
+		long		secs;
+		int			usecs;
+
+		TimestampDifference(GetCurrentTimestamp(), m->timer, &secs, &usecs);
+		timeout_ms = Min(timeout_ms, secs * 1000 + (usecs + 999) / 1000);
+	}
+	nevents = WaitEventSetWait(m->set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+	for (i = 0; i < nevents; i++)
+	{
+		int			flags = 0;
+
+		if (events[i].events & WL_LATCH_SET)
+		{
+			latch = true;
+			continue;
+		}
+		if (events[i].events & WL_SOCKET_READABLE)
+			flags |= CURL_CSELECT_IN;
+		if (events[i].events & WL_SOCKET_WRITEABLE)
+			flags |= CURL_CSELECT_OUT;
+		if (curl_multi_socket_action(m->multi, events[i].fd, flags, &running) != CURLM_OK)
+			elog(ERROR, "libcurl transfer failed");
+	}
+	if (m->timer != 0 && GetCurrentTimestamp() >= m->timer)
+	{
+		m->timer = 0;
+		if (curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running) != CURLM_OK)
+			elog(ERROR, "libcurl transfer failed");
+	}
+	collect_finished(m);
+	return latch;
+}
+
+/* Every transfer dropped, unfinished and unreported, the multi handle closed. */
+void
+tv_http_multi_destroy(TvHttpMulti *m)
+{
+	while (m->transfers)
+		release(m, m->transfers);
+	if (m->set)
+		FreeWaitEventSet(m->set);
+	m->set = NULL;
+	if (m->multi)
+		curl_multi_cleanup(m->multi);
+	m->multi = NULL;
 }
 
 /*
  * Send n requests, at most max_parallel at a time, and call done(i) as each
- * finishes (a refused URL at once), checking for interrupts between short
- * polls.  Only refused URLs, failed transfers and HTTP statuses are
+ * finishes (a refused URL at once), checking for interrupts whenever the
+ * latch is set.  Only refused URLs, failed transfers and HTTP statuses are
  * reported, in resps[i]; a cancel, or an error raised by done, raises the
  * usual error after every handle is released.
  */
+typedef struct ManyArg
+{
+	TvHttpDone	done;
+	void	   *arg;
+	TvHttpResponse *resps;
+} ManyArg;
+
+static void
+many_done(TvHttpResponse *resp, void *arg)
+{
+	ManyArg    *many = (ManyArg *) arg;
+
+	if (many->done)
+		many->done(resp - many->resps, resp, many->arg);
+}
+
+/* Top up to max_parallel (a refused request is done at once) and wait, until all are done. */
+static void
+perform_all(TvHttpMulti *m, const TvHttpRequest *reqs, TvHttpResponse *resps, int n,
+			int max_parallel, ManyArg *many)
+{
+	int			next = 0;
+
+	for (;;)
+	{
+		for (; next < n && m->active < max_parallel; next++)
+			if (!tv_http_multi_add(m, &reqs[next], &resps[next], many_done, many))
+				many_done(&resps[next], many);
+		if (m->active == 0)
+			break;
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		(void) tv_http_multi_wait(m, 1000L);
+	}
+}
+
 void
 tv_http_perform_many(const TvHttpRequest *reqs, TvHttpResponse *resps, int n, int max_parallel,
 					 TvHttpDone done, void *arg)
 {
-	Transfer   *transfers = palloc0(sizeof(Transfer) * n);
-	CURLM	   *volatile multi = NULL;
-	int			next = 0;
-	int			active = 0;
-	int			i;
-
-	tv_http_init();
-	for (i = 0; i < n; i++)
-	{
-		char	   *why;
-
-		memset(&resps[i], 0, sizeof(TvHttpResponse));
-		initStringInfo(&resps[i].body);
-		resps[i].retry_after = -1;
-		if (!tv_http_url_allowed(reqs[i].url, &why))
-		{
-			resps[i].failure = TV_HTTP_REFUSED;
-			resps[i].error = pstrdup(why);
-		}
-	}
+	TvHttpMulti *m = tv_http_multi_create();
+	ManyArg		many = {done, arg, resps};
 
 	PG_TRY();
 	{
-		multi = curl_multi_init();
-		if (multi == NULL)
-			elog(ERROR, "could not create a libcurl multi handle");
-		for (;;)
-		{
-			int			running;
-			CURLMsg    *msg;
-			int			left;
-
-			/* top up to max_parallel; refused requests are done at once */
-			for (; next < n && active < max_parallel; next++)
-			{
-				if (resps[next].failure == TV_HTTP_REFUSED)
-				{
-					if (done)
-						done(next, &resps[next], arg);
-					continue;
-				}
-				start_transfer(multi, &transfers[next], &reqs[next], &resps[next], next);
-				active++;
-			}
-			if (active == 0)
-				break;
-			CHECK_FOR_INTERRUPTS();
-			if (curl_multi_perform(multi, &running) != CURLM_OK)
-				elog(ERROR, "libcurl transfer failed");
-			while ((msg = curl_multi_info_read(multi, &left)) != NULL)
-			{
-				void	   *priv;
-
-				if (msg->msg != CURLMSG_DONE)
-					continue;
-				GETINFO(msg->easy_handle, CURLINFO_PRIVATE, &priv);
-				i = (int) (intptr_t) priv;
-				finish_transfer(&transfers[i], msg->data.result, &resps[i]);
-				release(multi, &transfers[i]);
-				active--;
-				if (done)
-					done(i, &resps[i], arg);
-			}
-			if (running > 0 && curl_multi_poll(multi, NULL, 0, POLL_MS, NULL) != CURLM_OK)
-				elog(ERROR, "libcurl poll failed");
-		}
+		perform_all(m, reqs, resps, n, max_parallel, &many);
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
-		for (i = 0; i < n; i++)
-			release(multi, &transfers[i]);
-		if (multi)
-			curl_multi_cleanup(multi);
+		tv_http_multi_destroy(m);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	pfree(transfers);
+	tv_http_multi_destroy(m);
 }
 
 /* Send one request and wait for its response; see tv_http_perform_many. */

@@ -7,6 +7,7 @@
 #include "postgres.h"
 
 #include "lib/stringinfo.h"
+#include "nodes/pg_list.h"
 
 /* What went wrong below HTTP, if anything: it decides retry or not. */
 typedef enum TvHttpFailure
@@ -29,6 +30,7 @@ typedef struct TvHttpRequest
 	const char *body;
 	size_t		body_len;
 	const char *authorization;	/* whole Authorization header value, or NULL */
+	List	   *headers;		/* more header lines ("Name: value"), or NIL */
 } TvHttpRequest;
 
 typedef struct TvHttpResponse
@@ -46,6 +48,17 @@ extern void tv_http_init(void);
 extern bool tv_http_url_allowed(const char *url, char **why);
 /* Called as each request of a batch finishes, with its index. */
 typedef void (*TvHttpDone) (int i, TvHttpResponse *resp, void *arg);
+
+/* Called as a request on a multi handle finishes. */
+typedef void (*TvHttpFinished) (TvHttpResponse *resp, void *arg);
+typedef struct TvHttpMulti TvHttpMulti;
+
+extern TvHttpMulti *tv_http_multi_create(void);
+extern bool tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp,
+							  TvHttpFinished done, void *arg);
+extern int	tv_http_multi_active(TvHttpMulti *m);
+extern bool tv_http_multi_wait(TvHttpMulti *m, long timeout_ms);
+extern void tv_http_multi_destroy(TvHttpMulti *m);
 
 extern void tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp);
 extern void tv_http_perform_many(const TvHttpRequest *reqs, TvHttpResponse *resps, int n,
