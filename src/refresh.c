@@ -30,6 +30,7 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/float.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -38,11 +39,12 @@
 #include "oauth2.h"
 #include "refresh.h"
 #include "tokenvault.h"
+#include "worker.h"
 
 #define MAX_FLIGHTS 1024
 #define MAX_REFRESHERS 32		/* databases with a refresher at once */
 #define DONE_KEEP_SECS 60		/* a finished flight stays readable this long */
-#define REFRESH_BATCH 32			/* flights a refresher serves at once */
+#define MAX_JOBS 1024			/* requests a refresher has in flight, at most */
 #define IDLE_EXIT_SECS 300		/* a refresher with nothing to do gives its slot back */
 
 typedef enum FlightState
@@ -60,6 +62,7 @@ typedef struct Flight
 	pg_uuid_t	auth_id;
 	uint64		ticket;			/* tells this flight from a later one of the same auth */
 	bool		force;
+	bool		background;		/* filed by the worker's schedule, served after callers' */
 	int			min_validity;
 	TimestampTz done_at;
 	TvRefreshOutcome outcome;
@@ -75,11 +78,18 @@ typedef struct Refresher
 	TimestampTz started_at;
 } Refresher;
 
+/* Request latencies and outcomes, for tokenvault.stats. */
+#define LATENCY_SAMPLES 1024
+
 typedef struct RefreshShared
 {
 	LWLock	   *lock;
 	ConditionVariable done;		/* broadcast whenever a flight finishes */
 	uint64		next_ticket;
+	uint64		succeeded;
+	uint64		failed;
+	uint32		nlatencies;		/* samples taken so far; the ring holds the last ones */
+	float4		latency_ms[LATENCY_SAMPLES];
 	Refresher	refreshers[MAX_REFRESHERS];
 	Flight		flights[MAX_FLIGHTS];
 } RefreshShared;
@@ -122,11 +132,24 @@ refresher_for(Oid dbid)
 }
 
 /*
+ * May this flight's slot be taken for another?  A finished flight stays
+ * readable for a while for its waiters; one of the worker's own that no
+ * caller joined has none.
+ */
+static bool
+flight_reusable(Flight *f, TimestampTz now)
+{
+	return f->state == FLIGHT_FREE ||
+		(f->state == FLIGHT_DONE &&
+		 (f->background || TimestampDifferenceExceeds(f->done_at, now, DONE_KEEP_SECS * 1000)));
+}
+
+/*
  * The flight of this auth, joined or newly queued.  Caller holds the lock
  * exclusively.
  */
 static Flight *
-join_flight(pg_uuid_t *auth_id, bool force)
+join_flight(pg_uuid_t *auth_id, bool force, bool background)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	Flight	   *free_slot = NULL;
@@ -140,15 +163,15 @@ join_flight(pg_uuid_t *auth_id, bool force)
 			f->dbid == MyDatabaseId && memcmp(&f->auth_id, auth_id, sizeof(pg_uuid_t)) == 0)
 		{
 			f->force |= force;
+			f->background &= background;
 			f->min_validity = Max(f->min_validity, tv_min_validity);
 			return f;
 		}
-		if (free_slot == NULL &&
-			(f->state == FLIGHT_FREE ||
-			 (f->state == FLIGHT_DONE &&
-			  TimestampDifferenceExceeds(f->done_at, now, DONE_KEEP_SECS * 1000))))
+		if (free_slot == NULL && flight_reusable(f, now))
 			free_slot = f;
 	}
+	if (free_slot == NULL && background)
+		return NULL;
 	if (free_slot == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
@@ -161,6 +184,7 @@ join_flight(pg_uuid_t *auth_id, bool force)
 	f->auth_id = *auth_id;
 	f->ticket = shared->next_ticket++;
 	f->force = force;
+	f->background = background;
 	f->min_validity = tv_min_validity;
 	return f;
 }
@@ -218,7 +242,7 @@ wake_refresher(void)
 		r->dbid = MyDatabaseId;
 	}
 	/* a refresher that has not come up within a minute is taken for dead */
-	if (r->pid == 0 && (!r->starting ||
+	if (r->pid == 0 && !tv_worker_serves(MyDatabaseId) && (!r->starting ||
 						TimestampDifferenceExceeds(r->started_at, GetCurrentTimestamp(), 60000)))
 	{
 		r->starting = true;
@@ -253,7 +277,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 				 errhint("Add tokenvault to shared_preload_libraries and restart the server.")));
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	f = join_flight(auth_id, force);
+	f = join_flight(auth_id, force, false);
 	ticket = f->ticket;
 	wake_refresher();			/* releases the lock */
 
@@ -298,10 +322,11 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 /* ---- the refresher ---- */
 
 /*
- * One flight of a batch: the flight, its plan, its prepared request.  A
- * batch is planned (a short transaction each), its requests sent at once
- * with no transaction open, and each result applied (a short transaction)
- * as it arrives.
+ * One flight being served: the flight, its plan, its request, its response.
+ * A job is planned in a short transaction, its request sent with no
+ * transaction open, and its result applied in another short transaction as
+ * soon as it arrives; up to tokenvault.max_concurrent_refreshes requests are
+ * in flight at once, and a finished job's place is taken by the next flight.
  */
 typedef struct Job
 {
@@ -309,48 +334,27 @@ typedef struct Job
 	Flight	   *slot;
 	Jsonb	   *plan;
 	TvTokenCall call;
-	bool		finished;
+	TvHttpResponse resp;
+	MemoryContext cxt;			/* everything of this job, gone when it finishes */
+	bool		busy;
 } Job;
 
-typedef struct Batch
+typedef struct Engine
 {
-	Job			jobs[REFRESH_BATCH];
-	int			njobs;
-	int			sending[REFRESH_BATCH];	/* request i is jobs[sending[i]] */
+	TvHttpMulti *multi;
 	MemoryContext cxt;
-} Batch;
-
+	int			busy;
+	Job			jobs[MAX_JOBS];
+} Engine;
 
 static Refresher *my_slot = NULL;
-static Batch batch;
+static Engine *engine = NULL;
 
 static void finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message);
 
-/*
- * On the way out (shutdown, FATAL), release the waiters of the flights in
- * hand instead of leaving them hanging, and give the slot back.
- */
-static void
-refresher_detach(int code, Datum arg)
-{
-	int			i;
-
-	for (i = 0; i < batch.njobs; i++)
-		if (!batch.jobs[i].finished)
-			finish_flight(batch.jobs[i].slot, batch.jobs[i].copy.ticket, TV_REFRESH_RETRYABLE,
-						  "the tokenvault refresher exited");
-	batch.njobs = 0;
-	if (my_slot == NULL)
-		return;
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	memset(my_slot, 0, sizeof(Refresher));
-	LWLockRelease(shared->lock);
-	my_slot = NULL;
-}
-
 /* Run one statement "SELECT f($1, ...)" returning jsonb, in its own transaction. */
-static Jsonb *
-call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, MemoryContext into)
+Jsonb *
+tv_call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, MemoryContext into)
 {
 	Jsonb	   *result = NULL;
 	bool		isnull;
@@ -363,7 +367,7 @@ call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, Memor
 	SPI_connect();
 	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
-		elog(ERROR, "tokenvault refresher: \"%s\" failed", sql);
+		elog(ERROR, "tokenvault: \"%s\" failed", sql);
 	{
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
@@ -384,8 +388,8 @@ call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, Memor
 	return result;
 }
 
-static char *
-member_text(Jsonb *j, const char *key)
+char *
+tv_member_text(Jsonb *j, const char *key)
 {
 	JsonbValue	v;
 
@@ -407,31 +411,48 @@ member_object(Jsonb *j, const char *key)
 }
 
 static void
+count_outcome(TvRefreshOutcome outcome, double seconds)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (outcome == TV_REFRESH_DONE)
+		shared->succeeded++;
+	else
+		shared->failed++;
+	if (seconds >= 0)
+		shared->latency_ms[shared->nlatencies++ % LATENCY_SAMPLES] = (float4) (seconds * 1000.0);
+	LWLockRelease(shared->lock);
+}
+
+static void
 finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
 {
 	finish_flight(job->slot, job->copy.ticket, outcome, message);
-	job->finished = true;
+	MemoryContextDelete(job->cxt);
+	job->cxt = NULL;
+	job->busy = false;
+	engine->busy--;
 }
 
 /* An error while serving a job fails that job alone, logged in tokenvault's words. */
 static void
-fail_job(Job *job, MemoryContext cxt)
+fail_job(Job *job)
 {
 	ErrorData  *edata;
 
-	MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(job->cxt);
 	edata = CopyErrorData();
 	FlushErrorState();
 	AbortCurrentTransaction();
-	MemoryContextSwitchTo(cxt);
+	MemoryContextSwitchTo(job->cxt);
 	/* the error is tokenvault's own wording, never a secret */
 	ereport(LOG, (errmsg("tokenvault refresher: %s", edata->message)));
+	count_outcome(TV_REFRESH_FAILED, -1);
 	finish_job(job, TV_REFRESH_FAILED, edata->message);
 }
 
 /* Plan a job; true if it has a request to send, else it is finished. */
 static bool
-plan_job(Job *job, MemoryContext cxt)
+plan_job(Job *job)
 {
 	Oid			types[3] = {UUIDOID, BOOLOID, INT4OID};
 	Datum		args[3];
@@ -441,15 +462,16 @@ plan_job(Job *job, MemoryContext cxt)
 	args[0] = UUIDPGetDatum(&job->copy.auth_id);
 	args[1] = BoolGetDatum(job->copy.force);
 	args[2] = Int32GetDatum(job->copy.min_validity);
-	job->plan = call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args, cxt);
-	if ((skip = member_text(job->plan, "skip")) != NULL)
+	job->plan = tv_call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args,
+									   job->cxt);
+	if ((skip = tv_member_text(job->plan, "skip")) != NULL)
 	{
-		msg = member_text(job->plan, "message");
+		msg = tv_member_text(job->plan, "message");
 		finish_job(job, strcmp(skip, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE,
 				   msg ? msg : "");
 		return false;
 	}
-	tv_oauth2_prepare(&job->call, member_object(job->plan, "config"), member_text(job->plan, "kind"),
+	tv_oauth2_prepare(&job->call, member_object(job->plan, "config"), tv_member_text(job->plan, "kind"),
 					  member_object(job->plan, "params"));
 	return true;
 }
@@ -468,129 +490,286 @@ outcome_of(const char *applied)
 
 /* Store a job's verdict, if the auth's version is unchanged. */
 static void
-apply_job(Job *job, Jsonb *verdict, MemoryContext cxt)
+apply_job(Job *job, Jsonb *verdict, double seconds)
 {
 	Oid			types[3] = {UUIDOID, INT8OID, JSONBOID};
 	Datum		args[3];
 	Jsonb	   *applied;
 	char	   *msg;
+	TvRefreshOutcome outcome;
 
 	args[0] = UUIDPGetDatum(&job->copy.auth_id);
 	args[1] = DirectFunctionCall1(numeric_int8,
-								  DirectFunctionCall3(numeric_in, CStringGetDatum(member_text(job->plan, "version")),
+								  DirectFunctionCall3(numeric_in, CStringGetDatum(tv_member_text(job->plan, "version")),
 													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 	args[2] = JsonbPGetDatum(verdict);
-	applied = call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, cxt);
-	msg = member_text(applied, "message");
-	finish_job(job, outcome_of(member_text(applied, "outcome")), msg ? msg : "");
+	applied = tv_call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, job->cxt);
+	msg = tv_member_text(applied, "message");
+	outcome = outcome_of(tv_member_text(applied, "outcome"));
+	count_outcome(outcome, seconds);
+	finish_job(job, outcome, msg ? msg : "");
 }
 
-/* As each response arrives: its verdict, applied at once. */
+/* As a response arrives: its verdict, applied at once. */
 static void
-on_response(int i, TvHttpResponse *resp, void *arg)
+on_response(TvHttpResponse *resp, void *arg)
 {
-	Batch	   *batch = (Batch *) arg;
-	Job		   *job = &batch->jobs[batch->sending[i]];
+	Job		   *job = (Job *) arg;
 
 	pgstat_report_activity(STATE_RUNNING, "tokenvault: storing a token");
+	MemoryContextSwitchTo(job->cxt);
 	PG_TRY();
 	{
-		apply_job(job, tv_oauth2_verdict(&job->call, resp), batch->cxt);
+		apply_job(job, tv_oauth2_verdict(&job->call, resp), resp->seconds);
 	}
 	PG_CATCH();
 	{
-		fail_job(job, batch->cxt);
+		fail_job(job);
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(engine->cxt);
 }
 
-/* Serve the flights claimed into the batch, all of them finished on return. */
+/* Plan a claimed job and send its request, or finish it if there is none to send. */
 static void
-serve_batch(Batch *batch)
+start_job(Job *job)
 {
-	TvHttpRequest requests[REFRESH_BATCH];
-	TvHttpResponse *responses;
-	int			n = 0;
-	int			i;
+	MemoryContext old;
 
-	pgstat_report_activity(STATE_RUNNING, "tokenvault: planning refreshes");
-	for (i = 0; i < batch->njobs; i++)
-	{
-		Job		   *job = &batch->jobs[i];
-		volatile bool send = false;
-
-		PG_TRY();
-		{
-			send = plan_job(job, batch->cxt);
-		}
-		PG_CATCH();
-		{
-			fail_job(job, batch->cxt);
-		}
-		PG_END_TRY();
-		if (send && job->call.verdict)
-		{
-			/* not even sendable (no URL): the verdict says why */
-			PG_TRY();
-			{
-				apply_job(job, job->call.verdict, batch->cxt);
-			}
-			PG_CATCH();
-			{
-				fail_job(job, batch->cxt);
-			}
-			PG_END_TRY();
-		}
-		else if (send)
-		{
-			requests[n] = job->call.req;
-			batch->sending[n++] = i;
-		}
-	}
-	if (n == 0)
-		return;
-
-	pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
-	responses = palloc(sizeof(TvHttpResponse) * n);
+	job->cxt = AllocSetContextCreate(engine->cxt, "tokenvault refresh job", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(job->cxt);
 	PG_TRY();
 	{
-		tv_http_perform_many(requests, responses, n, n, on_response, batch);
+		if (plan_job(job))
+		{
+			/* not even sendable (no URL), or a URL that may not be requested: the verdict says why */
+			if (job->call.verdict)
+				apply_job(job, job->call.verdict, -1);
+			else if (!tv_http_multi_add(engine->multi, &job->call.req, &job->resp, on_response, job))
+				apply_job(job, tv_oauth2_verdict(&job->call, &job->resp), -1);
+		}
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(batch->cxt);
-		FlushErrorState();
-		for (i = 0; i < batch->njobs; i++)
-			if (!batch->jobs[i].finished)
-				finish_job(&batch->jobs[i], TV_REFRESH_RETRYABLE, "the token request could not be sent");
+		fail_job(job);
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(old);
 }
 
-/* Claim up to a batch of this database's queued flights. */
-static int
-claim_flights(Batch *batch)
+/*
+ * Claim this database's queued flights into free jobs, callers' flights
+ * before the worker's own schedule, and start them.
+ */
+static void
+claim_flights(void)
 {
+	int			limit = Min(tv_max_concurrent_refreshes, MAX_JOBS);
+	Job		   *claimed[MAX_JOBS];
+	int			nclaimed = 0;
+	int			pass;
 	int			i;
+	int			j = 0;
 
-	batch->njobs = 0;
+	if (engine->busy >= limit)
+		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < MAX_FLIGHTS && batch->njobs < REFRESH_BATCH; i++)
-	{
-		Flight	   *f = &shared->flights[i];
-
-		if (f->state == FLIGHT_QUEUED && f->dbid == MyDatabaseId)
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < MAX_FLIGHTS && engine->busy + nclaimed < limit; i++)
 		{
-			Job		   *job = &batch->jobs[batch->njobs++];
+			Flight	   *f = &shared->flights[i];
+			Job		   *job;
 
+			if (f->state != FLIGHT_QUEUED || f->dbid != MyDatabaseId || f->background != (pass == 1))
+				continue;
+			while (engine->jobs[j].busy)
+				j++;
+			job = &engine->jobs[j];
 			memset(job, 0, sizeof(Job));
+			job->busy = true;
 			f->state = FLIGHT_RUNNING;
 			job->copy = *f;
 			job->slot = f;
+			claimed[nclaimed++] = job;
+			j++;
 		}
+	LWLockRelease(shared->lock);
+	engine->busy += nclaimed;
+	if (nclaimed > 0)
+		pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
+	for (i = 0; i < nclaimed; i++)
+		start_job(claimed[i]);
+}
+
+/*
+ * Serve the flights: start what is queued, then wait up to timeout_ms for
+ * the latch or for responses (applied as they come).  The caller resets the
+ * latch and checks for interrupts between calls.
+ */
+void
+tv_refresh_serve(long timeout_ms)
+{
+	claim_flights();
+	if (engine->busy == 0)
+	{
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+	}
+	else
+		(void) tv_http_multi_wait(engine->multi, timeout_ms);
+}
+
+bool
+tv_refresh_busy(void)
+{
+	return engine != NULL && engine->busy > 0;
+}
+
+/* The HTTP handle of the engine, for other requests to share its loop. */
+TvHttpMulti *
+tv_refresh_multi(void)
+{
+	return engine->multi;
+}
+
+/*
+ * On the way out (shutdown, FATAL), release the waiters of the flights in
+ * hand instead of leaving them hanging, and give the slot back.  The
+ * requests themselves die with the process.
+ */
+static void
+refresher_detach(int code, Datum arg)
+{
+	int			i;
+
+	if (engine != NULL)
+		for (i = 0; i < MAX_JOBS; i++)
+			if (engine->jobs[i].busy)
+				finish_flight(engine->jobs[i].slot, engine->jobs[i].copy.ticket, TV_REFRESH_RETRYABLE,
+							  "the tokenvault refresher exited");
+	engine = NULL;
+	if (my_slot == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot->pid = 0;
+	my_slot->latch = NULL;
+	my_slot->starting = false;
+	if (!tv_worker_serves(my_slot->dbid))
+		my_slot->dbid = InvalidOid;
+	LWLockRelease(shared->lock);
+	my_slot = NULL;
+}
+
+/*
+ * Become the refresher of this database: flights filed here come to this
+ * process.  False if another one serves it already.
+ */
+bool
+tv_refresh_attach(void)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot = refresher_for(MyDatabaseId);
+	if (my_slot == NULL)
+	{
+		my_slot = refresher_for(InvalidOid);
+		if (my_slot != NULL)
+			my_slot->dbid = MyDatabaseId;
+	}
+	if (my_slot == NULL || (my_slot->pid != 0 && my_slot->pid != MyProcPid))
+	{
+		my_slot = NULL;
+		LWLockRelease(shared->lock);
+		return false;
+	}
+	my_slot->pid = MyProcPid;
+	my_slot->latch = MyLatch;
+	my_slot->starting = false;
+	LWLockRelease(shared->lock);
+
+	engine = MemoryContextAllocZero(TopMemoryContext, sizeof(Engine));
+	engine->cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault refresh", ALLOCSET_DEFAULT_SIZES);
+	MemoryContextSwitchTo(engine->cxt);
+	engine->multi = tv_http_multi_create();
+	before_shmem_exit(refresher_detach, 0);
+	return true;
+}
+
+/*
+ * File a flight for each auth the schedule finds due (the worker's own
+ * refreshes, served after callers').  Returns how many were filed: as many
+ * as there is room for.
+ */
+int
+tv_refresh_file_background(pg_uuid_t *ids, int n)
+{
+	int			i;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < n; i++)
+	{
+		Flight	   *f = join_flight(&ids[i], true, true);
+
+		if (f == NULL)
+			break;
 	}
 	LWLockRelease(shared->lock);
-	return batch->njobs;
+	return i;
+}
+
+/* Room for more flights of the schedule: free flight slots, less a reserve for callers. */
+int
+tv_refresh_room(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			free_slots = 0;
+	int			i;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (i = 0; i < MAX_FLIGHTS; i++)
+		if (flight_reusable(&shared->flights[i], now))
+			free_slots++;
+	LWLockRelease(shared->lock);
+	return Max(0, free_slots - MAX_FLIGHTS / 4);
+}
+
+/* Counters and latency percentiles (NaN when there is no sample yet) for tokenvault.stats. */
+static int
+float4_cmp(const void *a, const void *b)
+{
+	float4		x = *(const float4 *) a;
+	float4		y = *(const float4 *) b;
+
+	return (x > y) - (x < y);
+}
+
+void
+tv_refresh_stats(uint64 *succeeded, uint64 *failed, double *p50, double *p90, double *p99)
+{
+	float4		samples[LATENCY_SAMPLES];
+	int			n;
+
+	if (shared == NULL)
+	{
+		*succeeded = *failed = 0;
+		*p50 = *p90 = *p99 = get_float8_nan();
+		return;
+	}
+	LWLockAcquire(shared->lock, LW_SHARED);
+	*succeeded = shared->succeeded;
+	*failed = shared->failed;
+	n = Min(shared->nlatencies, LATENCY_SAMPLES);
+	memcpy(samples, shared->latency_ms, sizeof(float4) * n);
+	LWLockRelease(shared->lock);
+	if (n == 0)
+	{
+		*p50 = *p90 = *p99 = get_float8_nan();
+		return;
+	}
+	qsort(samples, n, sizeof(float4), float4_cmp);
+	*p50 = samples[(n - 1) * 50 / 100];
+	*p90 = samples[(n - 1) * 90 / 100];
+	*p99 = samples[(n - 1) * 99 / 100];
 }
 
 static void
@@ -630,8 +809,8 @@ leave_if_idle(void)
 	return true;
 }
 
-static void
-reload_if_asked(void)
+void
+tv_reload_if_asked(void)
 {
 	if (ConfigReloadPending)
 	{
@@ -640,57 +819,36 @@ reload_if_asked(void)
 	}
 }
 
+/*
+ * A refresher started on demand for a database the worker does not serve:
+ * serves flights, and leaves after IDLE_EXIT_SECS without any.
+ */
 void
 tv_refresher_main(Datum main_arg)
 {
 	Oid			dbid = DatumGetObjectId(main_arg);
-	MemoryContext cxt;
 	TimestampTz last_work;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dbid, InvalidOid, 0);
+	if (!tv_refresh_attach())
+		proc_exit(0);			/* another refresher serves this database already */
 
-	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	my_slot = refresher_for(dbid);
-	if (my_slot == NULL || (my_slot->pid != 0 && my_slot->pid != MyProcPid))
-	{
-		/* another refresher serves this database already */
-		LWLockRelease(shared->lock);
-		proc_exit(0);
-	}
-	my_slot->pid = MyProcPid;
-	my_slot->latch = MyLatch;
-	my_slot->starting = false;
-	LWLockRelease(shared->lock);
-	before_shmem_exit(refresher_detach, 0);
-
-	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault refresh", ALLOCSET_DEFAULT_SIZES);
 	last_work = GetCurrentTimestamp();
 	for (;;)
 	{
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
-		reload_if_asked();
-		while (claim_flights(&batch) > 0)
-		{
-			MemoryContextSwitchTo(cxt);
-			batch.cxt = cxt;
-			serve_batch(&batch);
-			batch.njobs = 0;
-			MemoryContextReset(cxt);
-			CHECK_FOR_INTERRUPTS();
-			/* settings changed mid-queue (a CA file, a timeout) apply to the next request */
-			reload_if_asked();
+		/* settings changed mid-queue (a CA file, a timeout) apply to the next request */
+		tv_reload_if_asked();
+		if (engine->busy > 0)
 			last_work = GetCurrentTimestamp();
-		}
 		/* an idle refresher would hold a max_worker_processes slot for nothing */
-		if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), IDLE_EXIT_SECS * 1000) &&
-			leave_if_idle())
+		else if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), IDLE_EXIT_SECS * 1000) &&
+				 leave_if_idle())
 			proc_exit(0);
-		pgstat_report_activity(STATE_IDLE, NULL);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 60000L, PG_WAIT_EXTENSION);
+		tv_refresh_serve(engine->busy > 0 ? 1000L : 60000L);
 	}
 }

@@ -11,6 +11,7 @@
 #include "keyring.h"
 #include "refresh.h"
 #include "tokenvault.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -23,6 +24,11 @@ bool		tv_allow_insecure_http = false;
 char	   *tv_ca_file = NULL;
 int			tv_http_timeout = 10;
 int			tv_max_response_size = 1024;
+char	   *tv_database = NULL;
+int			tv_refresh_lead = 60;
+int			tv_expiry_notice = 7 * 24 * 3600;
+int			tv_max_concurrent_refreshes = 32;
+int			tv_event_retention = 7 * 24 * 3600;
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -33,6 +39,7 @@ shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	tv_refresh_shmem_request();
+	tv_worker_shmem_request();
 }
 
 static void
@@ -41,6 +48,7 @@ shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	tv_refresh_shmem_startup();
+	tv_worker_shmem_startup();
 }
 
 /* A changed key source must be read again before the next seal or open. */
@@ -118,6 +126,46 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
+	DefineCustomStringVariable("tokenvault.database",
+							   "Database the tokenvault worker serves.",
+							   NULL,
+							   &tv_database,
+							   "postgres",
+							   PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.refresh_lead",
+							"How long before a token expires the worker refreshes it.",
+							NULL,
+							&tv_refresh_lead,
+							60, 1, 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.expiry_notice",
+							"How long before an auth that cannot be refreshed expires it is announced (auth.expiring).",
+							NULL,
+							&tv_expiry_notice,
+							7 * 24 * 3600, 0, 365 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.max_concurrent_refreshes",
+							"Token requests the worker has in flight at once, at most.",
+							NULL,
+							&tv_max_concurrent_refreshes,
+							32, 1, 1024,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.event_retention",
+							"How long delivered events are kept.",
+							NULL,
+							&tv_event_retention,
+							7 * 24 * 3600, 0, 3650 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("tokenvault");
 
 	/*
@@ -131,5 +179,6 @@ _PG_init(void)
 		shmem_request_hook = shmem_request;
 		prev_shmem_startup_hook = shmem_startup_hook;
 		shmem_startup_hook = shmem_startup;
+		tv_worker_register();
 	}
 }

@@ -4,7 +4,7 @@
 #ifndef TOKENVAULT_H
 #define TOKENVAULT_H
 
-#define TOKENVAULT_VERSION "0.2.0"
+#define TOKENVAULT_VERSION "0.3.0"
 
 /* GUCs, defined in tokenvault.c */
 extern char *tv_key_file;
@@ -14,5 +14,10 @@ extern bool tv_allow_insecure_http;
 extern char *tv_ca_file;
 extern int	tv_http_timeout;	/* seconds */
 extern int	tv_max_response_size;	/* kB */
+extern char *tv_database;
+extern int	tv_refresh_lead;	/* seconds */
+extern int	tv_expiry_notice;	/* seconds */
+extern int	tv_max_concurrent_refreshes;
+extern int	tv_event_retention; /* seconds */
 
 #endif

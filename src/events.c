@@ -1,0 +1,184 @@
+/*
+ * events.c: webhook deliveries, signed, sent by the worker
+ *
+ * Events themselves are written in SQL (tokenvault._emit: a row in
+ * tokenvault.events and a NOTIFY in the same transaction).  Here the worker
+ * takes the deliveries that are due, one at a time per auth and webhook so
+ * that they arrive in order, posts each on the shared HTTP handle, signed,
+ * and records the answer in a short transaction; the SQL side schedules
+ * retries with backoff until a 2xx.
+ *
+ * The signature is HMAC-SHA256 over "<timestamp>.<body>" with the webhook's
+ * secret, so a receiver can reject both forged and replayed deliveries.
+ */
+#include "postgres.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include "catalog/pg_type_d.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "events.h"
+#include "refresh.h"
+
+#define MAX_DELIVERIES 16		/* webhook requests in flight at once */
+
+typedef struct Delivery
+{
+	int64		id;
+	TvHttpRequest req;
+	TvHttpResponse resp;
+	MemoryContext cxt;
+} Delivery;
+
+static int	in_flight = 0;
+static MemoryContext deliveries_cxt = NULL;	/* outlives the loop round that sends */
+
+/* "v1=<hex HMAC-SHA256(secret, timestamp '.' body)>" */
+char *
+tv_webhook_signature(const char *secret, const char *timestamp, const char *body)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	char	   *signed_text = psprintf("%s.%s", timestamp, body);
+	StringInfoData out;
+	unsigned int i;
+
+	if (HMAC(EVP_sha256(), secret, strlen(secret), (unsigned char *) signed_text, strlen(signed_text),
+			 mac, &maclen) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not sign a webhook delivery")));
+	initStringInfo(&out);
+	appendStringInfoString(&out, "v1=");
+	for (i = 0; i < maclen; i++)
+		appendStringInfo(&out, "%02x", mac[i]);
+	pfree(signed_text);
+	return out.data;
+}
+
+/* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
+static void
+on_delivered(TvHttpResponse *resp, void *arg)
+{
+	Delivery   *d = (Delivery *) arg;
+	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
+	Datum		args[3];
+	MemoryContext old = MemoryContextSwitchTo(d->cxt);
+
+	in_flight--;
+	args[0] = Int64GetDatum(d->id);
+	args[1] = Int32GetDatum(resp->failure == TV_HTTP_OK ? (int32) resp->status : 0);
+	args[2] = CStringGetTextDatum(resp->failure == TV_HTTP_OK ? psprintf("HTTP status %ld", resp->status)
+								  : resp->error ? resp->error : "request failed");
+	PG_TRY();
+	{
+		(void) tv_call_in_transaction("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, d->cxt);
+	}
+	PG_FINALLY();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(d->cxt);
+	}
+	PG_END_TRY();
+}
+
+static char *
+member_string(JsonbContainer *c, const char *key)
+{
+	JsonbValue	v;
+
+	if (getKeyJsonValueFromContainer(c, key, strlen(key), &v) == NULL || v.type != jbvString)
+		elog(ERROR, "tokenvault: a webhook delivery lacks \"%s\"", key);
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/* Sign one delivery and put it on the handle. */
+static void
+send_delivery(TvHttpMulti *multi, JsonbContainer *c)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	Delivery   *d;
+	char	   *secret;
+	char	   *timestamp;
+	char	   *body;
+	char	   *signature;
+
+	if (deliveries_cxt == NULL)
+		deliveries_cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault webhooks", ALLOCSET_DEFAULT_SIZES);
+	cxt = AllocSetContextCreate(deliveries_cxt, "tokenvault webhook", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	d = palloc0(sizeof(Delivery));
+	secret = member_string(c, "secret");
+	timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
+	body = member_string(c, "body");
+	signature = tv_webhook_signature(secret, timestamp, body);
+	explicit_bzero(secret, strlen(secret));
+	d->cxt = cxt;
+	d->id = pg_strtoint64(member_string(c, "id"));
+	d->req.url = member_string(c, "url");
+	d->req.body = body;
+	d->req.body_len = strlen(body);
+	d->req.content_type = "application/json";
+	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", member_string(c, "event")),
+								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
+								psprintf("X-Tokenvault-Timestamp: %s", timestamp),
+								psprintf("X-Tokenvault-Signature: %s", signature));
+	in_flight++;
+	if (!tv_http_multi_add(multi, &d->req, &d->resp, on_delivered, d))
+		on_delivered(&d->resp, d);	/* a URL that may not be requested: recorded as a failure */
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Send the deliveries that are due, as many as there is room for.  Returns
+ * when deliveries next need the worker (DT_NOEND: not before a new event).
+ */
+TimestampTz
+tv_webhooks_send(TvHttpMulti *multi)
+{
+	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault webhooks", ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	Jsonb	   *claimed;
+	JsonbValue	v;
+	TimestampTz next_at = DT_NOEND;
+	char	   *next;
+
+	args[0] = Int32GetDatum(MAX_DELIVERIES - in_flight);
+	if (in_flight < MAX_DELIVERIES)
+	{
+		claimed = tv_call_in_transaction("SELECT tokenvault._webhook_claim($1)", 1, types, args, cxt);
+		if (getKeyJsonValueFromContainer(&claimed->root, "deliveries", 10, &v) != NULL && v.type == jbvBinary)
+		{
+			uint32		n = JsonContainerSize(v.val.binary.data);
+			uint32		i;
+
+			for (i = 0; i < n; i++)
+			{
+				JsonbValue *d = getIthJsonbValueFromContainer(v.val.binary.data, i);
+
+				if (d != NULL && d->type == jbvBinary)
+				{
+					MemoryContextSwitchTo(old);
+					send_delivery(multi, d->val.binary.data);
+					MemoryContextSwitchTo(cxt);
+				}
+			}
+		}
+		if ((next = tv_member_text(claimed, "next_at")) != NULL)
+			next_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(next),
+															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	}
+	else
+		next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	return next_at;
+}

@@ -1,0 +1,463 @@
+/*
+ * worker.c: the background worker that keeps tokens alive
+ *
+ * One worker, connected to tokenvault.database, is that database's
+ * refresher (refresh.c): it serves the flights filed by access_token()
+ * callers, and files flights of its own for the auths its schedule finds
+ * due, so callers and the schedule share one single-flight mechanism.  It
+ * also runs the expiry scan and sends webhook deliveries.
+ *
+ * It sleeps on its latch until the earliest thing it has to do.  A
+ * transaction that makes something due earlier (a new auth, an event for a
+ * webhook) wakes it when it commits, through a transaction callback: there
+ * is no polling.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type_d.h"
+#include "commands/extension.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "events.h"
+#include "refresh.h"
+#include "tokenvault.h"
+#include "worker.h"
+
+#define CLAIM_MIN 64			/* fewer free places than this: wait for more */
+#define TICK_MIN_MS 1000		/* the expiry scan runs at most this often */
+#define RETRY_MS 10000			/* after an error in a step, try again this much later */
+
+typedef struct WorkerShared
+{
+	slock_t		mutex;
+	pid_t		pid;
+	Latch	   *latch;
+	Oid			dbid;
+	char		state[32];
+	TimestampTz last_loop_at;
+	TimestampTz sleeping_until; /* when the worker will look again by itself */
+	TimestampTz requested_at;	/* earliest time a committed transaction needs it */
+} WorkerShared;
+
+static WorkerShared *worker = NULL;
+static bool am_worker = false;
+
+/* The worker's own schedule: when each step is due next. */
+typedef struct Schedule
+{
+	TimestampTz claim;
+	TimestampTz tick;
+	TimestampTz webhooks;
+	TimestampTz last_tick;
+	int			lead;			/* tokenvault.refresh_lead the stored schedule was made with */
+} Schedule;
+
+void
+tv_worker_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
+}
+
+void
+tv_worker_shmem_startup(void)
+{
+	bool		found;
+
+	worker = ShmemInitStruct("tokenvault worker", sizeof(WorkerShared), &found);
+	if (!found)
+	{
+		memset(worker, 0, sizeof(WorkerShared));
+		SpinLockInit(&worker->mutex);
+		worker->requested_at = DT_NOEND;
+		worker->sleeping_until = DT_NOEND;
+	}
+}
+
+void
+tv_worker_register(void)
+{
+	BackgroundWorker w = {0};
+
+	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* a standby starts it too; it idles there until promoted */
+	w.bgw_start_time = BgWorkerStart_ConsistentState;
+	w.bgw_restart_time = 5;
+	snprintf(w.bgw_library_name, BGW_MAXLEN, "tokenvault");
+	snprintf(w.bgw_function_name, BGW_MAXLEN, "tv_worker_main");
+	snprintf(w.bgw_name, BGW_MAXLEN, "tokenvault worker");
+	snprintf(w.bgw_type, BGW_MAXLEN, "tokenvault worker");
+	RegisterBackgroundWorker(&w);
+}
+
+/* Is dbid the worker's database (so that it, not a refresher on demand, serves it)? */
+bool
+tv_worker_serves(Oid dbid)
+{
+	bool		serves;
+
+	if (worker == NULL)
+		return false;
+	SpinLockAcquire(&worker->mutex);
+	serves = worker->dbid == dbid && OidIsValid(dbid);
+	SpinLockRelease(&worker->mutex);
+	return serves;
+}
+
+static void
+set_state(const char *state)
+{
+	SpinLockAcquire(&worker->mutex);
+	strlcpy(worker->state, state, sizeof(worker->state));
+	worker->last_loop_at = GetCurrentTimestamp();
+	SpinLockRelease(&worker->mutex);
+}
+
+static void
+worker_detach(int code, Datum arg)
+{
+	SpinLockAcquire(&worker->mutex);
+	worker->pid = 0;
+	worker->latch = NULL;
+	strlcpy(worker->state, "absent", sizeof(worker->state));
+	SpinLockRelease(&worker->mutex);
+}
+
+/* ---- waking the worker when a transaction commits ---- */
+
+static TimestampTz wake_at = DT_NOEND;
+static bool wake_callback_registered = false;
+static TimestampTz own_wake_at = DT_NOEND;	/* the worker's own writes (a new refresh_at) */
+
+static void
+wake_at_commit(XactEvent event, void *arg)
+{
+	Latch	   *latch = NULL;
+
+	if (event == XACT_EVENT_COMMIT && wake_at != DT_NOEND)
+	{
+		SpinLockAcquire(&worker->mutex);
+		if (worker->dbid == MyDatabaseId && wake_at < worker->sleeping_until &&
+			wake_at < worker->requested_at)
+		{
+			worker->requested_at = wake_at;
+			latch = worker->latch;
+		}
+		SpinLockRelease(&worker->mutex);
+		if (latch)
+			SetLatch(latch);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
+		wake_at = DT_NOEND;
+}
+
+/* tokenvault._wake_worker(at): have the worker look at "at", once this transaction commits. */
+PG_FUNCTION_INFO_V1(tv_wake_worker);
+Datum
+tv_wake_worker(PG_FUNCTION_ARGS)
+{
+	/* without shared memory there is no worker */
+	if (worker == NULL || PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	/* the worker's own writes need no latch, only a note (kept even if rolled back: harmless) */
+	if (am_worker)
+	{
+		own_wake_at = Min(own_wake_at, PG_GETARG_TIMESTAMPTZ(0));
+		PG_RETURN_VOID();
+	}
+	if (!wake_callback_registered)
+	{
+		RegisterXactCallback(wake_at_commit, NULL);
+		wake_callback_registered = true;
+	}
+	wake_at = Min(wake_at, PG_GETARG_TIMESTAMPTZ(0));
+	PG_RETURN_VOID();
+}
+
+/* ---- the worker's steps ---- */
+
+static TimestampTz
+timestamp_member(Jsonb *j, const char *key)
+{
+	char	   *text = tv_member_text(j, key);
+
+	if (text == NULL)
+		return DT_NOEND;
+	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(text),
+												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+}
+
+/* Is the extension there to work with? */
+static bool
+extension_ready(void)
+{
+	bool		ready;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	ready = OidIsValid(get_extension_oid("tokenvault", true));
+	CommitTransactionCommand();
+	return ready;
+}
+
+/*
+ * File flights for the auths that are due, as many as there is room for;
+ * the claim moves their refresh_at a lease ahead, so that a crash loses
+ * none: they come due again.  Returns when to claim again.
+ */
+static TimestampTz
+claim_due(MemoryContext cxt)
+{
+	int			room = tv_refresh_room();
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	Jsonb	   *claimed;
+	JsonbValue	v;
+	pg_uuid_t  *ids;
+	int			n = 0;
+
+	if (room < CLAIM_MIN)
+		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 100);
+	args[0] = Int32GetDatum(room);
+	claimed = tv_call_in_transaction("SELECT tokenvault._worker_claim($1)", 1, types, args, cxt);
+	if (getKeyJsonValueFromContainer(&claimed->root, "ids", 3, &v) != NULL && v.type == jbvBinary)
+	{
+		uint32		count = JsonContainerSize(v.val.binary.data);
+		uint32		i;
+
+		ids = palloc(sizeof(pg_uuid_t) * Max(count, 1));
+		for (i = 0; i < count; i++)
+		{
+			JsonbValue *id = getIthJsonbValueFromContainer(v.val.binary.data, i);
+
+			if (id && id->type == jbvString)
+				ids[n++] = *DatumGetUUIDP(DirectFunctionCall1(uuid_in,
+															  CStringGetDatum(pnstrdup(id->val.string.val, id->val.string.len))));
+		}
+		tv_refresh_file_background(ids, n);
+	}
+	/* a full claim means more may be due: claim again as soon as there is room */
+	if (n >= room)
+		return GetCurrentTimestamp();
+	return timestamp_member(claimed, "next_at");
+}
+
+/* Expiry notices, expired auths, old events: returns when next needed. */
+static TimestampTz
+tick(MemoryContext cxt)
+{
+	return timestamp_member(tv_call_in_transaction("SELECT tokenvault._worker_tick()", 0, NULL, NULL, cxt),
+							"next_at");
+}
+
+/* A changed refresh_lead moves every stored schedule. */
+static void
+reschedule(MemoryContext cxt)
+{
+	(void) tv_call_in_transaction("SELECT tokenvault._reschedule()", 0, NULL, NULL, cxt);
+}
+
+/* What committed transactions asked for since the last look: each step no later than that. */
+static void
+take_requests(Schedule *s)
+{
+	TimestampTz req;
+
+	SpinLockAcquire(&worker->mutex);
+	req = Min(worker->requested_at, own_wake_at);
+	worker->requested_at = DT_NOEND;
+	SpinLockRelease(&worker->mutex);
+	own_wake_at = DT_NOEND;
+	s->claim = Min(s->claim, req);
+	s->tick = Min(s->tick, req);
+	s->webhooks = Min(s->webhooks, req);
+}
+
+/* Run the steps that are due; an error postpones them all (and is logged). */
+static void
+run_steps(Schedule *s, MemoryContext cxt)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	PG_TRY();
+	{
+		if (s->lead != tv_refresh_lead)
+		{
+			reschedule(cxt);
+			s->lead = tv_refresh_lead;
+			s->claim = now;
+		}
+		if (s->claim <= now)
+			s->claim = claim_due(cxt);
+		if (s->tick <= now && TimestampDifferenceExceeds(s->last_tick, now, TICK_MIN_MS))
+		{
+			s->last_tick = now;
+			s->tick = tick(cxt);
+		}
+		else if (s->tick <= now)
+			s->tick = TimestampTzPlusMilliseconds(s->last_tick, TICK_MIN_MS);
+		if (s->webhooks <= now)
+			s->webhooks = tv_webhooks_send(tv_refresh_multi());
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG, (errmsg("tokenvault worker: %s", edata->message)));
+		now = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETRY_MS);
+		s->claim = Min(s->claim, now);
+		s->tick = Min(s->tick, now);
+		s->webhooks = Min(s->webhooks, now);
+	}
+	PG_END_TRY();
+	MemoryContextReset(cxt);
+}
+
+/* Publish when the worker will look again by itself; how long to sleep till then. */
+static long
+sleep_ms(Schedule *s)
+{
+	TimestampTz until = Min(s->claim, Min(s->tick, s->webhooks));
+	long		secs;
+	int			usecs;
+
+	SpinLockAcquire(&worker->mutex);
+	worker->sleeping_until = until;
+	SpinLockRelease(&worker->mutex);
+	if (until == DT_NOEND)
+		return 3600 * 1000L;
+	TimestampDifference(GetCurrentTimestamp(), until, &secs, &usecs);
+	return Min(secs * 1000L + (usecs + 999) / 1000, 3600 * 1000L);
+}
+
+/* Until the extension is created (or while a standby), look again now and then. */
+static bool
+ready_to_work(void)
+{
+	if (RecoveryInProgress())
+	{
+		set_state("standby");
+		return false;
+	}
+	if (!extension_ready())
+	{
+		set_state("waiting for extension");
+		return false;
+	}
+	return true;
+}
+
+void
+tv_worker_main(Datum main_arg)
+{
+	Schedule	s = {0};
+	MemoryContext cxt;
+
+	pqsignal(SIGTERM, die);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(tv_database, NULL, 0);
+	am_worker = true;
+
+	SpinLockAcquire(&worker->mutex);
+	worker->pid = MyProcPid;
+	worker->latch = MyLatch;
+	worker->dbid = MyDatabaseId;
+	worker->requested_at = DT_NOEND;
+	SpinLockRelease(&worker->mutex);
+	before_shmem_exit(worker_detach, 0);
+	set_state("starting");
+	pgstat_report_activity(STATE_RUNNING, "tokenvault: starting");
+
+	/* a refresher started on demand before the worker came up leaves when idle */
+	while (!tv_refresh_attach())
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault worker", ALLOCSET_DEFAULT_SIZES);
+	s.lead = tv_refresh_lead;
+	s.claim = s.tick = s.webhooks = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		tv_reload_if_asked();
+		if (!tv_refresh_busy() && !ready_to_work())
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5000L, PG_WAIT_EXTENSION);
+			s.claim = s.tick = s.webhooks = GetCurrentTimestamp();
+			continue;
+		}
+		set_state(tv_refresh_busy() ? "working" : "idle");
+		take_requests(&s);
+		run_steps(&s, cxt);
+		tv_refresh_serve(sleep_ms(&s));
+	}
+}
+
+/* tokenvault._worker_stats(): what tokenvault.stats shows of the worker and the refreshes. */
+PG_FUNCTION_INFO_V1(tv_worker_stats);
+Datum
+tv_worker_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[8];
+	bool		nulls[8] = {0};
+	uint64		succeeded;
+	uint64		failed;
+	double		pct[3];
+	pid_t		pid = 0;
+	char		state[32] = "absent";
+	TimestampTz last_loop_at = 0;
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (worker != NULL)
+	{
+		SpinLockAcquire(&worker->mutex);
+		pid = worker->pid;
+		if (pid != 0)
+			strlcpy(state, worker->state, sizeof(state));
+		last_loop_at = worker->last_loop_at;
+		SpinLockRelease(&worker->mutex);
+	}
+	tv_refresh_stats(&succeeded, &failed, &pct[0], &pct[1], &pct[2]);
+	values[0] = Int32GetDatum(pid);
+	nulls[0] = pid == 0;
+	values[1] = CStringGetTextDatum(state);
+	values[2] = TimestampTzGetDatum(last_loop_at);
+	nulls[2] = last_loop_at == 0;
+	values[3] = Int64GetDatum((int64) succeeded);
+	values[4] = Int64GetDatum((int64) failed);
+	for (i = 0; i < 3; i++)
+	{
+		values[5 + i] = Float8GetDatum(pct[i]);
+		nulls[5 + i] = isnan(pct[i]);
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
