@@ -159,6 +159,7 @@ CREATE FUNCTION _refresh_at(a tokenvault.auths) RETURNS timestamptz
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c tokenvault.clients;
+    refreshable boolean := true;
 BEGIN
     IF a.status IN ('needs_reauth', 'revoked', 'expired') THEN
         RETURN NULL;
@@ -167,11 +168,16 @@ BEGIN
     IF NOT FOUND OR c.type <> 'oauth2' THEN
         RETURN NULL;
     END IF;
-    -- opened only when the grant alone does not tell
-    RETURN tokenvault._schedule(c,
-        c.grant_type IN ('client_credentials', 'password')
-            OR tokenvault._open_jsonb(a.secret, 'auth:' || a.id) ? 'refresh_token',
-        a.expires_at, coalesce(a.last_refreshed_at, a.created_at));
+    -- opened only when the grant alone does not tell; a secret that does
+    -- not open (a missing key, a copied value) cannot be refreshed either
+    IF c.grant_type NOT IN ('client_credentials', 'password') THEN
+        BEGIN
+            refreshable := tokenvault._open_jsonb(a.secret, 'auth:' || a.id) ? 'refresh_token';
+        EXCEPTION WHEN data_corrupted OR undefined_object OR object_not_in_prerequisite_state THEN
+            refreshable := false;
+        END;
+    END IF;
+    RETURN tokenvault._schedule(c, refreshable, a.expires_at, coalesce(a.last_refreshed_at, a.created_at));
 END
 $$;
 

@@ -126,13 +126,15 @@ _PG_init(void)
 							PGC_SUSET, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
-	DefineCustomStringVariable("tokenvault.database",
-							   "Database the tokenvault worker serves.",
-							   NULL,
-							   &tv_database,
-							   "postgres",
-							   PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
+	/* only the postmaster may define a postmaster setting; without preloading there is no worker */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("tokenvault.database",
+								   "Database the tokenvault worker serves.",
+								   NULL,
+								   &tv_database,
+								   "postgres",
+								   PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
 
 	DefineCustomIntVariable("tokenvault.refresh_lead",
 							"How long before a token expires the worker refreshes it.",
