@@ -281,13 +281,16 @@ take_requests(Schedule *s)
 	TimestampTz req;
 
 	SpinLockAcquire(&worker->mutex);
-	req = Min(worker->requested_at, own_wake_at);
+	req = worker->requested_at;
 	worker->requested_at = DT_NOEND;
 	SpinLockRelease(&worker->mutex);
-	own_wake_at = DT_NOEND;
 	s->claim = Min(s->claim, req);
 	s->tick = Min(s->tick, req);
 	s->webhooks = Min(s->webhooks, req);
+	/* its own writes (new schedules, events) need no expiry scan: that plans itself */
+	s->claim = Min(s->claim, own_wake_at);
+	s->webhooks = Min(s->webhooks, own_wake_at);
+	own_wake_at = DT_NOEND;
 }
 
 /* Run the steps that are due; an error postpones them all (and is logged). */
