@@ -381,6 +381,20 @@ CREATE FUNCTION _worker_claim(n integer) RETURNS jsonb
         'next_at', (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now()))
 $$;
 
+-- When the worker starts nothing is in flight: auths a previous worker
+-- claimed (and crashed or restarted on) are due again now rather than when
+-- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules in the lease window are made again, which leaves the
+-- others as they were.
+CREATE FUNCTION _worker_start() RETURNS jsonb
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH released AS (
+        UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
+         WHERE refresh_at > now() AND refresh_at <= now() + tokenvault._lease() AND failure_count = 0
+        RETURNING 1
+    )
+    SELECT jsonb_build_object('released', (SELECT count(*) FROM released))
+$$;
+
 -- Expiry notices (auth.expiring, once, expiry_notice ahead), expired auths
 -- (auth.expired), old delivered events.  Returns when it is next needed.
 CREATE FUNCTION _worker_tick() RETURNS jsonb

@@ -66,6 +66,7 @@ typedef struct Schedule
 	TimestampTz tick;
 	TimestampTz webhooks;
 	TimestampTz last_tick;
+	bool		started;		/* claims of an earlier worker taken back */
 	int			lead;			/* tokenvault.refresh_lead the stored schedule was made with */
 } Schedule;
 
@@ -259,6 +260,13 @@ claim_due(MemoryContext cxt)
 	return timestamp_member(claimed, "next_at");
 }
 
+/* Take back what a previous worker had claimed. */
+static void
+release_claims(MemoryContext cxt)
+{
+	(void) tv_call_in_transaction("SELECT tokenvault._worker_start()", 0, NULL, NULL, cxt);
+}
+
 /* Expiry notices, expired auths, old events: returns when next needed. */
 static TimestampTz
 tick(MemoryContext cxt)
@@ -301,6 +309,11 @@ run_steps(Schedule *s, MemoryContext cxt)
 
 	PG_TRY();
 	{
+		if (!s->started)
+		{
+			release_claims(cxt);
+			s->started = true;
+		}
 		if (s->lead != tv_refresh_lead)
 		{
 			reschedule(cxt);
