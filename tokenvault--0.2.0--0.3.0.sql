@@ -143,14 +143,17 @@ $$;
 -- The schedule: refresh_at, kept by a trigger whichever way a row is written
 ------------------------------------------------------------------------------
 
--- When the worker should refresh a token of this client that expires at
--- expires_at: refresh_lead before, or sooner when the client wants a
--- refresh every so often; NULL when it cannot be refreshed.
+-- When the worker should refresh a token of this client obtained at
+-- refreshed_at that expires at expires_at: refresh_lead before it expires,
+-- but not before half its life has passed (a token shorter-lived than the
+-- lead would otherwise be refreshed again and again), or sooner when the
+-- client wants a refresh every so often; NULL when it cannot be refreshed.
 CREATE FUNCTION _schedule(c tokenvault.clients, refreshable boolean, expires_at timestamptz,
                           refreshed_at timestamptz) RETURNS timestamptz
     LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT CASE WHEN c.type = 'oauth2' AND (refreshable OR c.grant_type IN ('client_credentials', 'password'))
-                THEN least(expires_at - tokenvault._setting_interval('tokenvault.refresh_lead'),
+                THEN least(greatest(expires_at - tokenvault._setting_interval('tokenvault.refresh_lead'),
+                                    refreshed_at + (expires_at - refreshed_at) / 2),
                            refreshed_at + c.refresh_every * interval '1 second') END
 $$;
 

@@ -8,7 +8,10 @@ source test/peers.sh
 
 echo "Starting a throwaway PostgreSQL 15 cluster with tokenvault preloaded,"
 echo "and a real OAuth2 server (oidc-provider, on loopback, plain http) to play the provider..."
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on" cluster_start
+# the background worker serves another database, so that what happens here is
+# what the steps below make happen
+TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
+tokenvault.database = demo_worker" cluster_start
 oidc_start ACCESS_TTL=3
 echo
 
@@ -105,9 +108,9 @@ SELECT * FROM pg_temp.state;
 \echo
 \echo '9. Three seconds later the token has expired; access_token() refreshes it first, through the'
 \echo '   refresher worker, which commits the new tokens on its own (a rollback here loses nothing):'
-\\o /dev/null
+\o /dev/null
 SELECT pg_sleep(3.1);
-\\o
+\o
 SET tokenvault.min_validity = '1s';
 BEGIN;
 SELECT pg_temp.peek(tokenvault.access_token(:'auth')) AS access_token;

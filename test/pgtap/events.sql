@@ -1,7 +1,7 @@
 -- The worker's SQL side, without a worker: schedules and backoff, expiry
 -- notices, events and their payload, webhook deliveries, stats, privileges.
 BEGIN;
-SELECT plan(45);
+SELECT plan(46);
 
 SELECT tokenvault.create_user('tap-events', 'Tap Events') AS u \gset
 SELECT tokenvault.create_client('Code', 'code-svc', 'oauth2', jsonb_build_object(
@@ -27,6 +27,12 @@ SELECT is((SELECT refresh_at FROM tokenvault.auths WHERE id = :'a_rt'),
           (SELECT expires_at - current_setting('tokenvault.refresh_lead')::interval FROM tokenvault.auths WHERE id = :'a_rt'),
           'a refreshable auth is due refresh_lead before it expires');
 SELECT is((SELECT refresh_at FROM tokenvault.auths WHERE id = :'a_nort'), NULL, 'no refresh token: never due');
+SELECT tokenvault.create_auth(:'u', :'c', 'short', jsonb_build_object(
+           'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
+           'expires_in', 10)) AS a_short \gset
+SELECT ok((SELECT refresh_at BETWEEN now() + interval '4.9 s' AND now() + interval '5.1 s'
+             FROM tokenvault.auths WHERE id = :'a_short'),
+          'a token that lives less than refresh_lead is refreshed half-way, not over and over');
 SELECT is((SELECT refresh_at FROM tokenvault.auths WHERE id = :'a_key'), NULL, 'an API key: never due');
 SELECT ok((SELECT refresh_at BETWEEN now() + interval '59 min' AND now() + interval '61 min'
              FROM tokenvault.auths WHERE id = :'a_hourly'), 'refresh_every makes it due sooner');
