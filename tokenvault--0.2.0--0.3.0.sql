@@ -487,12 +487,15 @@ BEGIN
          WHERE e.id = d.event_id
            AND NOT EXISTS (SELECT FROM tokenvault.webhook_deliveries x
                             WHERE x.event_id = e.id AND x.delivered_at IS NULL);
+        -- the auth's next event for this webhook may go now
+        PERFORM tokenvault._wake_worker(now());
     ELSE
         UPDATE tokenvault.webhook_deliveries SET
             last_status = nullif(status, 0), last_error = left(error, 400),
             next_attempt_at = now() + least(3600, 2 * 2 ^ least(greatest(attempts - 1, 0), 20))
                                       * (0.5 + random() / 2) * interval '1 second'
-         WHERE id = delivery_id;
+         WHERE id = delivery_id RETURNING * INTO d;
+        PERFORM tokenvault._wake_worker(d.next_attempt_at);
     END IF;
     RETURN '{}';
 END

@@ -610,7 +610,8 @@ void
 tv_refresh_serve(long timeout_ms)
 {
 	claim_flights();
-	if (engine->busy == 0)
+	/* webhook deliveries may share the handle: wait on it whenever it has transfers */
+	if (engine->busy == 0 && tv_http_multi_active(engine->multi) == 0)
 	{
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

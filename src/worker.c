@@ -431,6 +431,8 @@ tv_worker_main(Datum main_arg)
 		set_state(tv_refresh_busy() ? "working" : "idle");
 		take_requests(&s);
 		run_steps(&s, cxt);
+		/* the steps' own writes (an event for a webhook) may want a step again soon */
+		take_requests(&s);
 		tv_refresh_serve(sleep_ms(&s));
 	}
 }

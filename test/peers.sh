@@ -70,3 +70,10 @@ tls_make_ca() {
 		chmod 644 ./*.pem
 	) >"$TV_TMP/tls.log" 2>&1 || { cat "$TV_TMP/tls.log" >&2; return 1; }
 }
+
+# webhook_start [FAIL_FIRST=n]: a webhook receiver (test/peers/webhook.mjs);
+# exports TV_WEBHOOK_URL
+webhook_start() {
+	peer_start webhook test/peers/webhook.mjs "$@" || return 1
+	export TV_WEBHOOK_URL="http://127.0.0.1:$TV_PEER_PORT"
+}

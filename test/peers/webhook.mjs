@@ -1,0 +1,39 @@
+// A webhook receiver for the tests: answers 500 to the first FAIL_FIRST
+// POSTs, then 200, and keeps every request (method, path, headers, raw body,
+// the status it answered).  GET /_received returns them as JSON.
+//
+// Env: FAIL_FIRST (default 0), PORT_FILE (the bound port is written there).
+import http from 'node:http';
+import { writeFileSync, renameSync } from 'node:fs';
+
+const failFirst = Number(process.env.FAIL_FIRST || 0);
+const received = [];
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', (c) => chunks.push(c));
+  req.on('end', () => {
+    if (req.method === 'GET' && req.url === '/_received') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(received));
+      return;
+    }
+    const posts = received.length;
+    const status = posts < failFirst ? 500 : 200;
+    received.push({
+      method: req.method, path: req.url, headers: req.headers,
+      body: Buffer.concat(chunks).toString('utf8'), status,
+    });
+    res.writeHead(status, { 'content-type': 'text/plain' });
+    res.end(status === 200 ? 'ok' : 'try again');
+  });
+  req.on('error', () => {});
+});
+
+server.listen(0, '127.0.0.1', () => {
+  const file = process.env.PORT_FILE;
+  if (file) {
+    writeFileSync(`${file}.tmp`, String(server.address().port));
+    renameSync(`${file}.tmp`, file);
+  }
+});
