@@ -17,11 +17,12 @@ SELECT tokenvault.create_client('API', 'api', 'api_key') AS c \gset
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('api_key', :'token')) AS a \gset
 SELECT tokenvault.access_token(:'a') = :'token';
 SHOW tokenvault.min_validity;
+SELECT worker_state || ' ' || (worker_pid IS NULL) FROM tokenvault.stats;
 SQL
 )
-expected=$'\nt\n10s'
+expected=$'\nt\n10s\nabsent true'
 if [ "$out" != "$expected" ]; then
 	echo "not ok - without preloading: got $(printf %q "$out")"
 	exit 1
 fi
-echo "ok - CREATE EXTENSION and access_token work without shared_preload_libraries"
+echo "ok - CREATE EXTENSION and access_token work without shared_preload_libraries, and stats says the worker is absent"
