@@ -29,7 +29,61 @@ const clients = [
     response_types: [], scope: 'api:read' },
   { client_id: 'tv-pw', client_secret: secret, grant_types: ['password', 'refresh_token'], redirect_uris: [],
     response_types: [] },
+  // refresh tokens that do not rotate, so a load generator can replay one (bench/worker_throughput)
+  { client_id: 'tv-pw-keep', client_secret: secret, grant_types: ['password', 'refresh_token'], redirect_uris: [],
+    response_types: [] },
 ];
+
+// oidc-provider's own memory adapter is an LRU of 1000 entries: with
+// thousands of auths (bench/worker_throughput) it forgets live grants and
+// answers invalid_grant.  This one forgets only what has expired.
+const stores = new Map();
+class MemoryStore {
+  constructor(name) {
+    if (!stores.has(name)) stores.set(name, new Map());
+    this.items = stores.get(name);
+    this.grants = stores.get('_grants') ?? new Map();
+    stores.set('_grants', this.grants);
+  }
+
+  async upsert(id, payload, expiresIn) {
+    this.items.set(id, { payload, exp: expiresIn ? Date.now() + expiresIn * 1000 : Infinity });
+    if (payload.grantId) {
+      const ids = this.grants.get(payload.grantId) ?? [];
+      ids.push([this.items, id]);
+      this.grants.set(payload.grantId, ids);
+    }
+  }
+
+  async find(id) {
+    const item = this.items.get(id);
+    if (!item) return undefined;
+    if (item.exp < Date.now()) { this.items.delete(id); return undefined; }
+    return item.payload;
+  }
+
+  async findByUid(uid) {
+    for (const [id, item] of this.items) if (item.payload.uid === uid) return this.find(id);
+    return undefined;
+  }
+
+  async findByUserCode(userCode) {
+    for (const [id, item] of this.items) if (item.payload.userCode === userCode) return this.find(id);
+    return undefined;
+  }
+
+  async consume(id) {
+    const item = this.items.get(id);
+    if (item) item.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) { this.items.delete(id); }
+
+  async revokeByGrantId(grantId) {
+    for (const [items, id] of this.grants.get(grantId) ?? []) items.delete(id);
+    this.grants.delete(grantId);
+  }
+}
 
 let counts;
 const reset = () => { counts = { token: 0, by_grant: {}, revoke: 0 }; };
@@ -43,6 +97,7 @@ server.listen(Number(env.OIDC_PORT || 0), '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   const provider = new Provider(issuer, {
+    adapter: MemoryStore,
     clients,
     cookies: { keys: [randomBytes(32).toString('hex')] },
     scopes: ['openid', 'offline_access', 'api:read'],
@@ -55,7 +110,7 @@ server.listen(Number(env.OIDC_PORT || 0), '127.0.0.1', () => {
     pkce: { required: () => true },
     // rotation on every refresh; oidc-provider revokes the whole grant when a
     // used refresh token comes back
-    rotateRefreshToken: true,
+    rotateRefreshToken: (ctx) => ctx.oidc.client.clientId !== 'tv-pw-keep',
     issueRefreshToken: async (ctx, client, source) => client.grantTypeAllowed('refresh_token')
       && source.scopes.has('offline_access'),
     ttl: {

@@ -37,3 +37,10 @@ server.listen(0, '127.0.0.1', () => {
     renameSync(`${file}.tmp`, file);
   }
 });
+
+for (const sig of ['SIGTERM', 'SIGINT']) {
+  process.on(sig, () => {
+    server.close();
+    process.exit(0);
+  });
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Benchmark: the worker's proactive refresh rate against the OAuth2 server's
+# own rate for the same grant at the same concurrency, measured in the same
+# run; and the worker's memory.
+#
+# 10 000 auths (password grant with refresh tokens, oidc-provider from
+# test/peers) are made due at once; the worker refreshes them
+# (refresh_token grant, max_concurrent_refreshes = 32) and its rate is
+# 10 000 / (last last_refreshed_at - the commit that made them due).  The raw
+# rate is autocannon's, 10 000 refresh_token requests at 32 connections (the
+# tv-pw-keep client's refresh tokens do not rotate, so one can be replayed).
+# A warm-up round, then BENCH_ROUNDS (3) of each, interleaved; medians.  The
+# worker's private memory (RssAnon) is read after the warm-up and at the end.
+# The last line printed:
+#   worker_throughput: worker <w>/s vs raw <r>/s = <x> (target >= 0.9); worker RSS <+d> KiB per 100 000 refreshes (target < 1024)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${BENCH_AUTHS:-10000}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONC=32
+
+export TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
+tokenvault.database = tv_bench
+tokenvault.max_concurrent_refreshes = $CONC"
+source test/cluster.sh
+source test/peers.sh
+cluster_start
+oidc_start ACCESS_TTL=3600
+export PGDATABASE=tv_bench
+createdb tv_bench
+psql_q() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+psql_q -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL' >/dev/null
+CREATE EXTENSION tokenvault;
+SELECT tokenvault.create_client('oidc', 'oidc', 'oauth2', jsonb_build_object(
+    'grant', 'password', 'client_id', 'tv-pw-keep', 'client_secret', :'secret',
+    'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb));
+SQL
+
+echo "creating $N auths (a password grant each, 4 sessions)..."
+pids=()
+for s in 0 1 2 3; do
+	psql_q -v pw="$TV_USER_PASSWORD" -v s=$s -v n=$((N / 4)) <<'SQL' >/dev/null &
+SELECT count(tokenvault.create_auth(tokenvault.create_user('bench-' || :s || '-' || i),
+                                    (SELECT id FROM tokenvault.clients), 'bench',
+                                    jsonb_build_object('username', 'alice', 'password', :'pw')))
+  FROM generate_series(1, :n) i;
+SQL
+	pids+=($!)
+done
+wait "${pids[@]}"
+n=$(psql_q -c "SELECT count(*) FROM tokenvault.auths")
+for _ in $(seq 1 100); do
+	[ "$(psql_q -c "SELECT worker_state FROM tokenvault.stats")" = idle ] && break
+	sleep 0.1
+done
+worker=$(psql_q -c "SELECT worker_pid FROM tokenvault.stats")
+rss() { sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$worker/status"; }
+
+# one worker round: all due at once; the rate from the commit to the last refresh
+worker_round() {
+	local t0
+	t0=$(psql_q -c "UPDATE tokenvault.auths SET refresh_at = now() RETURNING now()" | head -n 1)
+	for _ in $(seq 1 1200); do
+		[ "$(psql_q -c "SELECT count(*) FROM tokenvault.auths WHERE last_refreshed_at >= '$t0'")" = "$n" ] && break
+		sleep 0.1
+	done
+	psql_q -c "SELECT round($n / extract(epoch FROM max(last_refreshed_at) - '$t0'::timestamptz))
+                 FROM tokenvault.auths WHERE last_refreshed_at >= '$t0'
+               HAVING count(*) = $n"
+}
+
+# one raw round: autocannon replays one refresh token, same client, Basic auth
+rt=$(psql_q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths LIMIT 1")
+raw_round() {
+	RT="$rt" URL="$TV_OIDC_URL/token" N="$n" CONC="$CONC" node -e '
+const autocannon = require("./test/node_modules/autocannon");
+const basic = Buffer.from("tv-pw-keep:" + encodeURIComponent(process.env.TV_CLIENT_SECRET)).toString("base64");
+autocannon({
+  url: process.env.URL, method: "POST", connections: Number(process.env.CONC), amount: Number(process.env.N),
+  headers: { "content-type": "application/x-www-form-urlencoded", authorization: "Basic " + basic },
+  body: "grant_type=refresh_token&refresh_token=" + encodeURIComponent(process.env.RT),
+}, (err, r) => {
+  if (err || r.non2xx > 0 || r.errors > 0) { console.error("raw round failed:", err || `${r.non2xx} non-2xx, ${r.errors} errors`); process.exit(1); }
+  console.log(Math.round(r.requests.total / (r.duration)));
+});'
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+echo "warm-up round ($n refreshes by the worker): $(worker_round)/s"
+rss0=$(rss)
+w=()
+r=()
+for i in $(seq 1 "$ROUNDS"); do
+	w+=("$(worker_round)")
+	r+=("$(raw_round)")
+	echo "round $i: worker ${w[-1]}/s, raw ${r[-1]}/s"
+done
+rss1=$(rss)
+wm=$(printf '%s\n' "${w[@]}" | median)
+rm_=$(printf '%s\n' "${r[@]}" | median)
+per100k=$(( (rss1 - rss0) * 100000 / (n * ROUNDS) ))
+psql_q -c "SELECT refreshes_succeeded, refreshes_failed, http_p50_ms::int, http_p99_ms::int FROM tokenvault.stats" |
+	awk -F'|' '{print "worker stats: " $1 " refreshed, " $2 " failed, request p50 " $3 " ms, p99 " $4 " ms"}'
+echo "worker RssAnon: ${rss0} kB after warm-up, ${rss1} kB after $((n * ROUNDS)) more refreshes"
+ratio=$(awk -v a="$wm" -v b="$rm_" 'BEGIN {printf "%.2f", a / b}')
+echo "worker_throughput: worker ${wm}/s vs raw ${rm_}/s = ${ratio} (target >= 0.9); worker RSS $( [ $per100k -ge 0 ] && echo +)${per100k} KiB per 100 000 refreshes (target < 1024)"
