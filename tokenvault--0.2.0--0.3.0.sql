@@ -80,14 +80,15 @@ BEGIN
     IF error IS NOT NULL THEN
         p := p || jsonb_build_object('error', left(error, 400));
     END IF;
-    INSERT INTO tokenvault.events (kind, auth_id, payload) VALUES (kind, a.id, p) RETURNING id INTO event_id;
-    INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
-        SELECT w.id, event_id, a.id FROM tokenvault.webhooks w
-         WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
-    IF FOUND THEN
-        PERFORM tokenvault._wake_worker(now());
+    IF NOT EXISTS (SELECT FROM tokenvault.webhooks w WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN
+        -- no webhook wants it: delivered by the NOTIFY alone
+        INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at) VALUES (kind, a.id, p, now());
     ELSE
-        UPDATE tokenvault.events SET delivered_at = now() WHERE id = event_id;
+        INSERT INTO tokenvault.events (kind, auth_id, payload) VALUES (kind, a.id, p) RETURNING id INTO event_id;
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
+            SELECT w.id, event_id, a.id FROM tokenvault.webhooks w
+             WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
+        PERFORM tokenvault._wake_worker(now());
     END IF;
     PERFORM pg_notify('tokenvault', p::text);
 END

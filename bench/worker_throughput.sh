@@ -90,6 +90,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[
 
 echo "warm-up round ($n refreshes by the worker): $(worker_round)/s"
 rss0=$(rss)
+[ -n "${BENCH_LOG_MEMORY:-}" ] && psql_q -c "SELECT pg_log_backend_memory_contexts($worker)" >/dev/null
 w=()
 r=()
 for i in $(seq 1 "$ROUNDS"); do
@@ -98,6 +99,7 @@ for i in $(seq 1 "$ROUNDS"); do
 	echo "round $i: worker ${w[-1]}/s, raw ${r[-1]}/s"
 done
 rss1=$(rss)
+[ -n "${BENCH_LOG_MEMORY:-}" ] && psql_q -c "SELECT pg_log_backend_memory_contexts($worker)" >/dev/null && sleep 1 && cp "$TV_LOG" "$BENCH_LOG_MEMORY"
 wm=$(printf '%s\n' "${w[@]}" | median)
 rm_=$(printf '%s\n' "${r[@]}" | median)
 per100k=$(( (rss1 - rss0) * 100000 / (n * ROUNDS) ))

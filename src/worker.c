@@ -306,6 +306,7 @@ static void
 run_steps(Schedule *s, MemoryContext cxt)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	MemoryContext old = MemoryContextSwitchTo(cxt);
 
 	PG_TRY();
 	{
@@ -347,6 +348,8 @@ run_steps(Schedule *s, MemoryContext cxt)
 		s->webhooks = Min(s->webhooks, now);
 	}
 	PG_END_TRY();
+	/* what the steps allocated (ids, timestamps) goes with the round */
+	MemoryContextSwitchTo(old);
 	MemoryContextReset(cxt);
 }
 
