@@ -204,17 +204,23 @@ BEGIN
     ELSIF TG_OP = 'INSERT' THEN
         NEW.refresh_at := coalesce(NEW.refresh_at, tokenvault._refresh_at(NEW));
     -- a refresh_at the statement set itself (a backoff, a lease) stands
-    ELSIF NEW.refresh_at IS NOT DISTINCT FROM OLD.refresh_at
-          AND (NEW.secret IS DISTINCT FROM OLD.secret OR NEW.expires_at IS DISTINCT FROM OLD.expires_at
-               OR NEW.status IS DISTINCT FROM OLD.status) THEN
+    ELSIF NEW.refresh_at IS NOT DISTINCT FROM OLD.refresh_at THEN
         NEW.refresh_at := tokenvault._refresh_at(NEW);
     END IF;
     RETURN NEW;
 END
 $$;
 
-CREATE TRIGGER auths_schedule BEFORE INSERT OR UPDATE ON auths
+CREATE TRIGGER auths_schedule_insert BEFORE INSERT ON auths
     FOR EACH ROW EXECUTE FUNCTION _auths_schedule();
+-- only when what the schedule depends on changed (not for the refresher's
+-- own writes, which set refresh_at themselves)
+CREATE TRIGGER auths_schedule_update BEFORE UPDATE ON auths
+    FOR EACH ROW
+    WHEN (NEW.status IS DISTINCT FROM OLD.status
+          OR (NEW.refresh_at IS NOT DISTINCT FROM OLD.refresh_at
+              AND (NEW.secret IS DISTINCT FROM OLD.secret OR NEW.expires_at IS DISTINCT FROM OLD.expires_at)))
+    EXECUTE FUNCTION _auths_schedule();
 
 -- A committed change that needs the worker sooner than it planned wakes it.
 CREATE FUNCTION _auths_wake() RETURNS trigger

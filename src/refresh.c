@@ -352,6 +352,40 @@ static Engine *engine = NULL;
 
 static void finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message);
 
+/*
+ * The statements a refresher runs over and over, planned once.  Keyed by
+ * the SQL text's address: callers pass string constants.
+ */
+#define MAX_PLANS 16
+
+typedef struct KeptPlan
+{
+	const char *sql;
+	SPIPlanPtr	plan;
+} KeptPlan;
+
+static KeptPlan kept_plans[MAX_PLANS];
+
+static SPIPlanPtr
+plan_for(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	plan;
+	int			i;
+
+	for (i = 0; i < MAX_PLANS && kept_plans[i].sql != NULL; i++)
+		if (kept_plans[i].sql == sql)
+			return kept_plans[i].plan;
+	plan = SPI_prepare(sql, nargs, types);
+	if (plan == NULL)
+		elog(ERROR, "tokenvault: could not plan \"%s\"", sql);
+	if (i < MAX_PLANS && SPI_keepplan(plan) == 0)
+	{
+		kept_plans[i].sql = sql;
+		kept_plans[i].plan = plan;
+	}
+	return plan;
+}
+
 /* Run one statement "SELECT f($1, ...)" returning jsonb, in its own transaction. */
 Jsonb *
 tv_call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, MemoryContext into)
@@ -365,7 +399,7 @@ tv_call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, Me
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	SPI_connect();
-	if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 1) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(plan_for(sql, nargs, types), values, NULL, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "tokenvault: \"%s\" failed", sql);
 	{
