@@ -53,9 +53,11 @@ CREATE FUNCTION _wake_worker(at timestamptz) RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_wake_worker';
 
 -- A setting in seconds (they show as '60s', '2min', '7d') as an interval.
+-- (No SET search_path on this and the other one-line helpers, so that they
+-- are inlined; every name in them is qualified.)
 CREATE FUNCTION _setting_interval(name text) RETURNS interval
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT current_setting(name)::interval
+    LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.current_setting(name)::pg_catalog.interval
 $$;
 
 -- Record an event, NOTIFY it and queue it for the webhooks that want it,
@@ -151,11 +153,12 @@ $$;
 -- client wants a refresh every so often; NULL when it cannot be refreshed.
 CREATE FUNCTION _schedule(c tokenvault.clients, refreshable boolean, expires_at timestamptz,
                           refreshed_at timestamptz) RETURNS timestamptz
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE WHEN c.type = 'oauth2' AND (refreshable OR c.grant_type IN ('client_credentials', 'password'))
-                THEN least(greatest(expires_at - tokenvault._setting_interval('tokenvault.refresh_lead'),
-                                    refreshed_at + (expires_at - refreshed_at) / 2),
-                           refreshed_at + c.refresh_every * interval '1 second') END
+    LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN c.type OPERATOR(pg_catalog.=) 'oauth2'
+                     AND (refreshable OR c.grant_type OPERATOR(pg_catalog.=) ANY ('{client_credentials,password}'))
+                THEN LEAST(GREATEST(expires_at OPERATOR(pg_catalog.-) tokenvault._setting_interval('tokenvault.refresh_lead'),
+                                    refreshed_at OPERATOR(pg_catalog.+) ((expires_at OPERATOR(pg_catalog.-) refreshed_at) OPERATOR(pg_catalog./) 2)),
+                           refreshed_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => c.refresh_every)) END
 $$;
 
 -- The schedule of a stored auth.

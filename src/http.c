@@ -314,6 +314,7 @@ typedef struct Watched
 {
 	curl_socket_t fd;
 	int			what;
+	bool		changed;		/* what changed since the wait set was made */
 } Watched;
 
 struct TvHttpMulti
@@ -325,8 +326,9 @@ struct TvHttpMulti
 	Watched    *watched;
 	int			nwatched;
 	int			maxwatched;
-	WaitEventSet *set;			/* rebuilt when the watched sockets change */
+	WaitEventSet *set;			/* rebuilt when sockets come or go, modified when their interest changes */
 	bool		set_stale;
+	bool		set_changed;
 	TimestampTz timer;			/* when libcurl wants its timeout action; 0 = none */
 };
 
@@ -352,13 +354,22 @@ on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 			m->watched[i] = m->watched[--m->nwatched];
 	}
 	else if (i < m->nwatched)
-		m->watched[i].what = what;
+	{
+		if (m->watched[i].what != what)
+		{
+			m->watched[i].what = what;
+			m->watched[i].changed = true;
+			m->set_changed = true;
+		}
+		return 0;
+	}
 	else
 	{
 		/* called from inside libcurl: no ereport here, so grow beforehand */
 		if (m->nwatched == m->maxwatched)
 			return -1;
 		m->watched[m->nwatched].fd = fd;
+		m->watched[m->nwatched].changed = false;
 		m->watched[m->nwatched++].what = what;
 	}
 	m->set_stale = true;
@@ -513,6 +524,33 @@ collect_finished(TvHttpMulti *m)
 	}
 }
 
+static uint32
+wait_events_of(int what)
+{
+	uint32		events = 0;
+
+	if (what & CURL_POLL_IN)
+		events |= WL_SOCKET_READABLE;
+	if (what & CURL_POLL_OUT)
+		events |= WL_SOCKET_WRITEABLE;
+	return events;
+}
+
+/* Sockets whose interest changed: modified in place (their position is index + 2). */
+static void
+modify_wait_set(TvHttpMulti *m)
+{
+	int			i;
+
+	for (i = 0; i < m->nwatched; i++)
+		if (m->watched[i].changed)
+		{
+			ModifyWaitEvent(m->set, i + 2, wait_events_of(m->watched[i].what), NULL);
+			m->watched[i].changed = false;
+		}
+	m->set_changed = false;
+}
+
 static void
 rebuild_wait_set(TvHttpMulti *m)
 {
@@ -526,15 +564,11 @@ rebuild_wait_set(TvHttpMulti *m)
 	AddWaitEventToSet(m->set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < m->nwatched; i++)
 	{
-		uint32		events = 0;
-
-		if (m->watched[i].what & CURL_POLL_IN)
-			events |= WL_SOCKET_READABLE;
-		if (m->watched[i].what & CURL_POLL_OUT)
-			events |= WL_SOCKET_WRITEABLE;
-		AddWaitEventToSet(m->set, events, m->watched[i].fd, NULL, NULL);
+		AddWaitEventToSet(m->set, wait_events_of(m->watched[i].what), m->watched[i].fd, NULL, NULL);
+		m->watched[i].changed = false;
 	}
 	m->set_stale = false;
+	m->set_changed = false;
 }
 
 /*
@@ -553,6 +587,8 @@ tv_http_multi_wait(TvHttpMulti *m, long timeout_ms)
 
 	if (m->set == NULL || m->set_stale)
 		rebuild_wait_set(m);
+	else if (m->set_changed)
+		modify_wait_set(m);
 	if (m->timer != 0)
 	{
 		long		secs;
