@@ -309,6 +309,8 @@ typedef struct Transfer
 	struct Transfer *prev;
 } Transfer;
 
+#define MAX_IDLE_HANDLES 64		/* easy handles kept for reuse: no malloc churn per request */
+
 /* A socket libcurl asked us to watch, and for what (CURL_POLL_*). */
 typedef struct Watched
 {
@@ -330,6 +332,8 @@ struct TvHttpMulti
 	bool		set_stale;
 	bool		set_changed;
 	TimestampTz timer;			/* when libcurl wants its timeout action; 0 = none */
+	CURL	   *idle[MAX_IDLE_HANDLES];	/* finished handles, reset, for the next requests */
+	int			nidle;
 };
 
 #define MULTISETOPT(m, opt, val) \
@@ -421,7 +425,14 @@ release(TvHttpMulti *m, Transfer *t)
 	if (t->easy)
 	{
 		curl_multi_remove_handle(m->multi, t->easy);
-		curl_easy_cleanup(t->easy);
+		if (m->nidle < MAX_IDLE_HANDLES)
+		{
+			/* forgets every option (the body, the header list) but keeps its buffers */
+			curl_easy_reset(t->easy);
+			m->idle[m->nidle++] = t->easy;
+		}
+		else
+			curl_easy_cleanup(t->easy);
 	}
 	for (h = t->headers; h; h = h->next)
 		explicit_bzero(h->data, strlen(h->data));
@@ -475,7 +486,7 @@ tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp
 	m->transfers = t;
 	m->active++;
 	/* linked in at once, so that a failure below still releases it */
-	t->easy = curl_easy_init();
+	t->easy = m->nidle > 0 ? m->idle[--m->nidle] : curl_easy_init();
 	if (t->easy == NULL)
 		elog(ERROR, "could not create a libcurl handle");
 	configure_handle(t->easy, req, resp, &t->headers, t->errbuf);
@@ -630,6 +641,8 @@ tv_http_multi_destroy(TvHttpMulti *m)
 {
 	while (m->transfers)
 		release(m, m->transfers);
+	while (m->nidle > 0)
+		curl_easy_cleanup(m->idle[--m->nidle]);
 	if (m->set)
 		FreeWaitEventSet(m->set);
 	m->set = NULL;
