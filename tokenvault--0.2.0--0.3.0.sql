@@ -64,29 +64,34 @@ $$;
 -- all in the caller's transaction.  The payload is Tray's expiry payload
 -- with the kind in "event"; user-given text is cut short so that it stays
 -- well within NOTIFY's 8000 bytes.  Never a secret.
+--
+-- This runs for every refresh, so it is one INSERT where it could be three
+-- statements, and it has no SET search_path (a GUC save and restore per
+-- call): it is only called by functions and triggers that set it.
 CREATE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
     RETURNS void
-    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     p jsonb;
     event_id bigint;
+    delivered timestamptz;
 BEGIN
-    p := jsonb_build_object(
-        'event', kind,
-        'authentication_name', left(a.name, 400),
-        'service_name', left(a.service, 400),
-        'user_id', a.user_id,
-        'authId', a.id,
-        'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u WHERE u.id = a.user_id),
-        'expires_at', to_char(coalesce(expires, a.expires_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'));
-    IF error IS NOT NULL THEN
-        p := p || jsonb_build_object('error', left(error, 400));
-    END IF;
-    IF NOT EXISTS (SELECT FROM tokenvault.webhooks w WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN
-        -- no webhook wants it: delivered by the NOTIFY alone
-        INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at) VALUES (kind, a.id, p, now());
-    ELSE
-        INSERT INTO tokenvault.events (kind, auth_id, payload) VALUES (kind, a.id, p) RETURNING id INTO event_id;
+    INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at)
+    VALUES (kind, a.id,
+            jsonb_build_object(
+                'event', kind,
+                'authentication_name', left(a.name, 400),
+                'service_name', left(a.service, 400),
+                'user_id', a.user_id,
+                'authId', a.id,
+                'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u WHERE u.id = a.user_id),
+                'expires_at', to_char(coalesce(expires, a.expires_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+            || CASE WHEN error IS NULL THEN '{}' ELSE jsonb_build_object('error', left(error, 400)) END,
+            -- no webhook wants it: delivered by the NOTIFY alone
+            CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
+                                   WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)
+    RETURNING id, payload, delivered_at INTO event_id, p, delivered;
+    IF delivered IS NULL THEN
         INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
             SELECT w.id, event_id, a.id FROM tokenvault.webhooks w
              WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
@@ -199,6 +204,10 @@ CREATE FUNCTION _dies_at(a tokenvault.auths) RETURNS timestamptz
         ELSE a.refresh_expires_at END
 $$;
 
+-- Keeps refresh_at whichever way a row is written, and asks for the worker
+-- to be woken if the row needs it sooner than planned.  The wake-up goes out
+-- only if the transaction commits, so asking before the row is written is
+-- safe; one BEFORE trigger is half the cost of a BEFORE and an AFTER one.
 CREATE FUNCTION _auths_schedule() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -206,37 +215,21 @@ BEGIN
         NEW.refresh_at := NULL;
     ELSIF TG_OP = 'INSERT' THEN
         NEW.refresh_at := coalesce(NEW.refresh_at, tokenvault._refresh_at(NEW));
-    -- a refresh_at the statement set itself (a backoff, a lease) stands
-    ELSIF NEW.refresh_at IS NOT DISTINCT FROM OLD.refresh_at THEN
+    -- a refresh_at the statement set itself (a backoff, a lease, a refresh's
+    -- result) stands; otherwise it follows what it depends on
+    ELSIF NEW.refresh_at IS NOT DISTINCT FROM OLD.refresh_at
+          AND (NEW.status IS DISTINCT FROM OLD.status OR NEW.secret IS DISTINCT FROM OLD.secret
+               OR NEW.expires_at IS DISTINCT FROM OLD.expires_at) THEN
         NEW.refresh_at := tokenvault._refresh_at(NEW);
     END IF;
+    PERFORM tokenvault._wake_worker(least(NEW.refresh_at,
+        tokenvault._dies_at(NEW) - tokenvault._setting_interval('tokenvault.expiry_notice')));
     RETURN NEW;
 END
 $$;
 
-CREATE TRIGGER auths_schedule_insert BEFORE INSERT ON auths
+CREATE TRIGGER auths_schedule BEFORE INSERT OR UPDATE ON auths
     FOR EACH ROW EXECUTE FUNCTION _auths_schedule();
--- only when what the schedule depends on changed (not for the refresher's
--- own writes, which set refresh_at themselves)
-CREATE TRIGGER auths_schedule_update BEFORE UPDATE ON auths
-    FOR EACH ROW
-    WHEN (NEW.status IS DISTINCT FROM OLD.status
-          OR (NEW.refresh_at IS NOT DISTINCT FROM OLD.refresh_at
-              AND (NEW.secret IS DISTINCT FROM OLD.secret OR NEW.expires_at IS DISTINCT FROM OLD.expires_at)))
-    EXECUTE FUNCTION _auths_schedule();
-
--- A committed change that needs the worker sooner than it planned wakes it.
-CREATE FUNCTION _auths_wake() RETURNS trigger
-    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM tokenvault._wake_worker(least(NEW.refresh_at,
-        tokenvault._dies_at(NEW) - tokenvault._setting_interval('tokenvault.expiry_notice')));
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER auths_wake AFTER INSERT OR UPDATE OF refresh_at, expires_at, refresh_expires_at, status
-    ON auths FOR EACH ROW EXECUTE FUNCTION _auths_wake();
 
 CREATE FUNCTION _auths_deleted() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -266,6 +259,150 @@ $$;
 -- Refresh results: schedule, backoff and events
 ------------------------------------------------------------------------------
 
+-- The worker plans and applies every refresh through the functions below,
+-- so they are kept cheap: no SET search_path where a caller already sets it
+-- (a SET costs a GUC save and restore per call, and keeps a SQL function
+-- from being inlined), no query where an expression does.
+
+-- Inlined into its callers: every name is qualified.
+CREATE OR REPLACE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NULL) RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'token_url', c.token_url, 'refresh_url', c.refresh_url, 'revoke_url', c.revoke_url, 'client_id', c.client_id,
+        'client_secret', CASE WHEN c.secret IS NOT NULL
+                              THEN tokenvault._open_jsonb(c.secret, pg_catalog.textcat('client:', c.id::text))
+                                   OPERATOR(pg_catalog.->>) 'client_secret' END,
+        'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
+        'extra_params', c.extra_params, 'template_values', credential))
+$$;
+
+-- (The exception block, a subtransaction, is entered only for a value.)
+CREATE OR REPLACE FUNCTION _json_timestamp(value jsonb, field text) RETURNS timestamptz
+    LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF value IS NULL OR jsonb_typeof(value) = 'null' THEN
+        RETURN NULL;
+    END IF;
+    BEGIN
+        IF jsonb_typeof(value) = 'number' THEN
+            RETURN to_timestamp((value #>> '{}')::double precision);
+        ELSIF jsonb_typeof(value) = 'string' THEN
+            RETURN (value #>> '{}')::timestamptz;
+        END IF;
+    EXCEPTION
+        WHEN datetime_field_overflow OR invalid_datetime_format OR numeric_value_out_of_range
+             OR data_exception THEN
+            NULL;
+    END;
+    RAISE EXCEPTION '"%" must be a timestamp or seconds since the epoch', field
+        USING ERRCODE = 'invalid_datetime_format',
+              HINT = 'For example "2030-01-31T12:00:00Z" or 1895666400.';
+END
+$$;
+
+ALTER FUNCTION _json_seconds(jsonb, text) RESET search_path;
+ALTER FUNCTION _normalize_token(tokenvault.clients, jsonb) RESET search_path;
+
+-- Checks and splits an auth's data; the checks are expressions over the
+-- fixed key lists rather than a loop over the data's keys, so a refresh's
+-- token costs no query.  Keys are tried in jsonb's order, so the first bad
+-- one is named.
+CREATE OR REPLACE FUNCTION _auth_fields(c tokenvault.clients, data jsonb, scopes text[]) RETURNS jsonb
+    LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    plain_keys constant text[] := ARRAY['token_type', 'expires_in', 'expires_at', 'scope',
+                                        'refresh_token_expires_in', 'refresh_expires_at'];
+    string_keys constant text[] := ARRAY['scope', 'api_key', 'id_token', 'password', 'username',
+                                         'token_type', 'access_token', 'refresh_token'];
+    allowed text[];
+    required text[];
+    k text;
+    secret jsonb;
+    expires_at timestamptz;
+    refresh_expires_at timestamptz;
+    scope_list text[];
+BEGIN
+    data := coalesce(data, '{}');
+    IF jsonb_typeof(data) <> 'object' THEN
+        RAISE EXCEPTION 'auth data must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_column_size(data) > 65536 THEN
+        RAISE EXCEPTION 'auth data is larger than 64 kB'
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'A credential, with its extra fields, is limited to 64 kB.';
+    END IF;
+
+    CASE c.type
+        WHEN 'oauth2' THEN
+            allowed := NULL;    -- any: providers send extra fields worth keeping
+            required := CASE c.grant_type WHEN 'password' THEN ARRAY['username', 'password'] ELSE '{}' END;
+        WHEN 'api_key' THEN
+            allowed := ARRAY['api_key', 'expires_in', 'expires_at'];
+            required := ARRAY['api_key'];
+        WHEN 'basic' THEN
+            allowed := ARRAY['username', 'password', 'expires_in', 'expires_at'];
+            required := ARRAY['username', 'password'];
+        ELSE
+            allowed := '{}';
+            required := '{}';
+    END CASE;
+
+    IF allowed IS NOT NULL AND data - allowed <> '{}' THEN
+        k := (SELECT x FROM jsonb_object_keys(data - allowed) x LIMIT 1);
+        RAISE EXCEPTION 'field "%" does not fit a % client', k, c.type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN allowed = '{}' THEN 'A noauth auth takes no data.'
+                              ELSE 'A ' || c.type || ' auth takes: ' || array_to_string(allowed, ', ') || '.' END;
+    END IF;
+    IF c.type = 'oauth2' AND c.grant_type <> 'password' THEN
+        FOREACH k IN ARRAY ARRAY['api_key', 'password', 'username'] LOOP
+            IF data ? k THEN
+                RAISE EXCEPTION 'field "%" does not fit an oauth2 client with grant %', k, c.grant_type
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Only password-grant clients keep a username and password.';
+            END IF;
+        END LOOP;
+    END IF;
+    FOREACH k IN ARRAY string_keys LOOP
+        IF data ? k AND (jsonb_typeof(data->k) <> 'string' OR data->>k = '') THEN
+            RAISE EXCEPTION 'field "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    FOREACH k IN ARRAY required LOOP
+        IF NOT data ? k THEN
+            RAISE EXCEPTION 'a % auth needs the field "%"', c.type, k USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
+    IF c.type = 'oauth2' AND c.grant_type = 'authorization_code'
+       AND NOT (data ? 'access_token' OR data ? 'refresh_token') THEN
+        RAISE EXCEPTION 'an authorization_code auth needs an access_token or a refresh_token'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Import the tokens the provider issued.';
+    END IF;
+
+    -- "expires_at" wins over "expires_in" when a full token response is imported.
+    expires_at := coalesce(tokenvault._json_timestamp(data->'expires_at', 'expires_at'),
+                           now() + tokenvault._json_seconds(data->'expires_in', 'expires_in'));
+    IF expires_at IS NULL AND c.type = 'oauth2' AND data ? 'access_token' AND c.token_lifetime IS NOT NULL THEN
+        expires_at := now() + c.token_lifetime * interval '1 second';
+    END IF;
+    refresh_expires_at := coalesce(
+        tokenvault._json_timestamp(data->'refresh_expires_at', 'refresh_expires_at'),
+        now() + tokenvault._json_seconds(data->'refresh_token_expires_in', 'refresh_token_expires_in'));
+    scope_list := coalesce(scopes,
+                           regexp_split_to_array(nullif(btrim(data->>'scope'), ''), '[\s,]+'),
+                           c.scopes);
+
+    secret := data - plain_keys;
+    RETURN jsonb_build_object(
+        'secret', secret,
+        'token_type', CASE WHEN c.type = 'oauth2' THEN coalesce(data->>'token_type', 'Bearer') END,
+        'expires_at', expires_at,
+        'refresh_expires_at', refresh_expires_at,
+        'scopes', to_jsonb(scope_list));
+END
+$$;
+
 -- After a failed try: 10 s doubling per failure, capped at 30 min, times a
 -- jitter in [0.5, 1] so that many auths failing together spread out; never
 -- sooner than the provider's Retry-After.
@@ -278,18 +415,21 @@ $$;
 CREATE OR REPLACE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    r record;
     a tokenvault.auths;
     c tokenvault.clients;
     cred jsonb;
 BEGIN
-    SELECT * INTO a FROM tokenvault.auths WHERE id = auth_id;
+    SELECT x AS a, y AS c INTO r
+      FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id;
     IF NOT FOUND THEN
         RETURN '{"skip": "gone", "message": "the auth was deleted"}';
     END IF;
+    a := r.a;
+    c := r.c;
     IF NOT force AND a.expires_at > now() + min_validity * interval '1 second' THEN
         RETURN '{"skip": "valid"}';
     END IF;
-    c := tokenvault._client_must_exist(a.client_id);
     cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
     IF cred ? 'refresh_token' THEN
         RETURN jsonb_build_object('kind', 'refresh', 'version', a.version::text,
@@ -313,6 +453,7 @@ $$;
 CREATE OR REPLACE FUNCTION _refresh_apply(auth_id uuid, version bigint, verdict jsonb) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    r record;
     a tokenvault.auths;
     c tokenvault.clients;
     t jsonb;
@@ -320,13 +461,17 @@ DECLARE
     f jsonb;
     failures integer;
 BEGIN
-    SELECT * INTO a FROM tokenvault.auths WHERE id = auth_id FOR UPDATE;
+    SELECT x AS a, y AS c INTO r
+      FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id
+       FOR UPDATE OF x;
     IF NOT FOUND THEN
         RETURN '{"outcome": "stale", "message": "the auth was deleted"}';
-    ELSIF a.version <> _refresh_apply.version THEN
+    END IF;
+    a := r.a;
+    c := r.c;
+    IF a.version <> _refresh_apply.version THEN
         RETURN '{"outcome": "stale", "message": "the auth was changed meanwhile"}';
     END IF;
-    c := tokenvault._client_must_exist(a.client_id);
     failures := a.failure_count;
     IF NOT (verdict->>'ok')::boolean THEN
         UPDATE tokenvault.auths SET
@@ -373,8 +518,9 @@ $$;
 -- enough for any request, short enough that a crashed worker's claims
 -- come back soon.
 CREATE FUNCTION _lease() RETURNS interval
-    LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (2 * current_setting('tokenvault.http_timeout')::interval) + interval '30 seconds'
+    LANGUAGE sql STABLE AS $$
+    SELECT 2 OPERATOR(pg_catalog.*) tokenvault._setting_interval('tokenvault.http_timeout')
+           OPERATOR(pg_catalog.+) interval '30 seconds'
 $$;
 
 -- Claim up to n due auths: their refresh_at moves a lease ahead (the
