@@ -527,7 +527,11 @@ $$;
 -- refresh's result sets the real one).  Returns their ids and the next
 -- refresh_at after them.
 CREATE FUNCTION _worker_claim(n integer) RETURNS jsonb
-    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+-- (plpgsql rather than sql: its plan is kept between calls)
+DECLARE
+    ids jsonb;
+BEGIN
     WITH due AS (
         SELECT id FROM tokenvault.auths
          WHERE refresh_at <= now() ORDER BY refresh_at LIMIT n FOR UPDATE SKIP LOCKED
@@ -535,9 +539,11 @@ CREATE FUNCTION _worker_claim(n integer) RETURNS jsonb
         UPDATE tokenvault.auths a SET refresh_at = now() + tokenvault._lease()
           FROM due WHERE a.id = due.id RETURNING a.id
     )
-    SELECT jsonb_build_object(
-        'ids', coalesce((SELECT jsonb_agg(id) FROM claimed), '[]'),
-        'next_at', (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now()))
+    SELECT coalesce(jsonb_agg(id), '[]') INTO ids FROM claimed;
+    RETURN jsonb_build_object(
+        'ids', ids,
+        'next_at', (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now()));
+END
 $$;
 
 -- When the worker starts nothing is in flight: auths a previous worker
