@@ -524,8 +524,8 @@ CREATE FUNCTION _lease() RETURNS interval
 $$;
 
 -- Claim up to n due auths: their refresh_at moves a lease ahead (the
--- refresh's result sets the real one).  Returns their ids and the next
--- refresh_at after them.
+-- refresh's result sets the real one).  Returns their ids and, unless it
+-- claimed n, the next refresh_at after them.
 CREATE FUNCTION _worker_claim(n integer) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 -- (plpgsql rather than sql: its plan is kept between calls)
@@ -540,6 +540,10 @@ BEGIN
           FROM due WHERE a.id = due.id RETURNING a.id
     )
     SELECT coalesce(jsonb_agg(id), '[]') INTO ids FROM claimed;
+    -- a full claim is followed by another one at once: no need to look ahead
+    IF jsonb_array_length(ids) >= n THEN
+        RETURN jsonb_build_object('ids', ids);
+    END IF;
     RETURN jsonb_build_object(
         'ids', ids,
         'next_at', (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now()));

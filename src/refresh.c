@@ -46,6 +46,7 @@
 #define DONE_KEEP_SECS 60		/* a finished flight stays readable this long */
 #define MAX_JOBS 1024			/* requests a refresher has in flight, at most */
 #define IDLE_EXIT_SECS 300		/* a refresher with nothing to do gives its slot back */
+#define QUEUE_DEPTH 4			/* the schedule's flights queued, in max_concurrent_refreshes */
 
 typedef enum FlightState
 {
@@ -752,20 +753,32 @@ tv_refresh_file_background(pg_uuid_t *ids, int n)
 	return i;
 }
 
-/* Room for more flights of the schedule: free flight slots, less a reserve for callers. */
+/*
+ * How many more flights the schedule should file: enough to keep
+ * max_concurrent_refreshes requests going a few times over (QUEUE_DEPTH),
+ * no more, since a claim holds up the request loop while it runs; and never
+ * the last free slots, kept for callers.
+ */
 int
 tv_refresh_room(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int			free_slots = 0;
+	int			queued = 0;
 	int			i;
 
 	LWLockAcquire(shared->lock, LW_SHARED);
 	for (i = 0; i < MAX_FLIGHTS; i++)
-		if (flight_reusable(&shared->flights[i], now))
+	{
+		Flight	   *f = &shared->flights[i];
+
+		if (flight_reusable(f, now))
 			free_slots++;
+		else if (f->state == FLIGHT_QUEUED && f->background && f->dbid == MyDatabaseId)
+			queued++;
+	}
 	LWLockRelease(shared->lock);
-	return Max(0, free_slots - MAX_FLIGHTS / 4);
+	return Max(0, Min(free_slots - MAX_FLIGHTS / 4, QUEUE_DEPTH * tv_max_concurrent_refreshes - queued));
 }
 
 /* Counters and latency percentiles (NaN when there is no sample yet) for tokenvault.stats. */
