@@ -9,7 +9,8 @@
 # 10 000 / (last last_refreshed_at - the commit that made them due).  The raw
 # rate is autocannon's, 10 000 refresh_token requests at 32 connections (the
 # tv-pw-keep client's refresh tokens do not rotate, so one can be replayed).
-# A warm-up round, then BENCH_ROUNDS (5) of each, interleaved; medians.  The
+# A warm-up round, then BENCH_ROUNDS (5) of each, interleaved (which goes
+# first alternates); medians.  The
 # worker's private memory (RssAnon) is read after every round; its growth is
 # taken from the end of round 1 to the end, once caches, libcurl's
 # connections and malloc's arenas have settled (they grow over the first
@@ -121,8 +122,14 @@ echo "warm-up round ($n refreshes by the worker): $(worker_round)/s, worker RssA
 w=()
 r=()
 for i in $(seq 1 "$ROUNDS"); do
-	w+=("$(worker_round)")
-	r+=("$(raw_round)")
+	# the provider slows as its store fills: alternate which goes first
+	if [ $((i % 2)) = 1 ]; then
+		w+=("$(worker_round)")
+		r+=("$(raw_round)")
+	else
+		r+=("$(raw_round)")
+		w+=("$(worker_round)")
+	fi
 	echo "round $i: worker ${w[-1]}/s, raw ${r[-1]}/s, worker RssAnon $(rss) kB"
 	if [ "$i" = 1 ]; then
 		rss0=$(rss)
