@@ -10,9 +10,9 @@
 # rate is autocannon's, 10 000 refresh_token requests at 32 connections (the
 # tv-pw-keep client's refresh tokens do not rotate, so one can be replayed).
 # A warm-up round, then BENCH_ROUNDS (5) of each, interleaved (which goes
-# first alternates); medians.  The
-# worker's private memory (RssAnon) is read after every round; its growth is
-# taken from the end of round 1 to the end, once caches, libcurl's
+# first alternates, as the provider slows while its store fills); medians.
+# The worker's private memory (RssAnon) is read after every round; its
+# growth is taken from the end of round 1 on, once caches, libcurl's
 # connections and malloc's arenas have settled (they grow over the first
 # 20 000 or so refreshes, then stay put).
 #
@@ -122,7 +122,6 @@ echo "warm-up round ($n refreshes by the worker): $(worker_round)/s, worker RssA
 w=()
 r=()
 for i in $(seq 1 "$ROUNDS"); do
-	# the provider slows as its store fills: alternate which goes first
 	if [ $((i % 2)) = 1 ]; then
 		w+=("$(worker_round)")
 		r+=("$(raw_round)")
