@@ -301,7 +301,35 @@ END
 $$;
 
 ALTER FUNCTION _json_seconds(jsonb, text) RESET search_path;
-ALTER FUNCTION _normalize_token(tokenvault.clients, jsonb) RESET search_path;
+-- A provider's token as tokenvault stores it: expires_in in seconds (a
+-- number or a numeric string, in the client's unit; dropped when it is
+-- neither), a scope sent as an array joined with spaces, and an empty or
+-- null field taken for none.
+CREATE OR REPLACE FUNCTION _normalize_token(c tokenvault.clients, t jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    k text;
+    n numeric;
+BEGIN
+    FOREACH k IN ARRAY ARRAY['expires_in', 'refresh_token_expires_in'] LOOP
+        CONTINUE WHEN NOT t ? k;
+        n := CASE WHEN t->>k ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN (t->>k)::numeric END;
+        IF n IS NOT NULL AND c.expires_in_unit = 'milliseconds' THEN
+            n := n / 1000;
+        END IF;
+        t := CASE WHEN n IS NULL OR n > 3153600000 THEN t - k ELSE jsonb_set(t, ARRAY[k], to_jsonb(round(n))) END;
+    END LOOP;
+    IF jsonb_typeof(t->'scope') = 'array' THEN
+        t := jsonb_set(t, '{scope}', to_jsonb(array_to_string(ARRAY(SELECT jsonb_array_elements_text(t->'scope')), ' ')));
+    END IF;
+    FOREACH k IN ARRAY ARRAY['refresh_token', 'scope', 'token_type', 'id_token'] LOOP
+        IF t->>k = '' THEN
+            t := t - k;
+        END IF;
+    END LOOP;
+    RETURN jsonb_strip_nulls(t);
+END
+$$;
 
 -- Checks and splits an auth's data; the checks are expressions over the
 -- fixed key lists rather than a loop over the data's keys, so a refresh's
@@ -473,6 +501,24 @@ BEGIN
         RETURN '{"outcome": "stale", "message": "the auth was changed meanwhile"}';
     END IF;
     failures := a.failure_count;
+    IF (verdict->>'ok')::boolean THEN
+        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+        -- A token the provider sent that cannot be stored (a field of the
+        -- wrong type, a date that is none) is a failed refresh like any
+        -- other: recorded, announced and backed off.  As an error it would
+        -- leave the auth claimed, to be tried again each time the lease ran
+        -- out, without an event.
+        BEGIN
+            t := tokenvault._normalize_token(c, verdict->'token');
+            -- the old token's own fields go; credentials (username,
+            -- password) and an unrotated refresh token stay
+            f := tokenvault._auth_fields(c, (cred - ARRAY['access_token', 'id_token']) || t,
+                                         CASE WHEN t ? 'scope' THEN NULL ELSE a.scopes END);
+        EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+            verdict := jsonb_build_object('ok', false, 'class', 'error',
+                                          'message', 'the provider''s token cannot be stored: ' || SQLERRM);
+        END;
+    END IF;
     IF NOT (verdict->>'ok')::boolean THEN
         UPDATE tokenvault.auths SET
             status = CASE verdict->>'class' WHEN 'needs_reauth' THEN 'needs_reauth'
@@ -488,12 +534,6 @@ BEGIN
         RETURN jsonb_build_object('outcome', verdict->>'class', 'message', verdict->>'message');
     END IF;
 
-    t := tokenvault._normalize_token(c, verdict->'token');
-    cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
-    -- the old token's own fields go; credentials (username, password) and an
-    -- unrotated refresh token stay
-    cred := (cred - ARRAY['access_token', 'id_token']) || t;
-    f := tokenvault._auth_fields(c, cred, CASE WHEN t ? 'scope' THEN NULL ELSE a.scopes END);
     UPDATE tokenvault.auths SET
         secret = tokenvault._seal_jsonb(f->'secret', 'auth:' || a.id),
         token_type = f->>'token_type',

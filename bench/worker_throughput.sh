@@ -7,8 +7,9 @@
 # test/peers) are made due at once; the worker refreshes them
 # (refresh_token grant, max_concurrent_refreshes = 32) and its rate is
 # 10 000 / (last last_refreshed_at - the commit that made them due).  The raw
-# rate is autocannon's, 10 000 refresh_token requests at 32 connections (the
-# tv-pw-keep client's refresh tokens do not rotate, so one can be replayed).
+# rate is autocannon's, 10 000 refresh_token requests at 32 connections, one
+# with each auth's refresh token (the tv-pw-keep client's refresh tokens do
+# not rotate, so they can be sent again).
 # A warm-up round, then BENCH_ROUNDS (5) of each, interleaved (which goes
 # first alternates, as the provider slows while its store fills); medians.
 # The worker's private memory (RssAnon) is read after every round; its
@@ -95,20 +96,26 @@ worker_round() {
                HAVING count(*) = $n"
 }
 
-# one raw round: autocannon replays one refresh token, same client, Basic auth
-rt=$(psql_q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths LIMIT 1")
+# one raw round: autocannon sends the same refresh_token requests the worker
+# does, one per auth (the provider works harder for many grants than for one
+# replayed), same client, Basic auth.  The refresh tokens go to a file only
+# this user can read, removed with the cluster.
+mkdir -m 700 "$TV_TMP/bench"
+psql_q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths" >"$TV_TMP/bench/rts"
 raw_round() {
-	RT="$rt" URL="$TV_OIDC_URL/token" N="$n" CONC="$CONC" node -e '
+	RTS="$TV_TMP/bench/rts" URL="$TV_OIDC_URL/token" N="$n" CONC="$CONC" node -e '
 const autocannon = require("./test/node_modules/autocannon");
+const rts = require("fs").readFileSync(process.env.RTS, "utf8").trim().split("\n");
 const basic = Buffer.from("tv-pw-keep:" + encodeURIComponent(process.env.TV_CLIENT_SECRET)).toString("base64");
 // the rate from the start to the last response (autocannon itself ends a run on a whole second)
 const n = Number(process.env.N);
 const start = process.hrtime.bigint();
-let done = 0, last = start;
+let done = 0, sent = 0, last = start;
 const run = autocannon({
   url: process.env.URL, method: "POST", connections: Number(process.env.CONC), amount: n,
   headers: { "content-type": "application/x-www-form-urlencoded", authorization: "Basic " + basic },
-  body: "grant_type=refresh_token&refresh_token=" + encodeURIComponent(process.env.RT),
+  requests: [{ setupRequest: (req) => ({ ...req,
+    body: "grant_type=refresh_token&refresh_token=" + encodeURIComponent(rts[sent++ % rts.length]) }) }],
 }, (err, r) => {
   if (err || r.non2xx > 0 || r.errors > 0 || done !== n) { console.error("raw round failed:", err || `${r.non2xx} non-2xx, ${r.errors} errors, ${done} answers`); process.exit(1); }
   console.log(Math.round(n * 1e9 / Number(last - start)));

@@ -53,6 +53,8 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('302 redirect',        'redirect',            '{}', '38000', 'error', 'redirect \(HTTP 302\), which is not followed$'),
     ('307 redirect',        'redirect307',         '{}', '38000', 'error', 'redirect \(HTTP 307\), which is not followed$'),
     ('token not at path',   'expires_string',      '{"token_path": "data.token"}', '38000', 'error', 'no access_token under "data.token"$'),
+    ('expires_at no date',  'bad_expires_at',      '{}', '38000', 'error', 'cannot be stored: "expires_at" must be a timestamp or seconds since the epoch$'),
+    ('scope an object',     'scope_object',        '{}', '38000', 'error', 'cannot be stored: field "scope" must be a non-empty string$'),
     -- odd but well-formed answers
     ('plain',               'ok',                  '{}', 'ok', 'active', NULL),
     ('slow within timeout', 'slow/token?ms=1500',  '{}', 'ok', 'active', NULL),
@@ -64,7 +66,9 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('extra fields',        'extra',               '{}', 'ok', 'active', NULL),
     ('form-encoded',        'form',                '{}', 'ok', 'active', NULL),
     ('form as text/plain',  'text_form',           '{}', 'ok', 'active', NULL),
-    ('no refresh token',    'no_refresh',          '{}', 'ok', 'active', NULL);
+    ('no refresh token',    'no_refresh',          '{}', 'ok', 'active', NULL),
+    ('scope as an array',   'scope_array',         '{}', 'ok', 'active', NULL),
+    ('empty fields',        'empty_fields',        '{}', 'ok', 'active', NULL);
 
 UPDATE cases SET client_id = tokenvault.create_client(name, 'fault', 'oauth2', jsonb_build_object(
         'client_id', 'fault-client', 'client_secret', :'secret',
@@ -137,6 +141,12 @@ check_sql "SELECT $(tok 'no refresh token')->>'refresh_token' = (SELECT old_refr
 	"an answer without a refresh token keeps the old one"
 check_sql "SELECT $(tok 'plain')->>'refresh_token' LIKE 'TVSECRET-rt-%' AND $(tok 'plain')->>'refresh_token' <> (SELECT old_refresh FROM cases WHERE name = 'plain')" \
 	"a rotated refresh token replaces the old one"
+check_sql "SELECT scopes = '{read,write}' FROM tokenvault.auths a JOIN cases c ON a.id = c.auth_id WHERE c.name = 'scope as an array'" \
+	"a scope sent as an array is read as the list it is"
+check_sql "SELECT a.token_type = 'Bearer' AND NOT $(tok 'empty fields') ? 'id_token'
+                  AND $(tok 'empty fields')->>'refresh_token' = (SELECT old_refresh FROM cases WHERE name = 'empty fields')
+             FROM tokenvault.auths a JOIN cases c ON a.id = c.auth_id WHERE c.name = 'empty fields'" \
+	"empty or null token_type, id_token and refresh_token are taken for none"
 check_sql "SELECT $(tok 'form-encoded') ?& ARRAY['access_token', 'refresh_token'] AND $(exp_in 'form-encoded') = 3600
                   AND $(tok 'form as text/plain') ?& ARRAY['access_token', 'refresh_token']" \
 	"form-encoded answers are read, whatever their content type"
