@@ -15,7 +15,7 @@ TV_PEER_PIDS=()
 
 peers_stop() {
 	local pid
-	for pid in "${TV_PEER_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${TV_PEER_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
 	for pid in "${TV_PEER_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
 	TV_PEER_PIDS=()
 }
