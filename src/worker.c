@@ -205,16 +205,27 @@ timestamp_member(Jsonb *j, const char *key)
 												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 }
 
-/* Is the extension there to work with? */
+/*
+ * Is the extension there to work with?  A yes holds for a second: the
+ * worker is woken for every on-demand refresh, and a transaction of its own
+ * to look in the catalog each time would add to every one.  (Were the
+ * extension dropped meanwhile, the next step fails, is logged, and is
+ * tried again later.)
+ */
 static bool
 extension_ready(void)
 {
+	static TimestampTz seen_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
 	bool		ready;
 
+	if (seen_at != 0 && !TimestampDifferenceExceeds(seen_at, now, 1000))
+		return true;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	ready = OidIsValid(get_extension_oid("tokenvault", true));
 	CommitTransactionCommand();
+	seen_at = ready ? now : 0;
 	return ready;
 }
 
