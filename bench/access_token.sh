@@ -63,11 +63,14 @@ SELECT tokenvault.create_client('Bench', 'bench', 'oauth2',
        '{"client_id":"bench","auth_url":"https://example.invalid/a","token_url":"https://example.invalid/t"}')
        AS client_id \gset
 
--- n -> auth id: how each workload picks its row.
+-- n -> auth id: how each workload picks its row.  The tokens live 30 days,
+-- beyond tokenvault.expiry_notice (7 days): a shorter life would have the
+-- worker write an auth.expiring notice into every row after the VACUUM
+-- below, and the reads would be measured through 10 000 dead row versions.
 CREATE TABLE bench_ids (n int PRIMARY KEY, id uuid NOT NULL UNIQUE);
 INSERT INTO bench_ids
     SELECT s.n, tokenvault.create_auth(bu.user_id, :'client_id', NULL,
-                                       jsonb_build_object('access_token', s.token, 'expires_in', 86400))
+                                       jsonb_build_object('access_token', s.token, 'expires_in', 2592000))
       FROM src s JOIN bench_users bu ON bu.u = s.n % :users
      ORDER BY s.n;
 
