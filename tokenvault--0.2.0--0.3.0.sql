@@ -154,15 +154,20 @@ $$;
 -- When the worker should refresh a token of this client obtained at
 -- refreshed_at that expires at expires_at: refresh_lead before it expires,
 -- but not before half its life has passed (a token shorter-lived than the
--- lead would otherwise be refreshed again and again), or sooner when the
--- client wants a refresh every so often; NULL when it cannot be refreshed.
+-- lead would otherwise be refreshed again and again) and never within a
+-- second of the last refresh (a token the provider says is already
+-- expired), or sooner when the client wants a refresh every so often; NULL
+-- when it cannot be refreshed.
 CREATE FUNCTION _schedule(c tokenvault.clients, refreshable boolean, expires_at timestamptz,
                           refreshed_at timestamptz) RETURNS timestamptz
     LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN c.type OPERATOR(pg_catalog.=) 'oauth2'
                      AND (refreshable OR c.grant_type OPERATOR(pg_catalog.=) ANY ('{client_credentials,password}'))
-                THEN LEAST(GREATEST(expires_at OPERATOR(pg_catalog.-) tokenvault._setting_interval('tokenvault.refresh_lead'),
-                                    refreshed_at OPERATOR(pg_catalog.+) ((expires_at OPERATOR(pg_catalog.-) refreshed_at) OPERATOR(pg_catalog./) 2)),
+                THEN LEAST(CASE WHEN expires_at IS NOT NULL THEN
+                               GREATEST(expires_at OPERATOR(pg_catalog.-) tokenvault._setting_interval('tokenvault.refresh_lead'),
+                                        refreshed_at OPERATOR(pg_catalog.+)
+                                            GREATEST((expires_at OPERATOR(pg_catalog.-) refreshed_at) OPERATOR(pg_catalog./) 2,
+                                                     interval '1 second')) END,
                            refreshed_at OPERATOR(pg_catalog.+) pg_catalog.make_interval(secs => c.refresh_every)) END
 $$;
 
@@ -303,8 +308,8 @@ $$;
 ALTER FUNCTION _json_seconds(jsonb, text) RESET search_path;
 -- A provider's token as tokenvault stores it: expires_in in seconds (a
 -- number or a numeric string, in the client's unit; dropped when it is
--- neither), a scope sent as an array joined with spaces, and an empty or
--- null field taken for none.
+-- neither, or 0), a scope sent as an array joined with spaces, and an empty
+-- or null field taken for none.
 CREATE OR REPLACE FUNCTION _normalize_token(c tokenvault.clients, t jsonb) RETURNS jsonb
     LANGUAGE plpgsql IMMUTABLE AS $$
 DECLARE
@@ -317,7 +322,10 @@ BEGIN
         IF n IS NOT NULL AND c.expires_in_unit = 'milliseconds' THEN
             n := n / 1000;
         END IF;
-        t := CASE WHEN n IS NULL OR n > 3153600000 THEN t - k ELSE jsonb_set(t, ARRAY[k], to_jsonb(round(n))) END;
+        -- 0 is read as no lifetime given: some providers mean "does not
+        -- expire" by it, and taken literally it would be refreshed at once,
+        -- over and over
+        t := CASE WHEN n IS NULL OR n = 0 OR n > 3153600000 THEN t - k ELSE jsonb_set(t, ARRAY[k], to_jsonb(round(n))) END;
     END LOOP;
     IF jsonb_typeof(t->'scope') = 'array' THEN
         t := jsonb_set(t, '{scope}', to_jsonb(array_to_string(ARRAY(SELECT jsonb_array_elements_text(t->'scope')), ' ')));

@@ -1,7 +1,7 @@
 -- The worker's SQL side, without a worker: schedules and backoff, expiry
 -- notices, events and their payload, webhook deliveries, stats, privileges.
 BEGIN;
-SELECT plan(46);
+SELECT plan(48);
 
 SELECT tokenvault.create_user('tap-events', 'Tap Events') AS u \gset
 SELECT tokenvault.create_client('Code', 'code-svc', 'oauth2', jsonb_build_object(
@@ -33,6 +33,12 @@ SELECT tokenvault.create_auth(:'u', :'c', 'short', jsonb_build_object(
 SELECT ok((SELECT refresh_at BETWEEN now() + interval '4.9 s' AND now() + interval '5.1 s'
              FROM tokenvault.auths WHERE id = :'a_short'),
           'a token that lives less than refresh_lead is refreshed half-way, not over and over');
+SELECT is(tokenvault._schedule(c, true, now(), now()), now() + interval '1 second',
+          'a token already expired when obtained is refreshed a second later, not at once')
+  FROM tokenvault.clients c WHERE c.id = :'c';
+SELECT ok(NOT tokenvault._normalize_token(c, '{"access_token": "x", "expires_in": 0}') ? 'expires_in',
+          'a provider''s expires_in of 0 is read as no lifetime given')
+  FROM tokenvault.clients c WHERE c.id = :'c';
 SELECT is((SELECT refresh_at FROM tokenvault.auths WHERE id = :'a_key'), NULL, 'an API key: never due');
 SELECT ok((SELECT refresh_at BETWEEN now() + interval '59 min' AND now() + interval '61 min'
              FROM tokenvault.auths WHERE id = :'a_hourly'), 'refresh_every makes it due sooner');
