@@ -754,17 +754,21 @@ tv_refresh_file_background(pg_uuid_t *ids, int n)
 }
 
 /*
- * How many more flights the schedule should file: enough to keep
+ * How many more flights the schedule should file now: enough to keep
  * max_concurrent_refreshes requests going a few times over (QUEUE_DEPTH),
- * no more, since a claim holds up the request loop while it runs; and never
- * the last free slots, kept for callers.
+ * never the last free slots (kept for callers), and none until a round of
+ * requests' worth can be filed, so that claims come in batches rather than
+ * one by one (a claim holds up the request loop while it runs).
  */
 int
 tv_refresh_room(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	int			usable = MAX_FLIGHTS - MAX_FLIGHTS / 4;
+	int			batch = Max(1, Min(tv_max_concurrent_refreshes, usable / QUEUE_DEPTH));
 	int			free_slots = 0;
 	int			queued = 0;
+	int			room;
 	int			i;
 
 	LWLockAcquire(shared->lock, LW_SHARED);
@@ -778,7 +782,8 @@ tv_refresh_room(void)
 			queued++;
 	}
 	LWLockRelease(shared->lock);
-	return Max(0, Min(free_slots - MAX_FLIGHTS / 4, QUEUE_DEPTH * tv_max_concurrent_refreshes - queued));
+	room = Min(free_slots - (MAX_FLIGHTS - usable), QUEUE_DEPTH * tv_max_concurrent_refreshes - queued);
+	return room >= batch ? room : 0;
 }
 
 /* Counters and latency percentiles (NaN when there is no sample yet) for tokenvault.stats. */

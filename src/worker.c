@@ -40,7 +40,7 @@
 #include "tokenvault.h"
 #include "worker.h"
 
-#define CLAIM_RECHECK_MS 10		/* a full queue: look again this soon */
+#define CLAIM_RECHECK_MS 10		/* no room for a batch: look again this soon */
 #define TICK_MIN_MS 1000		/* the expiry scan runs at most this often */
 #define RETRY_MS 10000			/* after an error in a step, try again this much later */
 
@@ -245,8 +245,7 @@ claim_due(MemoryContext cxt)
 	pg_uuid_t  *ids;
 	int			n = 0;
 
-	/* claims in batches of at least a round of requests, not one by one */
-	if (room < Max(tv_max_concurrent_refreshes, 1))
+	if (room == 0)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CLAIM_RECHECK_MS);
 	args[0] = Int32GetDatum(room);
 	claimed = tv_call_in_transaction("SELECT tokenvault._worker_claim($1)", 1, types, args, cxt);
