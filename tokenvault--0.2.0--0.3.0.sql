@@ -306,6 +306,7 @@ END
 $$;
 
 ALTER FUNCTION _json_seconds(jsonb, text) RESET search_path;
+
 -- A provider's token as tokenvault stores it: expires_in in seconds (a
 -- number or a numeric string, in the client's unit; dropped when it is
 -- neither, or 0), a scope sent as an array joined with spaces, and an empty
@@ -341,8 +342,8 @@ $$;
 
 -- Checks and splits an auth's data; the checks are expressions over the
 -- fixed key lists rather than a loop over the data's keys, so a refresh's
--- token costs no query.  Keys are tried in jsonb's order, so the first bad
--- one is named.
+-- token costs no query.  Within each check the keys are tried in jsonb's
+-- order, so the same key is named whatever order the data came in.
 CREATE OR REPLACE FUNCTION _auth_fields(c tokenvault.clients, data jsonb, scopes text[]) RETURNS jsonb
     LANGUAGE plpgsql STABLE AS $$
 DECLARE

@@ -47,6 +47,7 @@
 #define MAX_JOBS 1024			/* requests a refresher has in flight, at most */
 #define IDLE_EXIT_SECS 300		/* a refresher with nothing to do gives its slot back */
 #define QUEUE_DEPTH 4			/* the schedule's flights queued, in max_concurrent_refreshes */
+#define CALLER_RESERVE (MAX_FLIGHTS / 4)	/* flight slots the schedule leaves to callers */
 
 typedef enum FlightState
 {
@@ -764,8 +765,7 @@ int
 tv_refresh_room(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
-	int			usable = MAX_FLIGHTS - MAX_FLIGHTS / 4;
-	int			batch = Max(1, Min(tv_max_concurrent_refreshes, usable / QUEUE_DEPTH));
+	int			batch = Max(1, Min(tv_max_concurrent_refreshes, (MAX_FLIGHTS - CALLER_RESERVE) / QUEUE_DEPTH));
 	int			free_slots = 0;
 	int			queued = 0;
 	int			room;
@@ -782,7 +782,7 @@ tv_refresh_room(void)
 			queued++;
 	}
 	LWLockRelease(shared->lock);
-	room = Min(free_slots - (MAX_FLIGHTS - usable), QUEUE_DEPTH * tv_max_concurrent_refreshes - queued);
+	room = Min(free_slots - CALLER_RESERVE, QUEUE_DEPTH * tv_max_concurrent_refreshes - queued);
 	return room >= batch ? room : 0;
 }
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A fast shutdown is not held up by requests in flight: 500 auths due at
 # once, with room for all of them in flight (max_concurrent_refreshes at its
-# highest, 1024), at a peer that never answers; pg_ctl stop
-# -m fast within 5 s.
+# highest, 1024), at a peer that never answers; pg_ctl stop -m fast within
+# 5 s.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/cluster.sh
