@@ -326,9 +326,11 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 /*
  * One flight being served: the flight, its plan, its request, its response.
  * A job is planned in a short transaction, its request sent with no
- * transaction open, and its result applied in another short transaction as
- * soon as it arrives; up to tokenvault.max_concurrent_refreshes requests are
- * in flight at once, and a finished job's place is taken by the next flight.
+ * transaction open, and its result applied in another short transaction;
+ * up to tokenvault.max_concurrent_refreshes requests are in flight at once.
+ * When responses arrive, the next flights' requests go out before the
+ * responses are stored, so that storing them does not leave the provider
+ * idle.
  */
 typedef struct Job
 {
@@ -339,13 +341,17 @@ typedef struct Job
 	TvHttpResponse resp;
 	MemoryContext cxt;			/* everything of this job, gone when it finishes */
 	bool		busy;
+	bool		answered;		/* its response is in, waiting to be stored */
 } Job;
 
 typedef struct Engine
 {
 	TvHttpMulti *multi;
 	MemoryContext cxt;
-	int			busy;
+	int			busy;			/* jobs in hand */
+	int			unanswered;		/* of those, the ones whose request is not answered yet */
+	int			nanswered;
+	Job		   *answered[MAX_JOBS];	/* responses to store, in order of arrival */
 	Job			jobs[MAX_JOBS];
 } Engine;
 
@@ -467,6 +473,8 @@ finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
 	job->cxt = NULL;
 	job->busy = false;
 	engine->busy--;
+	if (!job->answered)
+		engine->unanswered--;
 }
 
 /* An error while serving a job fails that job alone, logged in tokenvault's words. */
@@ -546,23 +554,41 @@ apply_job(Job *job, Jsonb *verdict, double seconds)
 	finish_job(job, outcome, msg ? msg : "");
 }
 
-/* As a response arrives: its verdict, applied at once. */
+/* A response is in: its request's place is free, the response waits to be stored. */
 static void
 on_response(TvHttpResponse *resp, void *arg)
 {
 	Job		   *job = (Job *) arg;
 
-	pgstat_report_activity(STATE_RUNNING, "tokenvault: storing a token");
-	MemoryContextSwitchTo(job->cxt);
-	PG_TRY();
+	job->answered = true;
+	engine->unanswered--;
+	engine->answered[engine->nanswered++] = job;
+}
+
+/* Store the responses that are in, each in a transaction of its own. */
+static void
+apply_answered(void)
+{
+	int			i;
+
+	if (engine->nanswered > 0)
+		pgstat_report_activity(STATE_RUNNING, "tokenvault: storing tokens");
+	for (i = 0; i < engine->nanswered; i++)
 	{
-		apply_job(job, tv_oauth2_verdict(&job->call, resp), resp->seconds);
+		Job		   *job = engine->answered[i];
+
+		MemoryContextSwitchTo(job->cxt);
+		PG_TRY();
+		{
+			apply_job(job, tv_oauth2_verdict(&job->call, &job->resp), job->resp.seconds);
+		}
+		PG_CATCH();
+		{
+			fail_job(job);
+		}
+		PG_END_TRY();
 	}
-	PG_CATCH();
-	{
-		fail_job(job);
-	}
-	PG_END_TRY();
+	engine->nanswered = 0;
 	MemoryContextSwitchTo(engine->cxt);
 }
 
@@ -607,11 +633,12 @@ claim_flights(void)
 	int			i;
 	int			j = 0;
 
-	if (engine->busy >= limit)
+	if (engine->unanswered >= limit || engine->busy >= MAX_JOBS)
 		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (pass = 0; pass < 2; pass++)
-		for (i = 0; i < MAX_FLIGHTS && engine->busy + nclaimed < limit; i++)
+		for (i = 0; i < MAX_FLIGHTS && engine->unanswered + nclaimed < limit &&
+			 engine->busy + nclaimed < MAX_JOBS; i++)
 		{
 			Flight	   *f = &shared->flights[i];
 			Job		   *job;
@@ -631,6 +658,7 @@ claim_flights(void)
 		}
 	LWLockRelease(shared->lock);
 	engine->busy += nclaimed;
+	engine->unanswered += nclaimed;
 	if (nclaimed > 0)
 		pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
 	for (i = 0; i < nclaimed; i++)
@@ -654,7 +682,11 @@ tv_refresh_serve(long timeout_ms)
 						 timeout_ms, PG_WAIT_EXTENSION);
 	}
 	else
+	{
 		(void) tv_http_multi_wait(engine->multi, timeout_ms);
+		claim_flights();
+		apply_answered();
+	}
 }
 
 bool
