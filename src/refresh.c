@@ -685,6 +685,8 @@ tv_refresh_serve(long timeout_ms)
 	{
 		(void) tv_http_multi_wait(engine->multi, timeout_ms);
 		claim_flights();
+		/* libcurl writes a request only when it is next called: now, not after the storing */
+		(void) tv_http_multi_wait(engine->multi, 0);
 		apply_answered();
 	}
 }
