@@ -148,17 +148,34 @@ rss_seen >/dev/null
 w=()
 r=()
 q=()
+# what the provider spent per request, and how busy it was: a caller that
+# leaves the provider idle shows as a lower busy share, one that makes its
+# requests dearer (its CPU use slowing the provider's core) as more CPU per
+# request
+provider=${TV_PEER_PIDS[-1]}
+hz=$(getconf CLK_TCK)
+provider_ticks() { awk '{print $14 + $15}' "/proc/$provider/stat"; }
+# run_measured worker_round|raw_round: "<rate> <provider CPU ms per request> <provider busy %>"
+run_measured() {
+	local t0 rate
+	t0=$(provider_ticks)
+	rate=$($1)
+	awk -v r="$rate" -v d="$(($(provider_ticks) - t0))" -v n="$n" -v hz="$hz" \
+		'BEGIN {printf "%s %.2f %d", r, d * 1000 / hz / n, 100 * d / hz / (n / r)}'
+}
 for i in $(seq 1 "$ROUNDS"); do
 	if [ $((i % 2)) = 1 ]; then
-		w+=("$(worker_round)")
-		r+=("$(raw_round)")
+		wx=($(run_measured worker_round))
+		rx=($(run_measured raw_round))
 	else
-		r+=("$(raw_round)")
-		w+=("$(worker_round)")
+		rx=($(run_measured raw_round))
+		wx=($(run_measured worker_round))
 	fi
+	w+=("${wx[0]}")
+	r+=("${rx[0]}")
 	q+=("$(awk -v a="${w[-1]}" -v b="${r[-1]}" 'BEGIN {printf "%.3f", a / b}')")
 	rss_seen >/dev/null
-	echo "round $i: worker ${w[-1]}/s, raw ${r[-1]}/s, ratio ${q[-1]}, worker RssAnon $(rss) kB"
+	echo "round $i: worker ${w[-1]}/s, raw ${r[-1]}/s, ratio ${q[-1]}; provider CPU per request ${wx[1]} vs ${rx[1]} ms, busy ${wx[2]} vs ${rx[2]} %; worker RssAnon $(rss) kB"
 	if [ "$i" = 1 ]; then
 		rss0=$hwm
 		[ -n "${BENCH_LOG_MEMORY:-}" ] && psql_q -c "SELECT pg_log_backend_memory_contexts($worker)" >/dev/null
