@@ -27,7 +27,12 @@
 # instead (oidc-provider uses more than one core when it can have them).  So,
 # as a load test puts its load generator on another machine, the provider
 # gets core 0 to itself and its callers (PostgreSQL with the worker, or
-# autocannon) share the other cores, alike in both measurements.
+# autocannon) share the other cores, alike in both measurements.  On a
+# small VM the cores may still share a physical core or its caches: there,
+# a busy core 1 slows the provider on core 0 (by about a quarter under a
+# plain CPU burner), and PostgreSQL with the worker keeps core 1 far busier
+# than autocannon does.  The provider's CPU per request printed for each
+# run shows how much of the ratio that is.
 # BENCH_PIN=0 lets everything share every core.
 # The last line printed:
 #   worker_throughput: worker <w>/s vs raw <r>/s (medians), median of the rounds' ratios <x> (target >= 0.9); worker RSS <+d> KiB per 100 000 refreshes (target < 1024)
