@@ -341,17 +341,15 @@ typedef struct Job
 	TvHttpResponse resp;
 	MemoryContext cxt;			/* everything of this job, gone when it finishes */
 	bool		busy;
-	bool		answered;		/* its response is in, waiting to be stored */
 } Job;
 
 typedef struct Engine
 {
 	TvHttpMulti *multi;
 	MemoryContext cxt;
-	int			busy;			/* jobs in hand */
-	int			unanswered;		/* of those, the ones whose request is not answered yet */
+	int			busy;			/* jobs in hand; those not answered have a request in flight */
 	int			nanswered;
-	Job		   *answered[MAX_JOBS];	/* responses to store, in order of arrival */
+	Job		   *answered[MAX_JOBS];	/* jobs whose response waits to be stored, in order of arrival */
 	Job			jobs[MAX_JOBS];
 } Engine;
 
@@ -473,8 +471,6 @@ finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
 	job->cxt = NULL;
 	job->busy = false;
 	engine->busy--;
-	if (!job->answered)
-		engine->unanswered--;
 }
 
 /* An error while serving a job fails that job alone, logged in tokenvault's words. */
@@ -558,11 +554,7 @@ apply_job(Job *job, Jsonb *verdict, double seconds)
 static void
 on_response(TvHttpResponse *resp, void *arg)
 {
-	Job		   *job = (Job *) arg;
-
-	job->answered = true;
-	engine->unanswered--;
-	engine->answered[engine->nanswered++] = job;
+	engine->answered[engine->nanswered++] = (Job *) arg;
 }
 
 /* Store the responses that are in, each in a transaction of its own. */
@@ -621,23 +613,24 @@ start_job(Job *job)
 
 /*
  * Claim this database's queued flights into free jobs, callers' flights
- * before the worker's own schedule, and start them.
+ * before the worker's own schedule, and start them.  Returns how many.
  */
-static void
+static int
 claim_flights(void)
 {
 	int			limit = Min(tv_max_concurrent_refreshes, MAX_JOBS);
+	int			in_flight = engine->busy - engine->nanswered;
 	Job		   *claimed[MAX_JOBS];
 	int			nclaimed = 0;
 	int			pass;
 	int			i;
 	int			j = 0;
 
-	if (engine->unanswered >= limit || engine->busy >= MAX_JOBS)
-		return;
+	if (in_flight >= limit || engine->busy >= MAX_JOBS)
+		return 0;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (pass = 0; pass < 2; pass++)
-		for (i = 0; i < MAX_FLIGHTS && engine->unanswered + nclaimed < limit &&
+		for (i = 0; i < MAX_FLIGHTS && in_flight + nclaimed < limit &&
 			 engine->busy + nclaimed < MAX_JOBS; i++)
 		{
 			Flight	   *f = &shared->flights[i];
@@ -658,22 +651,23 @@ claim_flights(void)
 		}
 	LWLockRelease(shared->lock);
 	engine->busy += nclaimed;
-	engine->unanswered += nclaimed;
 	if (nclaimed > 0)
 		pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
 	for (i = 0; i < nclaimed; i++)
 		start_job(claimed[i]);
+	return nclaimed;
 }
 
 /*
- * Serve the flights: start what is queued, then wait up to timeout_ms for
- * the latch or for responses (applied as they come).  The caller resets the
- * latch and checks for interrupts between calls.
+ * Serve the flights: start what is queued, wait up to timeout_ms for the
+ * latch or for responses, send the requests that take the answered ones'
+ * places, then store the responses.  The caller resets the latch and
+ * checks for interrupts between calls.
  */
 void
 tv_refresh_serve(long timeout_ms)
 {
-	claim_flights();
+	(void) claim_flights();
 	/* webhook deliveries may share the handle: wait on it whenever it has transfers */
 	if (engine->busy == 0 && tv_http_multi_active(engine->multi) == 0)
 	{
@@ -684,9 +678,9 @@ tv_refresh_serve(long timeout_ms)
 	else
 	{
 		(void) tv_http_multi_wait(engine->multi, timeout_ms);
-		claim_flights();
 		/* libcurl writes a request only when it is next called: now, not after the storing */
-		(void) tv_http_multi_wait(engine->multi, 0);
+		if (claim_flights() > 0)
+			(void) tv_http_multi_wait(engine->multi, 0);
 		apply_answered();
 	}
 }
