@@ -1,0 +1,1061 @@
+-- tokenvault 0.3.0 -> 0.4.0: solutions with auth and config slots, and the
+-- instances that fill them (Tray Embedded's embedding model)
+
+\echo Use "ALTER EXTENSION tokenvault UPDATE TO '0.4.0'" to load this file. \quit
+
+------------------------------------------------------------------------------
+-- Tables
+------------------------------------------------------------------------------
+
+CREATE TABLE solutions (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    title       text NOT NULL CHECK (title <> '' AND length(title) <= 1024),
+    description text NOT NULL DEFAULT '' CHECK (length(description) <= 65536),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- What an instance of a solution fills, addressed by its external id: an
+-- auth of one client or service, or a config value.  External ids compare
+-- byte for byte (COLLATE "C"), so they are case-sensitive whatever the
+-- database's collation.  A static slot holds the one auth every instance
+-- uses; it is never copied into the instances.
+CREATE TABLE slots (
+    solution_id    uuid NOT NULL REFERENCES solutions (id) ON DELETE CASCADE,
+    external_id    text COLLATE "C" NOT NULL CHECK (external_id <> '' AND length(external_id) <= 255),
+    kind           text NOT NULL CHECK (kind IN ('auth', 'config')),
+    position       integer NOT NULL,
+    client_id      uuid REFERENCES clients (id),
+    service        text CHECK (service <> ''),
+    scopes         text[],
+    required       boolean NOT NULL DEFAULT false,
+    force_unique   boolean NOT NULL DEFAULT false,
+    static_auth_id uuid REFERENCES auths (id),
+    default_value  jsonb CHECK (jsonb_typeof(default_value) <> 'null'),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (solution_id, external_id),
+    CONSTRAINT slots_auth_takes_client_or_service
+        CHECK (CASE WHEN kind = 'auth' THEN num_nonnulls(client_id, service) = 1
+                    ELSE num_nonnulls(client_id, service) = 0 END),
+    CONSTRAINT slots_auth_settings CHECK (kind = 'auth' OR (scopes IS NULL AND NOT force_unique
+                                                         AND static_auth_id IS NULL)),
+    CONSTRAINT slots_config_settings CHECK (kind = 'config' OR default_value IS NULL),
+    CONSTRAINT slots_static_not_unique CHECK (static_auth_id IS NULL OR NOT force_unique)
+);
+CREATE INDEX slots_client_id_idx ON slots (client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX slots_static_auth_id_idx ON slots (static_auth_id) WHERE static_auth_id IS NOT NULL;
+
+CREATE TABLE instances (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    solution_id uuid NOT NULL REFERENCES solutions (id),
+    owner       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name        text NOT NULL CHECK (name <> '' AND length(name) <= 1024),
+    enabled     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (id, solution_id)
+);
+CREATE INDEX instances_owner_idx ON instances (owner);
+CREATE INDEX instances_solution_id_idx ON instances (solution_id);
+
+-- The solution_id column lets the keys tie each value to a slot of its own
+-- instance's solution.
+CREATE TABLE instance_auth_values (
+    instance_id uuid NOT NULL,
+    solution_id uuid NOT NULL,
+    external_id text COLLATE "C" NOT NULL,
+    auth_id     uuid NOT NULL REFERENCES auths (id),
+    PRIMARY KEY (instance_id, external_id),
+    FOREIGN KEY (instance_id, solution_id) REFERENCES instances (id, solution_id) ON DELETE CASCADE,
+    FOREIGN KEY (solution_id, external_id) REFERENCES slots (solution_id, external_id) ON DELETE CASCADE
+);
+CREATE INDEX instance_auth_values_auth_id_idx ON instance_auth_values (auth_id);
+CREATE INDEX instance_auth_values_slot_idx ON instance_auth_values (solution_id, external_id);
+
+CREATE TABLE instance_config_values (
+    instance_id uuid NOT NULL,
+    solution_id uuid NOT NULL,
+    external_id text COLLATE "C" NOT NULL,
+    value       jsonb NOT NULL CHECK (jsonb_typeof(value) <> 'null'),
+    PRIMARY KEY (instance_id, external_id),
+    FOREIGN KEY (instance_id, solution_id) REFERENCES instances (id, solution_id) ON DELETE CASCADE,
+    FOREIGN KEY (solution_id, external_id) REFERENCES slots (solution_id, external_id) ON DELETE CASCADE
+);
+CREATE INDEX instance_config_values_slot_idx ON instance_config_values (solution_id, external_id);
+
+SELECT pg_catalog.pg_extension_config_dump('solutions', '');
+SELECT pg_catalog.pg_extension_config_dump('slots', '');
+SELECT pg_catalog.pg_extension_config_dump('instances', '');
+SELECT pg_catalog.pg_extension_config_dump('instance_auth_values', '');
+SELECT pg_catalog.pg_extension_config_dump('instance_config_values', '');
+
+------------------------------------------------------------------------------
+-- Lookups with the errors an application can act on
+------------------------------------------------------------------------------
+
+CREATE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.solutions;
+BEGIN
+    PERFORM tokenvault._require(solution_id, 'solution id');
+    SELECT * INTO s FROM tokenvault.solutions t WHERE t.id = _solution_must_exist.solution_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'solution % does not exist', solution_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List solutions with: SELECT id, title FROM tokenvault.solutions;';
+    END IF;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION _instance_must_exist(instance_id uuid) RETURNS tokenvault.instances
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances;
+BEGIN
+    PERFORM tokenvault._require(instance_id, 'instance id');
+    SELECT * INTO i FROM tokenvault.instances t WHERE t.id = _instance_must_exist.instance_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'instance % does not exist', instance_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'A user''s instances are listed by tokenvault.user_instances(user_id).';
+    END IF;
+    RETURN i;
+END
+$$;
+
+-- The slot of a solution by its external id, matched case-sensitively, of
+-- the kind given (any when NULL); an unknown one names the ids there are.
+CREATE FUNCTION _slot_must_exist(solution_id uuid, external_id text, kind text) RETURNS tokenvault.slots
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.slots;
+    known text;
+BEGIN
+    PERFORM tokenvault._require(external_id, 'externalId');
+    SELECT * INTO s FROM tokenvault.slots t
+     WHERE t.solution_id = _slot_must_exist.solution_id AND t.external_id = _slot_must_exist.external_id;
+    IF FOUND AND (_slot_must_exist.kind IS NULL OR s.kind = _slot_must_exist.kind) THEN
+        RETURN s;
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'slot "%" of solution % is % slot, not % slot', external_id, solution_id,
+                CASE s.kind WHEN 'auth' THEN 'an auth' ELSE 'a config' END,
+                CASE _slot_must_exist.kind WHEN 'auth' THEN 'an auth' ELSE 'a config' END
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = CASE s.kind WHEN 'auth' THEN 'Give it in auth_values.' ELSE 'Give it in config_values.' END;
+    END IF;
+    SELECT string_agg(t.external_id, ', ' ORDER BY t.position) INTO known
+      FROM tokenvault.slots t
+     WHERE t.solution_id = _slot_must_exist.solution_id
+       AND (_slot_must_exist.kind IS NULL OR t.kind = _slot_must_exist.kind);
+    RAISE EXCEPTION 'solution % has no %slot "%"', solution_id, coalesce(_slot_must_exist.kind || ' ', ''), external_id
+        USING ERRCODE = 'undefined_object',
+              HINT = CASE WHEN known IS NULL
+                          THEN format('The solution has no %sslots.', coalesce(_slot_must_exist.kind || ' ', ''))
+                          ELSE format('Its %sslots are: %s (external ids are case-sensitive).',
+                                      coalesce(_slot_must_exist.kind || ' ', ''), known) END;
+END
+$$;
+
+-- pg_dump's scripts set row_security off, and a restore loads each table
+-- whole in foreign-key order: instances before their values, slots after
+-- the instances.  The checks that span tables (required slots filled) hold
+-- for what was dumped and would refuse it half loaded, so a restore skips
+-- them.  Only the tables' owner can write them directly, and it could as
+-- well disable the triggers.
+CREATE FUNCTION _restoring() RETURNS boolean
+    LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.current_setting('row_security') = 'off'
+$$;
+
+------------------------------------------------------------------------------
+-- The rules, as triggers: they hold whichever way the rows are written
+------------------------------------------------------------------------------
+
+-- An auth fits a slot when it is of the slot's client, or of its service.
+CREATE FUNCTION _auth_fits_slot(a tokenvault.auths, s tokenvault.slots) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF s.client_id IS NOT NULL AND a.client_id <> s.client_id THEN
+        RAISE EXCEPTION 'auth % is not of the client slot "%" takes', a.id, s.external_id
+            USING ERRCODE = 'check_violation',
+                  HINT = format('Slot "%s" takes auths of client %s.', s.external_id, s.client_id);
+    ELSIF s.service IS NOT NULL AND a.service <> s.service THEN
+        RAISE EXCEPTION 'auth % is for service "%", slot "%" takes "%"', a.id, a.service, s.external_id, s.service
+            USING ERRCODE = 'check_violation';
+    END IF;
+END
+$$;
+
+-- Required slots of an instance that nothing fills: neither a value, nor a
+-- static auth, nor a default.
+CREATE FUNCTION _unfilled_slots(instance_id uuid, solution_id uuid) RETURNS text[]
+    LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.array_agg(s.external_id::text ORDER BY s.position)
+      FROM tokenvault.slots s
+     WHERE s.solution_id = $2 AND s.required AND s.static_auth_id IS NULL AND s.default_value IS NULL
+       AND NOT EXISTS (SELECT FROM tokenvault.instance_auth_values v
+                        WHERE v.instance_id = $1 AND v.external_id = s.external_id)
+       AND NOT EXISTS (SELECT FROM tokenvault.instance_config_values v
+                        WHERE v.instance_id = $1 AND v.external_id = s.external_id)
+$$;
+
+CREATE FUNCTION _instances_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    missing text[];
+BEGIN
+    IF TG_OP = 'UPDATE' AND (NEW.solution_id <> OLD.solution_id OR NEW.owner <> OLD.owner) THEN
+        RAISE EXCEPTION 'the solution and owner of instance % cannot change', OLD.id
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create a new instance with tokenvault.create_instance().';
+    END IF;
+    IF NEW.enabled AND (TG_OP = 'INSERT' OR NOT OLD.enabled) AND NOT tokenvault._restoring() THEN
+        missing := tokenvault._unfilled_slots(NEW.id, NEW.solution_id);
+        IF missing IS NOT NULL THEN
+            RAISE EXCEPTION 'instance % cannot be enabled: required slot(s) % not filled',
+                    NEW.id, array_to_string(missing, ', ')
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Fill them with tokenvault.update_instance(id, auth_values => ..., config_values => ...).';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER instances_check BEFORE INSERT OR UPDATE ON instances
+    FOR EACH ROW EXECUTE FUNCTION _instances_check();
+
+-- An auth value: a slot of the instance's solution, not static, the owner's
+-- own auth of the slot's client or service, and unique where a slot says so.
+CREATE FUNCTION _instance_auth_values_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances := tokenvault._instance_must_exist(NEW.instance_id);
+    s tokenvault.slots := tokenvault._slot_must_exist(i.solution_id, NEW.external_id, 'auth');
+    a tokenvault.auths;
+    other record;
+BEGIN
+    NEW.solution_id := i.solution_id;
+    IF s.static_auth_id IS NOT NULL THEN
+        RAISE EXCEPTION 'slot "%" is static: its auth is the solution''s and cannot be set or changed', s.external_id
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Every instance of the solution uses the slot''s static auth; nothing needs to be given.';
+    END IF;
+    -- The row lock makes writers of one auth take turns, so that two
+    -- instances cannot both take it while one of them forces it unique.
+    SELECT * INTO a FROM tokenvault.auths t WHERE t.id = NEW.auth_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'auth % does not exist', NEW.auth_id USING ERRCODE = 'undefined_object';
+    ELSIF a.user_id <> i.owner THEN
+        RAISE EXCEPTION 'auth % does not belong to the owner of instance %', a.id, i.id
+            USING ERRCODE = 'check_violation',
+                  HINT = 'An instance is filled with its owner''s own auths; an auth all users share goes in a static slot.';
+    END IF;
+    PERFORM tokenvault._auth_fits_slot(a, s);
+    SELECT v.instance_id, v.external_id INTO other
+      FROM tokenvault.instance_auth_values v
+      JOIN tokenvault.slots o ON o.solution_id = v.solution_id AND o.external_id = v.external_id
+     WHERE v.auth_id = a.id AND v.instance_id <> i.id AND (s.force_unique OR o.force_unique)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'auth % is already used by instance %', a.id, other.instance_id
+            USING ERRCODE = 'unique_violation',
+                  HINT = CASE WHEN s.force_unique
+                              THEN format('Slot "%s" forces a unique auth: create a new auth for this instance.', s.external_id)
+                              ELSE format('It fills the force-unique slot "%s" there: create a new auth for this instance.',
+                                          other.external_id) END;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER instance_auth_values_check BEFORE INSERT OR UPDATE ON instance_auth_values
+    FOR EACH ROW EXECUTE FUNCTION _instance_auth_values_check();
+
+CREATE FUNCTION _instance_config_values_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances := tokenvault._instance_must_exist(NEW.instance_id);
+BEGIN
+    NEW.solution_id := i.solution_id;
+    PERFORM tokenvault._slot_must_exist(i.solution_id, NEW.external_id, 'config');
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER instance_config_values_check BEFORE INSERT OR UPDATE ON instance_config_values
+    FOR EACH ROW EXECUTE FUNCTION _instance_config_values_check();
+
+-- A value taken away must not leave an enabled instance without a required
+-- slot.  (When the slot itself is gone, nothing requires it any more.)
+CREATE FUNCTION _instance_values_removed() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT FROM tokenvault.instances i WHERE i.id = OLD.instance_id AND i.enabled)
+       AND OLD.external_id = ANY (tokenvault._unfilled_slots(OLD.instance_id, OLD.solution_id)) THEN
+        RAISE EXCEPTION 'slot "%" is required and instance % is enabled', OLD.external_id, OLD.instance_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Give the slot another value, or disable the instance first.';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER instance_auth_values_removed AFTER DELETE ON instance_auth_values
+    FOR EACH ROW EXECUTE FUNCTION _instance_values_removed();
+CREATE TRIGGER instance_config_values_removed AFTER DELETE ON instance_config_values
+    FOR EACH ROW EXECUTE FUNCTION _instance_values_removed();
+
+CREATE FUNCTION _slots_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths;
+BEGIN
+    IF TG_OP = 'UPDATE' AND (NEW.solution_id <> OLD.solution_id OR NEW.external_id <> OLD.external_id
+                             OR NEW.kind <> OLD.kind) THEN
+        RAISE EXCEPTION 'the solution, external id and kind of a slot cannot change'
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Delete the slot and add a new one.';
+    END IF;
+    IF TG_OP = 'INSERT' AND NEW.position IS NULL THEN
+        NEW.position := (SELECT coalesce(max(s.position), 0) + 1 FROM tokenvault.slots s
+                          WHERE s.solution_id = NEW.solution_id);
+    END IF;
+    IF NEW.static_auth_id IS NOT NULL THEN
+        SELECT * INTO a FROM tokenvault.auths t WHERE t.id = NEW.static_auth_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'auth % does not exist', NEW.static_auth_id USING ERRCODE = 'undefined_object';
+        END IF;
+        PERFORM tokenvault._auth_fits_slot(a, NEW);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER slots_check BEFORE INSERT OR UPDATE ON slots
+    FOR EACH ROW EXECUTE FUNCTION _slots_check();
+
+-- A slot that changes is checked against the values that fill it: values
+-- of a slot made static go (the static auth replaces them), the others are
+-- written again so that their own trigger checks them; and a required slot
+-- must be filled in every enabled instance.
+CREATE FUNCTION _slots_changed() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    lacking uuid[];
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.kind = 'auth' THEN
+        IF NEW.static_auth_id IS NOT NULL THEN
+            DELETE FROM tokenvault.instance_auth_values v
+             WHERE v.solution_id = NEW.solution_id AND v.external_id = NEW.external_id;
+        ELSIF (NEW.client_id, NEW.service, NEW.force_unique) IS DISTINCT FROM (OLD.client_id, OLD.service, OLD.force_unique) THEN
+            UPDATE tokenvault.instance_auth_values v SET auth_id = v.auth_id
+             WHERE v.solution_id = NEW.solution_id AND v.external_id = NEW.external_id;
+        END IF;
+    END IF;
+    IF NEW.required AND NOT tokenvault._restoring() THEN
+        SELECT array_agg(i.id ORDER BY i.created_at) INTO lacking
+          FROM tokenvault.instances i
+         WHERE i.solution_id = NEW.solution_id AND i.enabled
+           AND NEW.external_id = ANY (tokenvault._unfilled_slots(i.id, i.solution_id));
+        IF lacking IS NOT NULL THEN
+            RAISE EXCEPTION 'slot "%" is required but % enabled instance(s) of solution % do not fill it',
+                    NEW.external_id, cardinality(lacking), NEW.solution_id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      DETAIL = format('Instances: %s.', array_to_string(lacking[1:10], ', ')),
+                      HINT = 'Add it as not required, fill it in each instance, then make it required; or give a config slot a default.';
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER slots_changed AFTER INSERT OR UPDATE ON slots
+    FOR EACH ROW EXECUTE FUNCTION _slots_changed();
+
+-- An auth in use stays: as a slot's static auth always, and in instances
+-- until they let go of it (delete_auth(..., force => true) does that).
+CREATE FUNCTION _refuse_auths_in_use(auth_ids uuid[]) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    first_id uuid;
+    users text;
+BEGIN
+    SELECT s.static_auth_id, string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ')
+      INTO first_id, users
+      FROM tokenvault.slots s WHERE s.static_auth_id = ANY (auth_ids)
+     GROUP BY s.static_auth_id ORDER BY min(s.created_at), s.static_auth_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'auth % is the static auth of slot %', first_id, users
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Give the slot another static auth with tokenvault.update_slot(), or delete the slot.';
+    END IF;
+    SELECT v.auth_id, string_agg(format('"%s" (%s)', i.name, i.id), ', ' ORDER BY i.created_at, i.id)
+      INTO first_id, users
+      FROM tokenvault.instance_auth_values v JOIN tokenvault.instances i ON i.id = v.instance_id
+     WHERE v.auth_id = ANY (auth_ids)
+     GROUP BY v.auth_id ORDER BY min(i.created_at), v.auth_id LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'auth % is used by instance(s) %', first_id, users
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Give them another auth with tokenvault.update_instance(), or delete with force => true, which disables them.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION _auths_in_use() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._refuse_auths_in_use(ARRAY[OLD.id]);
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER auths_in_use BEFORE DELETE ON auths
+    FOR EACH ROW EXECUTE FUNCTION _auths_in_use();
+
+-- An auth that moves to another user, client or service is checked again
+-- where it is used.  (Nothing in tokenvault moves one; a direct write can.)
+CREATE FUNCTION _auths_moved() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE tokenvault.instance_auth_values v SET auth_id = v.auth_id WHERE v.auth_id = NEW.id;
+    UPDATE tokenvault.slots s SET static_auth_id = s.static_auth_id WHERE s.static_auth_id = NEW.id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER auths_moved AFTER UPDATE OF user_id, client_id, service ON auths
+    FOR EACH ROW WHEN ((OLD.user_id, OLD.client_id, OLD.service) IS DISTINCT FROM (NEW.user_id, NEW.client_id, NEW.service))
+    EXECUTE FUNCTION _auths_moved();
+
+------------------------------------------------------------------------------
+-- Events: instance.disabled beside the auth events
+------------------------------------------------------------------------------
+
+CREATE FUNCTION _event_kinds() RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
+                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled']
+$$;
+
+-- Record an event, NOTIFY it and queue it for the webhooks that want it,
+-- all in the caller's transaction.  Webhooks get one auth's events in order.
+-- (No SET search_path: it runs for every refresh, and only functions and
+-- triggers that set it call it.)
+CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    event_id bigint;
+    delivered timestamptz;
+BEGIN
+    INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at)
+    VALUES (kind, auth_id, payload,
+            -- no webhook wants it: delivered by the NOTIFY alone
+            CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
+                                   WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)
+    RETURNING id, delivered_at INTO event_id, delivered;
+    IF delivered IS NULL THEN
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
+            SELECT w.id, event_id, _publish.auth_id FROM tokenvault.webhooks w
+             WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
+        PERFORM tokenvault._wake_worker(now());
+    END IF;
+    PERFORM pg_notify('tokenvault', payload::text);
+END
+$$;
+
+-- An auth event: Tray's expiry payload with the kind in "event".  User-given
+-- text is cut short so that it stays well within NOTIFY's 8000 bytes.  Never
+-- a secret.
+CREATE OR REPLACE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM tokenvault._publish(kind, a.id,
+        jsonb_build_object(
+            'event', kind,
+            'authentication_name', left(a.name, 400),
+            'service_name', left(a.service, 400),
+            'user_id', a.user_id,
+            'authId', a.id,
+            'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u WHERE u.id = a.user_id),
+            'expires_at', to_char(coalesce(expires, a.expires_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+        || CASE WHEN error IS NULL THEN '{}' ELSE jsonb_build_object('error', left(error, 400)) END);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid := gen_random_uuid();
+BEGIN
+    IF url IS NULL OR url !~* '^https?://.' THEN
+        RAISE EXCEPTION 'webhook URL must be an http or https URL'
+            USING ERRCODE = 'invalid_parameter_value';
+    ELSIF url ~* '^http://' AND NOT current_setting('tokenvault.allow_insecure_http')::boolean THEN
+        RAISE EXCEPTION 'plain http is not allowed for webhooks'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use an https URL, or set tokenvault.allow_insecure_http (tests and private networks only).';
+    ELSIF coalesce(length(secret), 0) < 16 THEN
+        RAISE EXCEPTION 'webhook secret must be at least 16 characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Make one with: SELECT encode(gen_random_bytes(32), ''hex'') (pgcrypto) or openssl rand -hex 32.';
+    ELSIF kinds IS NOT NULL AND NOT kinds <@ tokenvault._event_kinds() THEN
+        RAISE EXCEPTION 'unknown event kind in %', kinds
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
+    END IF;
+    INSERT INTO tokenvault.webhooks (id, url, secret, kinds)
+    VALUES (new_id, url, tokenvault._seal_text(secret, 'webhook:' || new_id), kinds);
+    RETURN new_id;
+END
+$$;
+
+-- Instances let go of auths about to be deleted: each is disabled, loses
+-- those auth values, and says so with an instance.disabled event.
+CREATE FUNCTION _release_auths(auth_ids uuid[]) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT i, a, u.external_user_id
+               FROM tokenvault.instance_auth_values v
+               JOIN tokenvault.instances i ON i.id = v.instance_id
+               JOIN tokenvault.auths a ON a.id = v.auth_id
+               JOIN tokenvault.users u ON u.id = i.owner
+              WHERE v.auth_id = ANY (auth_ids)
+              ORDER BY i.created_at, i.id, v.external_id LOOP
+        UPDATE tokenvault.instances SET enabled = false, updated_at = now() WHERE id = (r.i).id AND enabled;
+        DELETE FROM tokenvault.instance_auth_values v WHERE v.instance_id = (r.i).id AND v.auth_id = (r.a).id;
+        PERFORM tokenvault._publish('instance.disabled', (r.a).id, jsonb_build_object(
+            'event', 'instance.disabled',
+            'reason', 'auth deleted',
+            'instance_id', (r.i).id,
+            'instance_name', left((r.i).name, 400),
+            'solution_id', (r.i).solution_id,
+            'user_id', (r.i).owner,
+            'external_user_id', left(r.external_user_id, 400),
+            'authId', (r.a).id,
+            'authentication_name', left((r.a).name, 400),
+            'service_name', left((r.a).service, 400)));
+    END LOOP;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Deleting auths, clients and users: instances come first
+------------------------------------------------------------------------------
+
+DROP FUNCTION delete_auth(uuid, boolean);
+CREATE FUNCTION delete_auth(auth_id uuid, revoke boolean DEFAULT false, force boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
+    c tokenvault.clients;
+    cred jsonb;
+    v jsonb;
+BEGIN
+    -- before the provider hears of it
+    IF coalesce(force, false) THEN
+        PERFORM tokenvault._release_auths(ARRAY[a.id]);
+    END IF;
+    PERFORM tokenvault._refuse_auths_in_use(ARRAY[a.id]);
+    IF coalesce(revoke, false) THEN
+        c := tokenvault._client_must_exist(a.client_id);
+        IF c.revoke_url IS NULL THEN
+            RAISE EXCEPTION 'client % has no revoke_url', c.id
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'Set one with tokenvault.update_client(), or delete without revoke.';
+        END IF;
+        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+        IF cred ? 'refresh_token' OR cred ? 'access_token' THEN
+            v := tokenvault._revoke_request(tokenvault._client_config(c, cred), jsonb_build_object(
+                     'token', coalesce(cred->>'refresh_token', cred->>'access_token'),
+                     'token_type_hint', CASE WHEN cred ? 'refresh_token' THEN 'refresh_token' ELSE 'access_token' END));
+            IF NOT (v->>'ok')::boolean THEN
+                PERFORM tokenvault._raise_refusal(c, v, 'revocation');
+            END IF;
+        END IF;
+    END IF;
+    DELETE FROM tokenvault.auths WHERE id = a.id;
+END
+$$;
+
+DROP FUNCTION delete_user_auths(uuid);
+CREATE FUNCTION delete_user_auths(user_id uuid, force boolean DEFAULT false) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids uuid[];
+    n integer;
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    ids := ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.user_id = delete_user_auths.user_id);
+    IF coalesce(force, false) THEN
+        PERFORM tokenvault._release_auths(ids);
+    END IF;
+    PERFORM tokenvault._refuse_auths_in_use(ids);
+    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user_auths.user_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION delete_client(client_id uuid, force boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c tokenvault.clients := tokenvault._client_must_exist(client_id);
+    n bigint;
+    slots text;
+BEGIN
+    SELECT string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ') INTO slots
+      FROM tokenvault.slots s WHERE s.client_id = c.id;
+    IF slots IS NOT NULL THEN
+        RAISE EXCEPTION 'client % is used by slot %', c.id, slots
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete those slots, or give them another client with tokenvault.update_slot().';
+    END IF;
+    SELECT count(*) INTO n FROM tokenvault.auths a WHERE a.client_id = c.id;
+    IF n > 0 AND NOT coalesce(force, false) THEN
+        RAISE EXCEPTION 'client % is used by % auth(s)', c.id, n
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete those auths first, or call tokenvault.delete_client(id, force => true) to delete them too (instances using them are disabled).';
+    END IF;
+    PERFORM tokenvault._release_auths(ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.client_id = c.id));
+    DELETE FROM tokenvault.auths a WHERE a.client_id = c.id;
+    DELETE FROM tokenvault.clients WHERE id = c.id;
+END
+$$;
+
+-- The user's instances go before its auths, which they may use.
+CREATE OR REPLACE FUNCTION delete_user(user_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    DELETE FROM tokenvault.instances i WHERE i.owner = delete_user.user_id;
+    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user.user_id;
+    DELETE FROM tokenvault.users WHERE id = user_id;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Solutions and slots (the administrator's side)
+------------------------------------------------------------------------------
+
+CREATE FUNCTION create_solution(title text, description text DEFAULT '') RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid;
+BEGIN
+    IF coalesce(title, '') = '' THEN
+        RAISE EXCEPTION 'a solution needs a title' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO tokenvault.solutions (title, description)
+    VALUES (title, coalesce(description, ''))
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+-- Rename or describe again; a NULL leaves that field as it is.
+CREATE FUNCTION update_solution(solution_id uuid, title text DEFAULT NULL, description text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.solutions := tokenvault._solution_must_exist(solution_id);
+BEGIN
+    IF title = '' THEN
+        RAISE EXCEPTION 'a solution needs a title' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE tokenvault.solutions t
+       SET title = coalesce(update_solution.title, t.title),
+           description = coalesce(update_solution.description, t.description),
+           updated_at = now()
+     WHERE t.id = s.id;
+END
+$$;
+
+CREATE FUNCTION delete_solution(solution_id uuid, force boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.solutions := tokenvault._solution_must_exist(solution_id);
+    n bigint;
+BEGIN
+    SELECT count(*) INTO n FROM tokenvault.instances i WHERE i.solution_id = s.id;
+    IF n > 0 AND NOT coalesce(force, false) THEN
+        RAISE EXCEPTION 'solution % has % instance(s)', s.id, n
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete them first, or call tokenvault.delete_solution(id, force => true) to delete them too.';
+    END IF;
+    DELETE FROM tokenvault.instances i WHERE i.solution_id = s.id;
+    DELETE FROM tokenvault.solutions WHERE id = s.id;
+END
+$$;
+
+-- Check a slot's settings for its kind.  Unknown keys are refused, as for
+-- clients: a misspelt "requried" must not pass silently.
+CREATE FUNCTION _slot_settings(kind text, settings jsonb) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known constant text[] := CASE kind WHEN 'auth'
+        THEN ARRAY['client_id', 'service', 'scopes', 'required', 'force_unique', 'static_auth_id']
+        ELSE ARRAY['required', 'default'] END;
+    k text;
+BEGIN
+    settings := coalesce(settings, '{}');
+    IF jsonb_typeof(settings) <> 'object' THEN
+        RAISE EXCEPTION 'slot settings must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(settings) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown setting "%" for % slot', k, CASE kind WHEN 'auth' THEN 'an auth' ELSE 'a config' END
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known settings: ' || array_to_string(known, ', ') || '.';
+        ELSIF k IN ('required', 'force_unique') AND jsonb_typeof(settings->k) <> 'boolean' THEN
+            RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k IN ('client_id', 'static_auth_id') AND (jsonb_typeof(settings->k) <> 'string'
+                OR settings->>k !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$') THEN
+            RAISE EXCEPTION 'setting "%" must be a uuid', k USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k = 'service' AND (jsonb_typeof(settings->k) <> 'string' OR settings->>k = '') THEN
+            RAISE EXCEPTION 'setting "service" must be a non-empty string' USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k = 'scopes' AND (jsonb_typeof(settings->k) <> 'array'
+                OR EXISTS (SELECT FROM jsonb_array_elements(settings->k) e WHERE jsonb_typeof(e) <> 'string')) THEN
+            RAISE EXCEPTION 'setting "scopes" must be an array of strings' USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k = 'default' AND jsonb_typeof(settings->k) = 'null' THEN
+            RAISE EXCEPTION 'setting "default" must not be null' USING ERRCODE = 'invalid_parameter_value',
+                HINT = 'Leave it out for no default.';
+        END IF;
+    END LOOP;
+    IF kind = 'auth' AND num_nonnulls(settings->'client_id', settings->'service') <> 1 THEN
+        RAISE EXCEPTION 'an auth slot takes either a client_id or a service'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'With client_id, auths must be of that client; with service, of any client of that service.';
+    ELSIF settings ? 'static_auth_id' AND (settings->'force_unique')::boolean THEN
+        RAISE EXCEPTION 'a static slot cannot force a unique auth: every instance shares its auth'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF settings ? 'client_id' THEN
+        PERFORM tokenvault._client_must_exist((settings->>'client_id')::uuid);
+    END IF;
+    IF settings ? 'static_auth_id' THEN
+        PERFORM tokenvault._auth_must_exist((settings->>'static_auth_id')::uuid);
+    END IF;
+    RETURN settings;
+END
+$$;
+
+-- A slot's row from checked settings.
+CREATE FUNCTION _slot_from(solution_id uuid, external_id text, kind text, s jsonb) RETURNS tokenvault.slots
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ROW(solution_id, external_id, kind, NULL, (s->>'client_id')::uuid, s->>'service',
+               CASE WHEN s ? 'scopes' THEN ARRAY(SELECT pg_catalog.jsonb_array_elements_text(s->'scopes')) END,
+               coalesce((s->>'required')::boolean, false), coalesce((s->>'force_unique')::boolean, false),
+               (s->>'static_auth_id')::uuid, s->'default', NULL)::tokenvault.slots
+$$;
+
+-- A slot's settings as add_slot() takes them.
+CREATE FUNCTION _slot_settings_of(s tokenvault.slots) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'client_id', s.client_id, 'service', s.service, 'scopes', pg_catalog.to_jsonb(s.scopes),
+        'required', s.required, 'force_unique', CASE WHEN s.kind = 'auth' THEN s.force_unique END,
+        'static_auth_id', s.static_auth_id, 'default', s.default_value))
+$$;
+
+CREATE FUNCTION add_slot(solution_id uuid, external_id text, kind text, settings jsonb DEFAULT '{}')
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r tokenvault.slots;
+BEGIN
+    PERFORM tokenvault._solution_must_exist(solution_id);
+    -- slots of one solution are added in turn, so positions do not collide
+    PERFORM FROM tokenvault.solutions t WHERE t.id = add_slot.solution_id FOR UPDATE;
+    IF coalesce(external_id, '') = '' OR length(external_id) > 255 THEN
+        RAISE EXCEPTION 'externalId must be 1 to 255 characters long' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF kind IS NULL OR kind NOT IN ('auth', 'config') THEN
+        RAISE EXCEPTION 'unknown slot kind "%"', kind
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'A slot is of kind auth or config.';
+    ELSIF EXISTS (SELECT FROM tokenvault.slots s
+                   WHERE s.solution_id = add_slot.solution_id AND s.external_id = add_slot.external_id) THEN
+        RAISE EXCEPTION 'solution % already has a slot "%"', solution_id, external_id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Change it with tokenvault.update_slot().';
+    END IF;
+    r := tokenvault._slot_from(solution_id, external_id, kind, tokenvault._slot_settings(kind, settings));
+    INSERT INTO tokenvault.slots (solution_id, external_id, kind, client_id, service, scopes, required,
+                                  force_unique, static_auth_id, default_value)
+    VALUES (r.solution_id, r.external_id, r.kind, r.client_id, r.service, r.scopes, r.required,
+            r.force_unique, r.static_auth_id, r.default_value);
+END
+$$;
+
+-- Settings given replace those stored; a key set to null clears it.
+CREATE FUNCTION update_slot(solution_id uuid, external_id text, settings jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.slots;
+    r tokenvault.slots;
+BEGIN
+    PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._require(settings, 'settings');
+    s := tokenvault._slot_must_exist(solution_id, external_id, NULL);
+    IF jsonb_typeof(settings) <> 'object' THEN
+        RAISE EXCEPTION 'slot settings must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- client_id and service replace each other
+    IF settings ? 'client_id' OR settings ? 'service' THEN
+        settings := jsonb_build_object('client_id', NULL, 'service', NULL) || settings;
+    END IF;
+    r := tokenvault._slot_from(s.solution_id, s.external_id, s.kind,
+             tokenvault._slot_settings(s.kind, jsonb_strip_nulls(tokenvault._slot_settings_of(s) || settings)));
+    UPDATE tokenvault.slots t
+       SET client_id = r.client_id, service = r.service, scopes = r.scopes, required = r.required,
+           force_unique = r.force_unique, static_auth_id = r.static_auth_id, default_value = r.default_value
+     WHERE t.solution_id = s.solution_id AND t.external_id = s.external_id;
+END
+$$;
+
+-- The slot goes, and its values in every instance with it.
+CREATE FUNCTION delete_slot(solution_id uuid, external_id text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._slot_must_exist(solution_id, external_id, NULL);
+    DELETE FROM tokenvault.slots s
+     WHERE s.solution_id = delete_slot.solution_id AND s.external_id = delete_slot.external_id;
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Instances (the application's side, for its end users)
+------------------------------------------------------------------------------
+
+-- The entries of an auth_values or config_values argument, checked:
+-- [{"externalId": ..., <field>: ...}], each external id once.  A JSON null
+-- in <field> comes back as NULL: it clears the slot.
+CREATE FUNCTION _slot_values(list jsonb, arg text, field text) RETURNS TABLE (external_id text, value jsonb)
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    e jsonb;
+    seen text[] := '{}';
+BEGIN
+    IF list IS NULL THEN
+        RETURN;
+    ELSIF jsonb_typeof(list) <> 'array' THEN
+        RAISE EXCEPTION '% must be a JSON array', arg
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give [{"externalId": ..., "%s": ...}, ...].', field);
+    END IF;
+    FOR e IN SELECT jsonb_array_elements(list) LOOP
+        IF jsonb_typeof(e) <> 'object' OR jsonb_typeof(e->'externalId') IS DISTINCT FROM 'string'
+           OR NOT e ? field OR EXISTS (SELECT FROM jsonb_object_keys(e) k WHERE k NOT IN ('externalId', field)) THEN
+            RAISE EXCEPTION 'each entry of % must be {"externalId": ..., "%": ...}', arg, field
+                USING ERRCODE = 'invalid_parameter_value',
+                      DETAIL = format('Found: %s', left(e::text, 200));
+        ELSIF e->>'externalId' = ANY (seen) THEN
+            RAISE EXCEPTION 'externalId "%" is given twice in %', e->>'externalId', arg
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        seen := seen || (e->>'externalId');
+        external_id := e->>'externalId';
+        value := CASE WHEN jsonb_typeof(e->field) <> 'null' THEN e->field END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+-- Fill or clear an instance's slots; the triggers hold the rules.
+CREATE FUNCTION _set_instance_values(i tokenvault.instances, auth_values jsonb, config_values jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    s tokenvault.slots;
+BEGIN
+    FOR r IN SELECT * FROM tokenvault._slot_values(auth_values, 'auth_values', 'authId') LOOP
+        s := tokenvault._slot_must_exist(i.solution_id, r.external_id, 'auth');
+        IF s.static_auth_id IS NOT NULL THEN
+            RAISE EXCEPTION 'slot "%" is static: its auth is the solution''s and cannot be set or changed', s.external_id
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Leave it out: every instance of the solution uses the slot''s static auth.';
+        ELSIF r.value IS NULL THEN
+            DELETE FROM tokenvault.instance_auth_values v WHERE v.instance_id = i.id AND v.external_id = s.external_id;
+        ELSIF jsonb_typeof(r.value) <> 'string' OR r.value #>> '{}' !~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$' THEN
+            RAISE EXCEPTION 'authId for "%" must be a uuid', s.external_id USING ERRCODE = 'invalid_parameter_value';
+        ELSE
+            INSERT INTO tokenvault.instance_auth_values (instance_id, solution_id, external_id, auth_id)
+            VALUES (i.id, i.solution_id, s.external_id, (r.value #>> '{}')::uuid)
+            ON CONFLICT (instance_id, external_id) DO UPDATE SET auth_id = EXCLUDED.auth_id;
+        END IF;
+    END LOOP;
+    FOR r IN SELECT * FROM tokenvault._slot_values(config_values, 'config_values', 'value') LOOP
+        s := tokenvault._slot_must_exist(i.solution_id, r.external_id, 'config');
+        IF r.value IS NULL THEN
+            DELETE FROM tokenvault.instance_config_values v WHERE v.instance_id = i.id AND v.external_id = s.external_id;
+        ELSE
+            INSERT INTO tokenvault.instance_config_values (instance_id, solution_id, external_id, value)
+            VALUES (i.id, i.solution_id, s.external_id, r.value)
+            ON CONFLICT (instance_id, external_id) DO UPDATE SET value = EXCLUDED.value;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- A new instance starts disabled, as in Tray: enable it with update_instance().
+CREATE FUNCTION create_instance(solution_id uuid, owner uuid, name text,
+                                auth_values jsonb DEFAULT '[]', config_values jsonb DEFAULT '[]') RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances;
+BEGIN
+    PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._user_must_exist(owner);
+    IF coalesce(name, '') = '' OR length(name) > 1024 THEN
+        RAISE EXCEPTION 'an instance needs a name of 1 to 1024 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO tokenvault.instances (solution_id, owner, name)
+    VALUES (solution_id, owner, name)
+    RETURNING * INTO i;
+    PERFORM tokenvault._set_instance_values(i, auth_values, config_values);
+    RETURN i.id;
+END
+$$;
+
+-- A NULL leaves that part as it is.  Values given are set slot by slot
+-- (others keep theirs); a null authId or value clears a slot.  Disabling
+-- comes before the values change, enabling after.
+CREATE FUNCTION update_instance(instance_id uuid, name text DEFAULT NULL, enabled boolean DEFAULT NULL,
+                                auth_values jsonb DEFAULT NULL, config_values jsonb DEFAULT NULL) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances := tokenvault._instance_must_exist(instance_id);
+BEGIN
+    IF name = '' OR length(name) > 1024 THEN
+        RAISE EXCEPTION 'an instance needs a name of 1 to 1024 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE tokenvault.instances t
+       SET name = coalesce(update_instance.name, t.name),
+           enabled = CASE WHEN update_instance.enabled THEN t.enabled ELSE coalesce(update_instance.enabled, t.enabled) END,
+           updated_at = now()
+     WHERE t.id = i.id;
+    PERFORM tokenvault._set_instance_values(i, auth_values, config_values);
+    IF update_instance.enabled THEN
+        UPDATE tokenvault.instances t SET enabled = true WHERE t.id = i.id;
+    END IF;
+END
+$$;
+
+CREATE FUNCTION delete_instance(instance_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM tokenvault.instances WHERE id = (tokenvault._instance_must_exist(instance_id)).id;
+END
+$$;
+
+-- Tray's "Get Solution Instance" node.  authValues hold the static slots'
+-- auths too; configValues the slots' defaults where no value is set, each
+-- value JSON-encoded as a string, as Tray returns them.
+CREATE FUNCTION instance(instance_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances := tokenvault._instance_must_exist(instance_id);
+BEGIN
+    RETURN (
+        SELECT jsonb_build_object(
+            'id', i.id,
+            'name', i.name,
+            'enabled', i.enabled,
+            'owner', i.owner,
+            'created', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+            'solution', jsonb_build_object('id', s.id, 'title', s.title, 'description', s.description),
+            'authValues', tokenvault._auth_values(i.id, i.solution_id),
+            'configValues', coalesce((
+                SELECT jsonb_agg(jsonb_build_object('externalId', sl.external_id,
+                                                    'value', coalesce(v.value, sl.default_value)::text)
+                                 ORDER BY sl.position)
+                  FROM tokenvault.slots sl
+                  LEFT JOIN tokenvault.instance_config_values v
+                         ON v.instance_id = i.id AND v.external_id = sl.external_id
+                 WHERE sl.solution_id = i.solution_id AND sl.kind = 'config'
+                   AND coalesce(v.value, sl.default_value) IS NOT NULL), '[]'))
+          FROM tokenvault.solutions s WHERE s.id = i.solution_id);
+END
+$$;
+
+-- An instance's authValues in slot order, static slots included.
+CREATE FUNCTION _auth_values(instance_id uuid, solution_id uuid) RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                        'externalId', s.external_id, 'authId', coalesce(v.auth_id, s.static_auth_id))
+                    ORDER BY s.position), '[]')
+      FROM tokenvault.slots s
+      LEFT JOIN tokenvault.instance_auth_values v ON v.instance_id = $1 AND v.external_id = s.external_id
+     WHERE s.solution_id = $2 AND s.kind = 'auth' AND coalesce(v.auth_id, s.static_auth_id) IS NOT NULL
+$$;
+
+-- Tray's mapping query: a user's instances with their auth values, and the
+-- user's auths, so that an application maps one to the other in one call.
+CREATE FUNCTION user_instances(user_id uuid) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    RETURN jsonb_build_object(
+        'solutionInstances', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name,
+                                                'authValues', tokenvault._auth_values(i.id, i.solution_id))
+                             ORDER BY i.created_at, i.id)
+              FROM tokenvault.instances i WHERE i.owner = user_instances.user_id), '[]'),
+        'authentications', coalesce((
+            SELECT jsonb_agg(jsonb_build_object('id', a.id, 'name', a.name) ORDER BY a.created_at, a.id)
+              FROM tokenvault.auths a WHERE a.user_id = user_instances.user_id), '[]'));
+END
+$$;
+
+-- authorize_url() for a slot: the slot's client (or the one authorization
+-- code client of its service) and the slot's scopes, not the end user's.
+-- (A name of its own: as an overload of authorize_url(), calls with untyped
+-- literals or parameters could no longer choose between the two.)
+CREATE FUNCTION authorize_url_for_slot(solution_id uuid, external_id text, user_id uuid, redirect_uri text,
+                              name text DEFAULT NULL, auth_id uuid DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.slots;
+    c uuid[];
+BEGIN
+    PERFORM tokenvault._solution_must_exist(solution_id);
+    s := tokenvault._slot_must_exist(solution_id, external_id, 'auth');
+    IF s.static_auth_id IS NOT NULL THEN
+        RAISE EXCEPTION 'slot "%" is static: its auth is the solution''s, not the user''s', s.external_id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    c := CASE WHEN s.client_id IS NOT NULL THEN ARRAY[s.client_id]
+              ELSE ARRAY(SELECT t.id FROM tokenvault.clients t
+                          WHERE t.service = s.service AND t.grant_type = 'authorization_code' ORDER BY t.created_at) END;
+    IF cardinality(c) <> 1 THEN
+        RAISE EXCEPTION 'slot "%" takes service "%", which % authorization_code clients serve',
+                s.external_id, s.service, cardinality(c)
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Name the client in the slot: tokenvault.update_slot(solution_id, external_id, ''{"client_id": ...}'').';
+    END IF;
+    RETURN tokenvault.authorize_url(client_id => c[1], user_id => user_id, redirect_uri => redirect_uri,
+                                    name => name, auth_id => auth_id,
+                                    scopes => coalesce(s.scopes, (SELECT t.scopes FROM tokenvault.clients t WHERE t.id = c[1])));
+END
+$$;
+
+------------------------------------------------------------------------------
+-- Privileges of what is new
+------------------------------------------------------------------------------
+
+REVOKE ALL ON solutions, slots, instances, instance_auth_values, instance_config_values FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
+GRANT SELECT ON solutions, slots, instances, instance_auth_values, instance_config_values TO tokenvault_app;
+GRANT EXECUTE ON FUNCTION
+    delete_auth(uuid, boolean, boolean), delete_user_auths(uuid, boolean),
+    create_instance(uuid, uuid, text, jsonb, jsonb), update_instance(uuid, text, boolean, jsonb, jsonb),
+    delete_instance(uuid), instance(uuid), user_instances(uuid),
+    authorize_url_for_slot(uuid, text, uuid, text, text, uuid)
+    TO tokenvault_app;
+GRANT EXECUTE ON FUNCTION
+    create_solution(text, text), update_solution(uuid, text, text), delete_solution(uuid, boolean),
+    add_slot(uuid, text, text, jsonb), update_slot(uuid, text, jsonb), delete_slot(uuid, text)
+    TO tokenvault_admin;
