@@ -951,6 +951,24 @@ BEGIN
 END
 $$;
 
+-- The auth values of a user's instances, static slots included, with the
+-- slots' positions (Tray lists them in slot order).  Plain SQL, so that the
+-- planner inlines it and pushes an instance id down into both halves.
+CREATE FUNCTION _auth_value_rows(owner uuid)
+    RETURNS TABLE (instance_id uuid, external_id text, auth_id uuid, "position" integer)
+    LANGUAGE sql STABLE AS $$
+    SELECT v.instance_id, v.external_id, v.auth_id, s.position
+      FROM tokenvault.instances i
+      JOIN tokenvault.instance_auth_values v ON v.instance_id = i.id
+      JOIN tokenvault.slots s ON s.solution_id = v.solution_id AND s.external_id = v.external_id
+     WHERE i.owner = $1
+    UNION ALL
+    SELECT i.id, s.external_id, s.static_auth_id, s.position
+      FROM tokenvault.instances i
+      JOIN tokenvault.slots s ON s.solution_id = i.solution_id AND s.static_auth_id IS NOT NULL
+     WHERE i.owner = $1
+$$;
+
 -- Tray's "Get Solution Instance" node.  authValues hold the static slots'
 -- auths too; configValues the slots' defaults where no value is set, each
 -- value JSON-encoded as a string, as Tray returns them.
@@ -967,7 +985,10 @@ BEGIN
             'owner', i.owner,
             'created', to_char(i.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
             'solution', jsonb_build_object('id', s.id, 'title', s.title, 'description', s.description),
-            'authValues', tokenvault._auth_values(i.id, i.solution_id),
+            'authValues', coalesce((
+                SELECT jsonb_agg(jsonb_build_object('externalId', r.external_id, 'authId', r.auth_id)
+                                 ORDER BY r.position)
+                  FROM tokenvault._auth_value_rows(i.owner) r WHERE r.instance_id = i.id), '[]'),
             'configValues', coalesce((
                 SELECT jsonb_agg(jsonb_build_object('externalId', sl.external_id,
                                                     'value', coalesce(v.value, sl.default_value)::text)
@@ -981,17 +1002,6 @@ BEGIN
 END
 $$;
 
--- An instance's authValues in slot order, static slots included.
-CREATE FUNCTION _auth_values(instance_id uuid, solution_id uuid) RETURNS jsonb
-    LANGUAGE sql STABLE AS $$
-    SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                        'externalId', s.external_id, 'authId', coalesce(v.auth_id, s.static_auth_id))
-                    ORDER BY s.position), '[]')
-      FROM tokenvault.slots s
-      LEFT JOIN tokenvault.instance_auth_values v ON v.instance_id = $1 AND v.external_id = s.external_id
-     WHERE s.solution_id = $2 AND s.kind = 'auth' AND coalesce(v.auth_id, s.static_auth_id) IS NOT NULL
-$$;
-
 -- Tray's mapping query: a user's instances with their auth values, and the
 -- user's auths, so that an application maps one to the other in one call.
 CREATE FUNCTION user_instances(user_id uuid) RETURNS jsonb
@@ -1000,10 +1010,15 @@ BEGIN
     PERFORM tokenvault._user_must_exist(user_id);
     RETURN jsonb_build_object(
         'solutionInstances', coalesce((
-            SELECT jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name,
-                                                'authValues', tokenvault._auth_values(i.id, i.solution_id))
+            SELECT jsonb_agg(jsonb_build_object('id', i.id, 'name', i.name, 'authValues', coalesce(av.list, '[]'))
                              ORDER BY i.created_at, i.id)
-              FROM tokenvault.instances i WHERE i.owner = user_instances.user_id), '[]'),
+              FROM tokenvault.instances i
+              LEFT JOIN (SELECT r.instance_id,
+                                jsonb_agg(jsonb_build_object('externalId', r.external_id, 'authId', r.auth_id)
+                                          ORDER BY r.position) AS list
+                           FROM tokenvault._auth_value_rows(user_instances.user_id) r
+                          GROUP BY r.instance_id) av ON av.instance_id = i.id
+             WHERE i.owner = user_instances.user_id), '[]'),
         'authentications', coalesce((
             SELECT jsonb_agg(jsonb_build_object('id', a.id, 'name', a.name) ORDER BY a.created_at, a.id)
               FROM tokenvault.auths a WHERE a.user_id = user_instances.user_id), '[]'));

@@ -1,7 +1,7 @@
 -- Run in a database restored from a pg_dump (test/shell/dump_restore.sh):
 -- the rows came back whole and every secret opens beside the same key ring.
 BEGIN;
-SELECT plan(9);
+SELECT plan(11);
 
 SELECT is((SELECT count(*) FROM tokenvault.auths), 300::bigint, 'all 300 auths were restored');
 SELECT is((SELECT count(*) FROM tokenvault.users), 100::bigint, 'and their 100 users');
@@ -20,6 +20,10 @@ SELECT is((SELECT count(*) FROM expected e WHERE e.kind = 'basic'
 SELECT is((SELECT count(*) FROM expected_client e JOIN tokenvault.clients c ON c.id = e.client_id
             WHERE tokenvault._open_jsonb(c.secret, 'client:' || c.id)->>'client_secret' = e.client_secret),
           1::bigint, 'the client secret opens');
+SELECT is((SELECT count(*) FROM expected_instances WHERE doc->>'enabled' = 'true'), 10::bigint,
+          'the 10 enabled instances were dumped');
+SELECT is((SELECT count(*) FROM expected_instances e WHERE tokenvault.instance(e.id) = e.doc), 10::bigint,
+          'and come back the same: enabled, with their slots, auth and config values');
 SELECT lives_ok($$SELECT tokenvault.create_auth(tokenvault.create_user('after-restore'),
                       (SELECT id FROM tokenvault.clients WHERE type = 'api_key'), NULL, '{"api_key": "k"}')$$,
                 'the restored database takes new auths');

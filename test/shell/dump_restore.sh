@@ -45,6 +45,20 @@ $$;
 SELECT make_auths(50, :'c', :'k', :'b') AS made \gset
 SELECT tokenvault.add_key() IS NOT NULL AS added \gset
 SELECT make_auths(50, :'c', :'k', :'b') AS made \gset
+
+-- A solution with every kind of slot and enabled instances: a restore loads
+-- instances before their values and slots, which must not trip the rules.
+SELECT tokenvault.create_solution('Dump solution') AS sol \gset
+SELECT tokenvault.add_slot(:'sol', 'api', 'auth', '{"service": "api", "required": true}'),
+       tokenvault.add_slot(:'sol', 'ftp', 'auth', jsonb_build_object('service', 'ftp', 'static_auth_id',
+                               (SELECT id FROM tokenvault.auths WHERE service = 'ftp' ORDER BY created_at LIMIT 1))),
+       tokenvault.add_slot(:'sol', 'channel', 'config', '{"required": true}'),
+       tokenvault.add_slot(:'sol', 'limit', 'config', '{"default": 10, "required": true}');
+SELECT count(tokenvault.update_instance(tokenvault.create_instance(:'sol', a.user_id, 'instance of ' || a.name,
+           jsonb_build_array(jsonb_build_object('externalId', 'api', 'authId', a.id)),
+           '[{"externalId": "channel", "value": "#dump"}]'), enabled => true))
+  FROM (SELECT * FROM tokenvault.auths WHERE service = 'api' ORDER BY created_at LIMIT 10) a;
+CREATE TABLE expected_instances AS SELECT id, tokenvault.instance(id) AS doc FROM tokenvault.instances;
 SQL
 
 pg_dump -Fc -f "$TV_TMP/$src.dump" "$src"
