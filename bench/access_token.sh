@@ -29,6 +29,7 @@ USERS=100					# a few users, AUTHS / USERS auths each
 # do after the VACUUM below, so keep it from waking up in the middle of a run.
 export TV_EXTRA_CONF="autovacuum = off"
 source test/cluster.sh
+source bench/lib.sh
 cluster_start
 
 # Private scratch space (scripts, pgbench logs); cluster_stop removes TV_TMP.
@@ -146,48 +147,7 @@ if [ -n "${BENCH_DIAG:-}" ]; then
 		-c 'VACUUM (ANALYZE) bench_plain_by_n'
 fi
 
-# One pgbench run; prints its TPS.
-run_pgbench() {
-	local w=$1 secs=$2 log="$work/$1.$3.log"
-	if ! pgbench -n -M prepared -c 2 -j 2 -T "$secs" -f "$work/$w.sql" >"$log" 2>&1; then
-		echo "pgbench failed on $w:" >&2
-		cat "$log" >&2
-		return 1
-	fi
-	if grep -qiE 'aborted|error' "$log" || ! grep -q '^number of failed transactions: 0' "$log"; then
-		echo "pgbench reported errors on $w:" >&2
-		cat "$log" >&2
-		return 1
-	fi
-	sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log"
-}
-
-# A short warm-up of each, not counted: caches, the key ring, hint bits.
-for w in $workloads; do
-	run_pgbench "$w" 3 warmup >/dev/null
-done
-
-declare -A tps
-echo "== access_token: $RUNS x ${SECONDS_PER_RUN}s per workload, interleaved (pgbench -M prepared -c 2 -j 2)"
-for r in $(seq 1 "$RUNS"); do
-	for w in $workloads; do
-		t=$(run_pgbench "$w" "$SECONDS_PER_RUN" "$r")
-		[ -n "$t" ] || { echo "no TPS for $w run $r" >&2; exit 1; }
-		t=$(printf '%.1f' "$t")
-		tps[$w]="${tps[$w]:-} $t"
-		printf '  run %d  %-10s %10s tps\n' "$r" "$w" "$t"
-	done
-done
-
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-declare -A med
-echo
-printf '%-12s %12s   %s\n' workload "median tps" "each run"
-for w in $workloads; do
-	med[$w]=$(echo "${tps[$w]}" | median)
-	printf '%-12s %12.1f  %s\n' "$w" "${med[$w]}" "${tps[$w]}"
-done
-echo
+pgbench_compare access_token "$RUNS" "$SECONDS_PER_RUN" $workloads
 
 # No token may show up in what pgbench wrote or in the server log.
 if grep -l TVSECRET "$work"/*.log "$TV_LOG" >&2; then

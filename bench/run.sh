@@ -12,7 +12,7 @@ trap 'rm -rf "$out"' EXIT
 failed=()
 results=()
 for b in bench/*.sh; do
-	[ "$b" = bench/run.sh ] && continue
+	case $b in bench/run.sh | bench/lib.sh) continue ;; esac
 	name=$(basename "$b" .sh)
 	echo "=== $b"
 	start=$(date +%s)

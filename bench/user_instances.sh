@@ -25,6 +25,7 @@ INSTANCES=${BENCH_INSTANCES:-50}
 # Loaded once, then only read: keep autovacuum from waking up mid-run.
 export TV_EXTRA_CONF="autovacuum = off"
 source test/cluster.sh
+source bench/lib.sh
 cluster_start
 
 work="$TV_TMP/bench"
@@ -120,47 +121,8 @@ SELECT jsonb_build_object(
          WHERE i.owner = (SELECT id FROM bench_users WHERE n = :n) GROUP BY i.id) x;
 SQL
 
-run_pgbench() {
-	local w=$1 secs=$2 log="$work/$1.$3.log"
-	if ! pgbench -n -M prepared -c 2 -j 2 -T "$secs" -f "$work/$w.sql" >"$log" 2>&1; then
-		echo "pgbench failed on $w:" >&2
-		cat "$log" >&2
-		return 1
-	fi
-	if grep -qiE 'aborted|error' "$log" || ! grep -q '^number of failed transactions: 0' "$log"; then
-		echo "pgbench reported errors on $w:" >&2
-		cat "$log" >&2
-		return 1
-	fi
-	sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p' "$log"
-}
-
 workloads="join tokenvault"
-for w in $workloads; do
-	run_pgbench "$w" 3 warmup >/dev/null
-done
-
-declare -A tps
-echo "== user_instances: $RUNS x ${SECONDS_PER_RUN}s per workload, interleaved (pgbench -M prepared -c 2 -j 2)"
-for r in $(seq 1 "$RUNS"); do
-	for w in $workloads; do
-		t=$(run_pgbench "$w" "$SECONDS_PER_RUN" "$r")
-		[ -n "$t" ] || { echo "no TPS for $w run $r" >&2; exit 1; }
-		t=$(printf '%.1f' "$t")
-		tps[$w]="${tps[$w]:-} $t"
-		printf '  run %d  %-10s %10s tps\n' "$r" "$w" "$t"
-	done
-done
-
-median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-declare -A med
-echo
-printf '%-12s %12s   %s\n' workload "median tps" "each run"
-for w in $workloads; do
-	med[$w]=$(echo "${tps[$w]}" | median)
-	printf '%-12s %12.1f  %s\n' "$w" "${med[$w]}" "${tps[$w]}"
-done
-echo
+pgbench_compare user_instances "$RUNS" "$SECONDS_PER_RUN" $workloads
 
 awk -v tv="${med[tokenvault]}" -v join="${med[join]}" 'BEGIN {
 	printf "user_instances: %.2f of the hand-written join'"'"'s TPS (target >= 0.8)\n", tv / join

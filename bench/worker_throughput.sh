@@ -48,6 +48,7 @@ tokenvault.database = tv_bench
 tokenvault.max_concurrent_refreshes = $CONC"
 source test/cluster.sh
 source test/peers.sh
+source bench/lib.sh
 pin=0
 ncpu=$(nproc)
 if [ "${BENCH_PIN:-1}" = 1 ] && [ "$ncpu" -ge 2 ]; then
@@ -143,8 +144,6 @@ const run = autocannon({
 });
 run.on("response", () => { done++; last = process.hrtime.bigint(); });'
 }
-
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 hwm=0
 rss_seen() { local x; x=$(rss); [ "$x" -gt "$hwm" ] && hwm=$x; echo "$x"; }
