@@ -21,8 +21,8 @@
 # round 1 on, once libcurl's connections and malloc's arenas have settled.
 # The catalog cache and plans still grow a little after that (by ~100 kB
 # in all, over the next rounds, then stay put), which is why the growth is
-# taken over 90 000 refreshes: over 40 000, one such step looked like a
-# steady 1.5 MB per 100 000.
+# taken over 90 000 refreshes: over 40 000, a single step of 0.5 MB
+# between two rounds (and none after) once read as 1.5 MB per 100 000.
 #
 # The question is whether the worker keeps the provider as busy as a load
 # generator does.  On a small machine the provider and its caller fight over
