@@ -4,7 +4,7 @@
 #ifndef TOKENVAULT_H
 #define TOKENVAULT_H
 
-#define TOKENVAULT_VERSION "0.3.0"
+#define TOKENVAULT_VERSION "0.5.0"
 
 /* GUCs, defined in tokenvault.c */
 extern char *tv_key_file;

@@ -1,7 +1,7 @@
 -- Run in a database restored from a pg_dump (test/shell/dump_restore.sh):
 -- the rows came back whole and every secret opens beside the same key ring.
 BEGIN;
-SELECT plan(11);
+SELECT plan(13);
 
 SELECT is((SELECT count(*) FROM tokenvault.auths), 300::bigint, 'all 300 auths were restored');
 SELECT is((SELECT count(*) FROM tokenvault.users), 100::bigint, 'and their 100 users');
@@ -24,6 +24,12 @@ SELECT is((SELECT count(*) FROM expected_instances WHERE doc->>'enabled' = 'true
           'the 10 enabled instances were dumped');
 SELECT is((SELECT count(*) FROM expected_instances e WHERE tokenvault.instance(e.id) = e.doc), 10::bigint,
           'and come back the same: enabled, with their slots, auth and config values');
+SELECT is((SELECT count(*) FROM expected_tokens e
+            WHERE tokenvault.get_private_token(e.related_id, e.key) = e.value), 20::bigint,
+          'every private token opens to what was put');
+SELECT is((SELECT count(*) FROM expected_tokens e
+            WHERE tokenvault.get_user_token(tokenvault.find_user('dump-tokens'), e.related_id, e.key) = e.value), 20::bigint,
+          'and every user token, the grant restored with it');
 SELECT lives_ok($$SELECT tokenvault.create_auth(tokenvault.create_user('after-restore'),
                       (SELECT id FROM tokenvault.clients WHERE type = 'api_key'), NULL, '{"api_key": "k"}')$$,
                 'the restored database takes new auths');

@@ -59,6 +59,15 @@ SELECT count(tokenvault.update_instance(tokenvault.create_instance(:'sol', a.use
            '[{"externalId": "channel", "value": "#dump"}]'), enabled => true))
   FROM (SELECT * FROM tokenvault.auths WHERE service = 'api' ORDER BY created_at LIMIT 10) a;
 CREATE TABLE expected_instances AS SELECT id, tokenvault.instance(id) AS doc FROM tokenvault.instances;
+
+-- Private and user tokens: their values are sealed to owner, related id and key.
+CREATE TABLE expected_tokens AS
+    SELECT 'rel-' || i AS related_id, 'key.' || i AS key, 'TVSECRET-pt-' || md5(random()::text) AS value
+      FROM generate_series(1, 20) i;
+SELECT count(tokenvault.put_private_token(related_id, key, value)) FROM expected_tokens;
+SELECT tokenvault.create_user('dump-tokens') AS tu \gset
+SELECT tokenvault.grant_user_tokens(:'tu', current_user, 'write');
+SELECT count(tokenvault.put_user_token(:'tu', related_id, key, value)) FROM expected_tokens;
 SQL
 
 pg_dump -Fc -f "$TV_TMP/$src.dump" "$src"
