@@ -339,18 +339,6 @@ $$;
 
 DROP FUNCTION _reseal_batch(regclass, text, uuid, bigint);
 
--- A user goes with its instances, auths, tokens and the grants on them.
-CREATE OR REPLACE FUNCTION delete_user(user_id uuid) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM tokenvault._user_must_exist(user_id);
-    DELETE FROM tokenvault.instances i WHERE i.owner = delete_user.user_id;
-    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user.user_id;
-    -- user_tokens and user_token_grants follow by ON DELETE CASCADE
-    DELETE FROM tokenvault.users WHERE id = user_id;
-END
-$$;
-
 ------------------------------------------------------------------------------
 -- Privileges of what is new
 ------------------------------------------------------------------------------

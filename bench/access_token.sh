@@ -25,18 +25,8 @@ RUNS=${BENCH_RUNS:-3}
 AUTHS=${BENCH_AUTHS:-10000}
 USERS=100					# a few users, AUTHS / USERS auths each
 
-# The tables are written once and then only read: autovacuum has nothing to
-# do after the VACUUM below, so keep it from waking up in the middle of a run.
-export TV_EXTRA_CONF="autovacuum = off"
-source test/cluster.sh
 source bench/lib.sh
-cluster_start
-
-# Private scratch space (scripts, pgbench logs); cluster_stop removes TV_TMP.
-work="$TV_TMP/bench"
-mkdir -m 700 "$work"
-
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+pgbench_cluster
 
 # The passphrase for pgcrypto is made up now and never printed; it reaches
 # the server only inside the pgbench script file, in the private directory.

@@ -51,3 +51,17 @@ pgbench_compare() {
 	done
 	echo
 }
+
+# pgbench_cluster: a throwaway cluster for a read benchmark, and $work, a
+# private scratch directory in it (scripts, pgbench logs) that goes with it.
+# The tables are loaded once and then only read: autovacuum would have
+# nothing to do but wake up in the middle of a run, so it is off.
+pgbench_cluster() {
+	export TV_EXTRA_CONF="autovacuum = off"
+	source test/cluster.sh
+	cluster_start
+	work="$TV_TMP/bench"
+	mkdir -m 700 "$work"
+}
+
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }

@@ -25,14 +25,8 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 RUNS=${BENCH_RUNS:-3}
 
-export TV_EXTRA_CONF="autovacuum = off"
-source test/cluster.sh
 source bench/lib.sh
-cluster_start
-
-work="$TV_TMP/bench"
-mkdir -m 700 "$work"
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+pgbench_cluster
 
 # load ROLE...: 100 000 tokens for each role, sealed into the store and in
 # plaintext into the baseline table, written straight in (the put function

@@ -22,15 +22,8 @@ RUNS=${BENCH_RUNS:-3}
 USERS=${BENCH_USERS:-10000}
 INSTANCES=${BENCH_INSTANCES:-50}
 
-# Loaded once, then only read: keep autovacuum from waking up mid-run.
-export TV_EXTRA_CONF="autovacuum = off"
-source test/cluster.sh
 source bench/lib.sh
-cluster_start
-
-work="$TV_TMP/bench"
-mkdir -m 700 "$work"
-psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+pgbench_cluster
 
 echo "== user_instances: loading $USERS users with $INSTANCES instances of 5 slots each"
 load_start=$(date +%s)
