@@ -4,7 +4,7 @@ BEGIN;
 SELECT plan(13);
 
 SELECT is((SELECT count(*) FROM tokenvault.auths), 300::bigint, 'all 300 auths were restored');
-SELECT is((SELECT count(*) FROM tokenvault.users), 100::bigint, 'and their 100 users');
+SELECT is((SELECT count(*) FROM tokenvault.users), 101::bigint, 'and their 100 users, and the one holding user tokens');
 SELECT is((SELECT count(*) FROM tokenvault.clients), 3::bigint, 'and the 3 clients');
 SELECT is((SELECT count(*) FROM pg_depend d JOIN pg_extension e ON e.oid = d.refobjid
             WHERE e.extname = 'tokenvault' AND d.classid = 'pg_class'::regclass AND d.deptype = 'e'
