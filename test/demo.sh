@@ -133,4 +133,38 @@ wait "${pids[@]}"
 echo "   distinct tokens handed out: $(sort -u "$TV_TMP"/demo.* | wc -l); token requests at the provider: $(curl -sf "$TV_OIDC_URL/_count" | sed -n 's/.*"token":\([0-9]*\).*/\1/p')"
 
 echo
+
+psql -X -q -v ON_ERROR_STOP=1 <<'SQL'
+\pset footer off
+SELECT id AS user_id FROM tokenvault.users WHERE external_user_id = 'customer-42' \gset
+SELECT id AS client_id FROM tokenvault.clients WHERE service = 'github' \gset
+SELECT id AS auth_id FROM tokenvault.auths WHERE name = 'Ada''s GitHub' \gset
+\echo '12. Embedding: a solution declares slots (an auth of the GitHub client with the scopes it'
+\echo '    needs, a config value with a default); Ada''s instance fills them and is enabled:'
+SELECT tokenvault.create_solution('GitHub > Slack digest') AS solution_id \gset
+\o /dev/null
+SELECT tokenvault.add_slot(:'solution_id', 'external_github', 'auth',
+           jsonb_build_object('client_id', :'client_id', 'required', true, 'scopes', '["repo"]'::jsonb)),
+       tokenvault.add_slot(:'solution_id', 'external_channel', 'config', '{"default": "#general"}');
+SELECT tokenvault.create_instance(:'solution_id', :'user_id', 'Ada''s digest',
+           jsonb_build_array(jsonb_build_object('externalId', 'external_github', 'authId', :'auth_id'))) AS instance_id \gset
+SELECT tokenvault.update_instance(:'instance_id', enabled => true);
+\o
+SELECT jsonb_pretty(tokenvault.instance(:'instance_id')) AS "instance()";
+\echo '    Deleting the auth now is refused, naming the instance:'
+\set VERBOSITY terse
+\set ON_ERROR_STOP off
+SELECT tokenvault.delete_auth(:'auth_id');
+\set ON_ERROR_STOP on
+\echo
+
+\echo '13. Private tokens: {relatedId, key, value} secrets of the calling role, sealed like the rest:'
+\o /dev/null
+SELECT tokenvault.put_private_token('project1', 'name', 'The project number one'),
+       tokenvault.put_private_token('project1', 'key_words', '["eggs", "ham"]');
+\o
+SELECT * FROM tokenvault.list_private_tokens('project1');
+SQL
+
+echo
 echo "Done; stopping the cluster."
