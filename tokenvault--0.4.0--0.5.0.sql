@@ -8,11 +8,16 @@
 ------------------------------------------------------------------------------
 
 -- {relatedId, key, value} tokens private to the role that wrote them.  The
--- value is sealed with owner, related id and key as its associated data, so
--- a value copied onto another row does not open.  Related ids and keys may
--- hold any character, dots included; they are only compared.
+-- role is held by its OID (regrole: a dump writes it as a name, and a
+-- restore finds that name's OID), so a role renamed keeps its tokens and a
+-- role dropped leaves them to no later role of the same name.  The value is
+-- sealed with the owner's name (as it was then), related id and key as its
+-- associated data, so a value copied onto another row does not open.
+-- Related ids and keys may hold any character, dots included; they are only
+-- compared.
 CREATE TABLE private_tokens (
-    owner      name NOT NULL,
+    owner      regrole NOT NULL,
+    owner_name name NOT NULL,
     related_id text NOT NULL CHECK (related_id <> '' AND length(related_id) <= 1024),
     key        text NOT NULL CHECK (key <> '' AND length(key) <= 1024),
     value      bytea NOT NULL,
@@ -36,7 +41,7 @@ CREATE TABLE user_tokens (
 -- id NULL) or those of one related id.  Members of the role inherit it.
 CREATE TABLE user_token_grants (
     user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    grantee    name NOT NULL,
+    grantee    regrole NOT NULL,
     privilege  text NOT NULL CHECK (privilege IN ('read', 'write')),
     related_id text CHECK (related_id <> ''),
     granted_by name NOT NULL,
@@ -52,7 +57,7 @@ SELECT pg_catalog.pg_extension_config_dump('user_token_grants', '');
 -- an administrator sees every role's, and writes none: the functions write.
 ALTER TABLE private_tokens ENABLE ROW LEVEL SECURITY;
 CREATE POLICY private_tokens_own ON private_tokens FOR SELECT TO tokenvault_app
-    USING (owner = current_user);
+    USING (owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
 CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_admin
     USING (true);
 
@@ -98,9 +103,11 @@ DECLARE
     me name := tokenvault._caller();
 BEGIN
     PERFORM tokenvault._check_token(related_id, key, value);
-    INSERT INTO tokenvault.private_tokens AS t (owner, related_id, key, value)
-    VALUES (me, related_id, key, tokenvault._seal_text(value, tokenvault._token_aad('private', me, related_id, key)))
-    ON CONFLICT ON CONSTRAINT private_tokens_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+    INSERT INTO tokenvault.private_tokens AS t (owner, owner_name, related_id, key, value)
+    VALUES (tokenvault._role(me), me, related_id, key,
+            tokenvault._seal_text(value, tokenvault._token_aad('private', me, related_id, key)))
+    ON CONFLICT ON CONSTRAINT private_tokens_pkey
+        DO UPDATE SET owner_name = EXCLUDED.owner_name, value = EXCLUDED.value, updated_at = now();
 END
 $$;
 
@@ -121,7 +128,7 @@ CREATE FUNCTION delete_private_token(related_id text, key text) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM tokenvault.private_tokens t
-     WHERE t.owner = tokenvault._caller() AND t.related_id = delete_private_token.related_id
+     WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.related_id = delete_private_token.related_id
        AND t.key = delete_private_token.key;
     RETURN FOUND;
 END
@@ -131,12 +138,19 @@ $$;
 -- User tokens: an end user's, shared with roles
 ------------------------------------------------------------------------------
 
+-- A role by its exact name (no identifier quoting or case folding), NULL
+-- when there is none.
+CREATE FUNCTION _role(name name) RETURNS regrole
+    LANGUAGE sql STABLE AS $$
+    SELECT r.oid::pg_catalog.regrole FROM pg_catalog.pg_roles r WHERE r.rolname = $1
+$$;
+
 -- Whether a role has what is granted to another (it, or a role it inherits
 -- from); false for a role dropped since the grant.
-CREATE FUNCTION _holds(member name, grantee name) RETURNS boolean
+CREATE FUNCTION _holds(member name, grantee regrole) RETURNS boolean
     LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM pg_catalog.pg_roles r
-                    WHERE r.rolname = grantee AND pg_catalog.pg_has_role(member, r.oid, 'USAGE'))
+                    WHERE r.oid = grantee::pg_catalog.oid AND pg_catalog.pg_has_role(member, r.oid, 'USAGE'))
 $$;
 
 -- Refuse unless the calling role (or a role it inherits from) holds a grant
@@ -231,14 +245,14 @@ BEGIN
     IF privilege IS NULL OR privilege NOT IN ('read', 'write') THEN
         RAISE EXCEPTION 'unknown privilege "%"', privilege
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Grant read, or write (which reads too).';
-    ELSIF NOT EXISTS (SELECT FROM pg_roles r WHERE r.rolname = role) THEN
+    ELSIF tokenvault._role(role) IS NULL THEN
         RAISE EXCEPTION 'role "%" does not exist', role USING ERRCODE = 'undefined_object';
     ELSIF related_id = '' THEN
         RAISE EXCEPTION 'related_id must not be empty (NULL grants all of the user''s tokens)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by)
-    VALUES (user_id, role, privilege, related_id, tokenvault._caller())
+    VALUES (user_id, tokenvault._role(role), privilege, related_id, tokenvault._caller())
     ON CONFLICT ON CONSTRAINT user_token_grants_user_id_grantee_related_id_key DO UPDATE
         SET privilege = EXCLUDED.privilege, granted_by = EXCLUDED.granted_by, created_at = now();
 END
@@ -251,7 +265,7 @@ CREATE FUNCTION revoke_user_tokens(user_id uuid, role name, related_id text DEFA
 BEGIN
     PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(role, 'role');
     DELETE FROM tokenvault.user_token_grants g
-     WHERE g.user_id = revoke_user_tokens.user_id AND g.grantee = role
+     WHERE g.user_id = revoke_user_tokens.user_id AND g.grantee = tokenvault._role(role)
        AND g.related_id IS NOT DISTINCT FROM revoke_user_tokens.related_id;
     RETURN FOUND;
 END
@@ -270,7 +284,7 @@ CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, aad tex
            ('tokenvault.webhooks', 'secret', $a$'webhook:' || t.id$a$, 'text'),
            ('tokenvault.auth_states', 'verifier', $a$'state:' || t.state$a$, 'text'),
            ('tokenvault.private_tokens', 'value',
-            $a$tokenvault._token_aad('private', t.owner, t.related_id, t.key)$a$, 'text'),
+            $a$tokenvault._token_aad('private', t.owner_name, t.related_id, t.key)$a$, 'text'),
            ('tokenvault.user_tokens', 'value',
             $a$tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key)$a$, 'text')
 $$;
@@ -345,7 +359,7 @@ DROP FUNCTION _reseal_batch(regclass, text, uuid, bigint);
 
 REVOKE ALL ON private_tokens, user_tokens, user_token_grants FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
-GRANT SELECT (owner, related_id, key, created_at, updated_at) ON private_tokens TO tokenvault_app;
+GRANT SELECT (owner, owner_name, related_id, key, created_at, updated_at) ON private_tokens TO tokenvault_app;
 GRANT SELECT ON user_token_grants TO tokenvault_admin;
 GRANT EXECUTE ON FUNCTION
     put_private_token(text, text, text), get_private_token(text, text), list_private_tokens(text),

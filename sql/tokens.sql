@@ -61,7 +61,7 @@ RESET ROLE;
 
 -- an administrator lists every role's tokens (keys, not values) and changes none
 SET ROLE regress_tv_admin;
-SELECT owner, count(*) FROM tokenvault.private_tokens GROUP BY owner ORDER BY owner;
+SELECT owner, count(*) FROM tokenvault.private_tokens GROUP BY owner ORDER BY owner::text;
 SELECT try('UPDATE tokenvault.private_tokens SET key = ''x''');
 SELECT try('DELETE FROM tokenvault.private_tokens');
 RESET ROLE;
@@ -77,7 +77,7 @@ RESET ROLE;
 SET ROLE regress_tv_admin;
 SELECT tokenvault.grant_user_tokens(:'ada', 'regress_tv_crm', 'write');
 SELECT tokenvault.grant_user_tokens(:'ada', 'regress_tv_billing', 'read', 'invoices');
-SELECT grantee, privilege, related_id FROM tokenvault.user_token_grants WHERE user_id = :'ada' ORDER BY grantee;
+SELECT grantee, privilege, related_id FROM tokenvault.user_token_grants WHERE user_id = :'ada' ORDER BY grantee::text;
 RESET ROLE;
 
 SET ROLE regress_tv_crm;
@@ -113,5 +113,5 @@ SELECT (SELECT count(*) FROM tokenvault.user_tokens WHERE user_id = :'ada') AS t
        (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'ada') AS grants;
 
 -- Roles outlive the database: clean up
-DELETE FROM tokenvault.private_tokens WHERE owner LIKE 'regress_tv_%';
+DELETE FROM tokenvault.private_tokens WHERE owner_name LIKE 'regress_tv_%';
 DROP ROLE regress_tv_crm, regress_tv_billing, regress_tv_admin;

@@ -18,7 +18,6 @@
 #include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/lsyscache.h"
@@ -33,7 +32,8 @@ PG_FUNCTION_INFO_V1(tv_list_private_tokens);
 /* the columns of tokenvault.private_tokens, in order */
 enum
 {
-	COL_OWNER = 1,
+	COL_OWNER = 1,				/* regrole: who */
+	COL_OWNER_NAME,				/* its name when the value was sealed */
 	COL_RELATED_ID,
 	COL_KEY,
 	COL_VALUE
@@ -41,34 +41,27 @@ enum
 
 /*
  * Where a value belongs, as its associated data:
- * "private:<bytes of owner>:<owner>:<bytes of related id>:<related id>:<key>".
- * The lengths keep one (owner, related id, key) from reading as another;
- * tokenvault._token_aad() writes the same for the values it seals.  The
- * owner's part is the same for every row of a scan, so it is kept in aad and
- * the rest appended after it.
+ * "private:<bytes of owner>:<owner>:<bytes of related id>:<related id>:<key>",
+ * the owner's name as it was when the value was sealed.  The lengths keep one
+ * (owner, related id, key) from reading as another; tokenvault._token_aad()
+ * writes the same for the values it seals.
  */
 static text *
-open_value(HeapTuple tup, TupleDesc desc, StringInfo aad, int owner_part)
+open_value(HeapTuple tup, TupleDesc desc, StringInfo aad)
 {
 	bool		isnull;
+	Name		owner = DatumGetName(heap_getattr(tup, COL_OWNER_NAME, desc, &isnull));
 	text	   *related_id = DatumGetTextPP(heap_getattr(tup, COL_RELATED_ID, desc, &isnull));
 	text	   *key = DatumGetTextPP(heap_getattr(tup, COL_KEY, desc, &isnull));
 	bytea	   *sealed = DatumGetByteaPP(heap_getattr(tup, COL_VALUE, desc, &isnull));
 
-	aad->len = owner_part;
-	appendStringInfo(aad, "%zu:", (size_t) VARSIZE_ANY_EXHDR(related_id));
+	resetStringInfo(aad);
+	appendStringInfo(aad, "private:%zu:%s:%zu:", strlen(NameStr(*owner)), NameStr(*owner),
+					 (size_t) VARSIZE_ANY_EXHDR(related_id));
 	appendBinaryStringInfo(aad, VARDATA_ANY(related_id), VARSIZE_ANY_EXHDR(related_id));
 	appendStringInfoChar(aad, ':');
 	appendBinaryStringInfo(aad, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
 	return (text *) tv_open(TV_SEAL_TEXT, sealed, aad->data, aad->len);
-}
-
-static int
-begin_aad(StringInfo aad, Name owner)
-{
-	initStringInfo(aad);
-	appendStringInfo(aad, "private:%zu:%s:", strlen(NameStr(*owner)), NameStr(*owner));
-	return aad->len;
 }
 
 static void
@@ -84,7 +77,7 @@ text_key(ScanKey k, AttrNumber col, text *value)
  * these SECURITY DEFINER functions.
  */
 static SysScanDesc
-begin_scan(Relation *rel, Name owner, text *related_id, text *key)
+begin_scan(Relation *rel, text *related_id, text *key)
 {
 	ScanKeyData keys[3];
 	int			nkeys = 0;
@@ -93,9 +86,8 @@ begin_scan(Relation *rel, Name owner, text *related_id, text *key)
 	if (!OidIsValid(relid))
 		elog(ERROR, "table tokenvault.private_tokens does not exist");
 	*rel = table_open(relid, AccessShareLock);
-	namestrcpy(owner, GetUserNameFromId(GetOuterUserId(), false));
-	ScanKeyEntryInitialize(&keys[nkeys++], 0, COL_OWNER, BTEqualStrategyNumber, InvalidOid,
-						   C_COLLATION_OID, F_NAMEEQ, NameGetDatum(owner));
+	ScanKeyInit(&keys[nkeys++], COL_OWNER, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(GetOuterUserId()));
 	if (related_id)
 		text_key(&keys[nkeys++], COL_RELATED_ID, related_id);
 	if (key)
@@ -108,7 +100,6 @@ begin_scan(Relation *rel, Name owner, text *related_id, text *key)
 Datum
 tv_get_private_token(PG_FUNCTION_ARGS)
 {
-	NameData	owner;
 	Relation	rel;
 	SysScanDesc scan;
 	HeapTuple	tup;
@@ -119,10 +110,13 @@ tv_get_private_token(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("related_id and key must not be null")));
-	scan = begin_scan(&rel, &owner, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
+	scan = begin_scan(&rel, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
-		value = open_value(tup, RelationGetDescr(rel), &aad, begin_aad(&aad, &owner));
+	{
+		initStringInfo(&aad);
+		value = open_value(tup, RelationGetDescr(rel), &aad);
+	}
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
 	if (value == NULL)
@@ -138,16 +132,14 @@ Datum
 tv_list_private_tokens(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	NameData	owner;
 	Relation	rel;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	StringInfoData aad;
-	int			owner_part;
 
 	InitMaterializedSRF(fcinfo, 0);
-	scan = begin_scan(&rel, &owner, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), NULL);
-	owner_part = begin_aad(&aad, &owner);
+	scan = begin_scan(&rel, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), NULL);
+	initStringInfo(&aad);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -157,7 +149,7 @@ tv_list_private_tokens(PG_FUNCTION_ARGS)
 
 		values[0] = heap_getattr(tup, COL_RELATED_ID, desc, &isnull);
 		values[1] = heap_getattr(tup, COL_KEY, desc, &isnull);
-		values[2] = PointerGetDatum(open_value(tup, desc, &aad, owner_part));
+		values[2] = PointerGetDatum(open_value(tup, desc, &aad));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	systable_endscan(scan);

@@ -2,7 +2,7 @@
 -- table, grants that give exactly what they say, revokes at once, 16 MiB
 -- values, nothing in plaintext, and key rotation that reaches the tokens.
 BEGIN;
-SELECT plan(37);
+SELECT plan(40);
 
 CREATE ROLE tap_tok_a IN ROLE tokenvault_app;
 CREATE ROLE tap_tok_b IN ROLE tokenvault_app;
@@ -34,7 +34,7 @@ SELECT is(tokenvault.get_private_token('r1', 'k'), :'secret_a', 'the first role'
 SELECT is((SELECT array_agg(owner::text) FROM tokenvault.private_tokens), ARRAY['tap_tok_a'], 'and the table shows it its own row only');
 RESET ROLE;
 SET LOCAL ROLE tap_tok_admin;
-SELECT is((SELECT count(*) FROM tokenvault.private_tokens WHERE owner IN ('tap_tok_a', 'tap_tok_b')), 2::bigint,
+SELECT is((SELECT count(*) FROM tokenvault.private_tokens WHERE owner_name IN ('tap_tok_a', 'tap_tok_b')), 2::bigint,
           'an administrator lists every role''s tokens');
 SELECT throws_ok('DELETE FROM tokenvault.private_tokens', '42501', NULL, 'and changes none');
 RESET ROLE;
@@ -57,12 +57,35 @@ SELECT is((SELECT count(*) FROM tokenvault.private_tokens
                OR position(convert_to(:'secret_b', 'UTF8') IN value) > 0), 0::bigint,
           'no value is stored in plaintext');
 -- (as the tables' owner: a sealed value moved onto another row)
-UPDATE tokenvault.private_tokens SET related_id = 'r2' WHERE owner = 'tap_tok_a' AND related_id = 'r1';
+UPDATE tokenvault.private_tokens SET related_id = 'r2' WHERE owner_name = 'tap_tok_a' AND related_id = 'r1';
 SET LOCAL ROLE tap_tok_a;
 SELECT throws_ok($$SELECT tokenvault.get_private_token('r2', 'k')$$, 'XX001', NULL,
                  'a sealed value moved to another related id does not open');
 RESET ROLE;
-DELETE FROM tokenvault.private_tokens WHERE owner = 'tap_tok_a' AND related_id = 'r2';
+DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_a' AND related_id = 'r2';
+
+-- Roles are held by OID: a renamed role keeps its tokens, a dropped role's
+-- go to no later role of the same name
+CREATE ROLE tap_tok_old IN ROLE tokenvault_app;
+SET LOCAL ROLE tap_tok_old;
+SELECT tokenvault.put_private_token('r', 'k', :'secret_a');
+RESET ROLE;
+ALTER ROLE tap_tok_old RENAME TO tap_tok_renamed;
+SET LOCAL ROLE tap_tok_renamed;
+SELECT is(tokenvault.get_private_token('r', 'k'), :'secret_a', 'a renamed role still reads its token');
+RESET ROLE;
+DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_old';
+CREATE ROLE tap_tok_gone IN ROLE tokenvault_app;
+SET LOCAL ROLE tap_tok_gone;
+SELECT tokenvault.put_private_token('r', 'k', :'secret_a');
+RESET ROLE;
+DROP ROLE tap_tok_gone;
+CREATE ROLE tap_tok_gone IN ROLE tokenvault_app;
+SET LOCAL ROLE tap_tok_gone;
+SELECT is(tokenvault.get_private_token('r', 'k'), NULL, 'a new role under a dropped role''s name does not get its token');
+SELECT is((SELECT count(*) FROM tokenvault.private_tokens), 0::bigint, 'nor sees it in the table');
+RESET ROLE;
+DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_gone';
 
 -- User tokens: grants give exactly read or write, for a related id or all
 SELECT tokenvault.create_user('tap-tok-user') AS u \gset
