@@ -43,7 +43,8 @@ SELECT is((SELECT count(*) FROM functions WHERE name LIKE '\_%' AND (
 SELECT is((SELECT array_agg(name ORDER BY name) FROM functions
             WHERE name IN ('access_token', 'credentials', 'http_headers', 'create_auth', 'update_auth',
                            'create_client', 'update_client', 'rotate_key', 'key_usage', 'key_ring',
-                           'add_key', 'drop_key')
+                           'add_key', 'drop_key', 'put_private_token', 'get_private_token',
+                           'list_private_tokens', 'put_user_token', 'get_user_token', 'list_user_tokens')
               AND NOT prosecdef),
           NULL, 'every function that touches secrets or keys is SECURITY DEFINER');
 SELECT is((SELECT array_agg(fn::text) FROM functions
@@ -51,9 +52,11 @@ SELECT is((SELECT array_agg(fn::text) FROM functions
           NULL, 'every SECURITY DEFINER function fixes search_path to pg_catalog, pg_temp');
 SELECT is((SELECT array_agg(name ORDER BY name) FROM functions
             WHERE name IN ('create_client', 'update_client', 'delete_client', 'rotate_key', 'add_key',
-                           'drop_key', 'key_ring', 'key_usage')
+                           'drop_key', 'key_ring', 'key_usage', 'create_solution', 'update_solution',
+                           'delete_solution', 'add_slot', 'update_slot', 'delete_slot',
+                           'grant_user_tokens', 'revoke_user_tokens')
               AND has_function_privilege('tap_app', fn, 'EXECUTE')),
-          NULL, 'the app cannot manage clients or keys');
+          NULL, 'the app cannot manage clients, keys, solutions or grants on user tokens');
 
 -- And it holds when tried
 SET LOCAL ROLE tap_nobody;
