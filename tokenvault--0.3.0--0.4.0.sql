@@ -289,12 +289,18 @@ CREATE TRIGGER instance_config_values_check BEFORE INSERT OR UPDATE ON instance_
     FOR EACH ROW EXECUTE FUNCTION _instance_config_values_check();
 
 -- A value taken away must not leave an enabled instance without a required
--- slot.  (When the slot itself is gone, nothing requires it any more.)
+-- slot.  (When the slot itself is gone, nothing requires it any more.)  The
+-- share lock waits for a transaction enabling the instance, and keeps one
+-- from enabling it until this one is done.
 CREATE FUNCTION _instance_values_removed() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    enabled boolean;
 BEGIN
-    IF EXISTS (SELECT FROM tokenvault.instances i WHERE i.id = OLD.instance_id AND i.enabled)
-       AND OLD.external_id = ANY (tokenvault._unfilled_slots(OLD.instance_id, OLD.solution_id)) THEN
+    -- (locked whether enabled or not: the version this statement sees may
+    -- be the one a transaction is enabling)
+    SELECT i.enabled INTO enabled FROM tokenvault.instances i WHERE i.id = OLD.instance_id FOR SHARE;
+    IF enabled AND OLD.external_id = ANY (tokenvault._unfilled_slots(OLD.instance_id, OLD.solution_id)) THEN
         RAISE EXCEPTION 'slot "%" is required and instance % is enabled', OLD.external_id, OLD.instance_id
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Give the slot another value, or disable the instance first.';

@@ -52,5 +52,40 @@ is "$(cat "$TV_TMP/b.rc")" 1 "once A commits, B is refused"
 is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 1)" 23505 "with unique_violation"
 is "$(q -d "$db" -c "SELECT count(*) FROM tokenvault.instance_auth_values WHERE auth_id = '$auth'")" 1 \
 	"the auth fills one instance only"
+
+# The other way round: session A enables an instance and holds its
+# transaction open; session B, the tables' owner, deletes a required value
+# straight from the table meanwhile.  (update_instance() would wait on the
+# instance's row anyway; the trigger must make a direct write wait too.)
+q -d "$db" >"$TV_TMP/race2.ids" <<SQL
+SELECT tokenvault.create_solution('Required') AS s \\gset
+SELECT tokenvault.add_slot(:'s', 'channel', 'config', '{"required": true}');
+SELECT tokenvault.create_instance(:'s', (SELECT user_id FROM tokenvault.auths WHERE id = '$auth'), 'required one',
+                                  config_values => '[{"externalId": "channel", "value": "#a"}]');
+SQL
+inst=$(tail -n 1 "$TV_TMP/race2.ids")
+rm -f "$TV_TMP/a.in" && mkfifo "$TV_TMP/a.in"
+psql -X -q -v ON_ERROR_STOP=1 -d "$db" <"$TV_TMP/a.in" >"$TV_TMP/a.out" 2>&1 &
+a_pid=$!
+exec 3>"$TV_TMP/a.in"
+echo "BEGIN; SELECT tokenvault.update_instance('$inst', enabled => true);" >&3
+wait_until 10 "session A enables the instance" \
+	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'idle in transaction'"
+(if psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" \
+	-c "DELETE FROM tokenvault.instance_config_values WHERE instance_id = '$inst'" >"$TV_TMP/b.out" 2>&1
+ then echo 0; else echo 1; fi >"$TV_TMP/b.rc") &
+b_pid=$!
+if wait_until 10 "session B waits for session A" \
+	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'"; then
+	ok "taking a required value away waits for the instance being enabled"
+fi
+echo "COMMIT;" >&3
+exec 3>&-
+wait "$a_pid"
+wait "$b_pid"
+is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 1)" 55000 \
+	"and is refused once it is: the enabled instance keeps its required value"
+is "$(q -d "$db" -c "SELECT count(*) FROM tokenvault.instance_config_values WHERE instance_id = '$inst'")" 1 \
+	"the value is still there"
 dropdb "$db"
 done_testing
