@@ -212,6 +212,9 @@ BEGIN
                   HINT = 'Create a new instance with tokenvault.create_instance().';
     END IF;
     IF NEW.enabled AND (TG_OP = 'INSERT' OR NOT OLD.enabled) AND NOT tokenvault._restoring() THEN
+        -- waits for a slot being added or changed (slots_check locks the
+        -- solution), and keeps one from changing until this one is done
+        PERFORM FROM tokenvault.solutions s WHERE s.id = NEW.solution_id FOR SHARE;
         missing := tokenvault._unfilled_slots(NEW.id, NEW.solution_id);
         IF missing IS NOT NULL THEN
             RAISE EXCEPTION 'instance % cannot be enabled: required slot(s) % not filled',
@@ -325,6 +328,9 @@ BEGIN
             USING ERRCODE = 'feature_not_supported',
                   HINT = 'Delete the slot and add a new one.';
     END IF;
+    -- slots of a solution change in turn, and not while an instance of it is
+    -- being enabled (instances_check); instances can still be created
+    PERFORM FROM tokenvault.solutions s WHERE s.id = NEW.solution_id FOR NO KEY UPDATE;
     IF TG_OP = 'INSERT' AND NEW.position IS NULL THEN
         NEW.position := (SELECT coalesce(max(s.position), 0) + 1 FROM tokenvault.slots s
                           WHERE s.solution_id = NEW.solution_id);
@@ -777,8 +783,6 @@ DECLARE
     r tokenvault.slots;
 BEGIN
     PERFORM tokenvault._solution_must_exist(solution_id);
-    -- slots of one solution are added in turn, so positions do not collide
-    PERFORM FROM tokenvault.solutions t WHERE t.id = add_slot.solution_id FOR UPDATE;
     IF coalesce(external_id, '') = '' OR length(external_id) > 255 THEN
         RAISE EXCEPTION 'externalId must be 1 to 255 characters long' USING ERRCODE = 'invalid_parameter_value';
     ELSIF kind IS NULL OR kind NOT IN ('auth', 'config') THEN

@@ -87,5 +87,31 @@ is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 
 	"and is refused once it is: the enabled instance keeps its required value"
 is "$(q -d "$db" -c "SELECT count(*) FROM tokenvault.instance_config_values WHERE instance_id = '$inst'")" 1 \
 	"the value is still there"
+
+# An administrator adds a required slot while an instance of the solution is
+# being enabled: the slot waits, and is refused once the instance is on.
+q -d "$db" -c "UPDATE tokenvault.instances SET enabled = false WHERE id = '$inst'"
+rm -f "$TV_TMP/a.in" && mkfifo "$TV_TMP/a.in"
+psql -X -q -v ON_ERROR_STOP=1 -d "$db" <"$TV_TMP/a.in" >"$TV_TMP/a.out" 2>&1 &
+a_pid=$!
+exec 3>"$TV_TMP/a.in"
+echo "BEGIN; SELECT tokenvault.update_instance('$inst', enabled => true);" >&3
+wait_until 10 "session A enables the instance again" \
+	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'idle in transaction'"
+sol=$(q -d "$db" -c "SELECT solution_id FROM tokenvault.instances WHERE id = '$inst'")
+(if psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" \
+	-c "SELECT tokenvault.add_slot('$sol', 'topic', 'config', '{\"required\": true}')" >"$TV_TMP/b.out" 2>&1
+ then echo 0; else echo 1; fi >"$TV_TMP/b.rc") &
+b_pid=$!
+if wait_until 10 "session B waits for session A" \
+	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'"; then
+	ok "a required slot added meanwhile waits for the instance being enabled"
+fi
+echo "COMMIT;" >&3
+exec 3>&-
+wait "$a_pid"
+wait "$b_pid"
+is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 1)" 55000 \
+	"and is refused once it is on: no enabled instance lacks a required slot"
 dropdb "$db"
 done_testing
