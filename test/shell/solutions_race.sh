@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Force-unique slots under concurrency: two sessions put one auth into two
-# instances at once, one slot forcing it unique.  Neither sees the other's
-# uncommitted row, so the check alone would let both through; the lock on
-# the auth's row makes the second wait for the first and then refuse.
+# The rules that span rows, under concurrency.  In each race session A does
+# something in a transaction it holds open and session B does what would
+# break a rule if both went through: neither sees the other's uncommitted
+# rows, so the checks alone would let both pass; a lock makes B wait for A
+# and then refuse.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/cluster.sh
@@ -25,38 +26,44 @@ SQL
 IFS='|' read -r auth unique plain < <(tail -n 1 "$TV_TMP/race.ids")
 values() { printf '[{"externalId": "chat", "authId": "%s"}]' "$auth"; }
 
-# Session A takes the auth into the force-unique slot and holds its transaction open.
-rm -f "$TV_TMP/a.in" && mkfifo "$TV_TMP/a.in"
-psql -X -q -v ON_ERROR_STOP=1 -d "$db" <"$TV_TMP/a.in" >"$TV_TMP/a.out" 2>&1 &
-a_pid=$!
-exec 3>"$TV_TMP/a.in"
-echo "BEGIN; SELECT tokenvault.update_instance('$unique', auth_values => '$(values)');" >&3
-wait_until 10 "session A holds the auth" \
-	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'idle in transaction'"
+# race SQL_A SQL_B WHAT: session A runs SQL_A in a transaction it holds
+# open, session B runs SQL_B meanwhile and must wait for A (the check WHAT),
+# then A commits.  B's SQLSTATE, or "ok", is left in b_state.
+race() {
+	local a_pid b_pid
+	rm -f "$TV_TMP/a.in" && mkfifo "$TV_TMP/a.in"
+	psql -X -q -v ON_ERROR_STOP=1 -d "$db" <"$TV_TMP/a.in" >"$TV_TMP/a.out" 2>&1 &
+	a_pid=$!
+	exec 3>"$TV_TMP/a.in"
+	echo "BEGIN; $1" >&3
+	wait_until 10 "session A holds its transaction open" \
+		q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'idle in transaction'"
+	PGDATABASE=$db sqlstate "$2" >"$TV_TMP/b.state" &
+	b_pid=$!
+	if wait_until 10 "$3" \
+		q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'"; then
+		ok "$3"
+	fi
+	echo "COMMIT;" >&3
+	exec 3>&-
+	wait "$a_pid"
+	wait "$b_pid" || true
+	b_state=$(cat "$TV_TMP/b.state")
+}
 
-# Session B puts the same auth into a plain slot of another instance: it must wait.
-(if psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" \
-	-c "SELECT tokenvault.update_instance('$plain', auth_values => '$(values)')" >"$TV_TMP/b.out" 2>&1
- then echo 0; else echo 1; fi >"$TV_TMP/b.rc") &
-b_pid=$!
-if wait_until 10 "session B waits for session A" \
-	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'"; then
-	ok "session B waits for session A's lock on the auth"
-fi
-
-echo "COMMIT;" >&3
-exec 3>&-
-wait "$a_pid"
-wait "$b_pid"
-is "$(cat "$TV_TMP/b.rc")" 1 "once A commits, B is refused"
-is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 1)" 23505 "with unique_violation"
+# A takes the auth into the force-unique slot; B puts it into a plain slot
+# of another instance (the lock: the auth's row).
+race "SELECT tokenvault.update_instance('$unique', auth_values => '$(values)');" \
+	"SELECT tokenvault.update_instance('$plain', auth_values => '$(values)')" \
+	"a second instance taking the auth waits for the first"
+is "$b_state" 23505 "and is refused once the first has it, with unique_violation"
 is "$(q -d "$db" -c "SELECT count(*) FROM tokenvault.instance_auth_values WHERE auth_id = '$auth'")" 1 \
 	"the auth fills one instance only"
 
-# The other way round: session A enables an instance and holds its
-# transaction open; session B, the tables' owner, deletes a required value
-# straight from the table meanwhile.  (update_instance() would wait on the
-# instance's row anyway; the trigger must make a direct write wait too.)
+# A enables an instance; B, the tables' owner, deletes a required value
+# straight from the table (update_instance() would wait on the instance's
+# row anyway; the trigger makes a direct write wait too: a share lock on
+# the instance).
 q -d "$db" >"$TV_TMP/race2.ids" <<SQL
 SELECT tokenvault.create_solution('Required') AS s \\gset
 SELECT tokenvault.add_slot(:'s', 'channel', 'config', '{"required": true}');
@@ -64,54 +71,20 @@ SELECT tokenvault.create_instance(:'s', (SELECT user_id FROM tokenvault.auths WH
                                   config_values => '[{"externalId": "channel", "value": "#a"}]');
 SQL
 inst=$(tail -n 1 "$TV_TMP/race2.ids")
-rm -f "$TV_TMP/a.in" && mkfifo "$TV_TMP/a.in"
-psql -X -q -v ON_ERROR_STOP=1 -d "$db" <"$TV_TMP/a.in" >"$TV_TMP/a.out" 2>&1 &
-a_pid=$!
-exec 3>"$TV_TMP/a.in"
-echo "BEGIN; SELECT tokenvault.update_instance('$inst', enabled => true);" >&3
-wait_until 10 "session A enables the instance" \
-	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'idle in transaction'"
-(if psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" \
-	-c "DELETE FROM tokenvault.instance_config_values WHERE instance_id = '$inst'" >"$TV_TMP/b.out" 2>&1
- then echo 0; else echo 1; fi >"$TV_TMP/b.rc") &
-b_pid=$!
-if wait_until 10 "session B waits for session A" \
-	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'"; then
-	ok "taking a required value away waits for the instance being enabled"
-fi
-echo "COMMIT;" >&3
-exec 3>&-
-wait "$a_pid"
-wait "$b_pid"
-is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 1)" 55000 \
-	"and is refused once it is: the enabled instance keeps its required value"
+race "SELECT tokenvault.update_instance('$inst', enabled => true);" \
+	"DELETE FROM tokenvault.instance_config_values WHERE instance_id = '$inst'" \
+	"taking a required value away waits for the instance being enabled"
+is "$b_state" 55000 "and is refused once it is: the enabled instance keeps its required value"
 is "$(q -d "$db" -c "SELECT count(*) FROM tokenvault.instance_config_values WHERE instance_id = '$inst'")" 1 \
 	"the value is still there"
 
-# An administrator adds a required slot while an instance of the solution is
-# being enabled: the slot waits, and is refused once the instance is on.
+# A enables the instance again; B, an administrator, adds a required slot to
+# its solution (the lock: the solution's row, shared by enabling).
 q -d "$db" -c "UPDATE tokenvault.instances SET enabled = false WHERE id = '$inst'"
-rm -f "$TV_TMP/a.in" && mkfifo "$TV_TMP/a.in"
-psql -X -q -v ON_ERROR_STOP=1 -d "$db" <"$TV_TMP/a.in" >"$TV_TMP/a.out" 2>&1 &
-a_pid=$!
-exec 3>"$TV_TMP/a.in"
-echo "BEGIN; SELECT tokenvault.update_instance('$inst', enabled => true);" >&3
-wait_until 10 "session A enables the instance again" \
-	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND state = 'idle in transaction'"
 sol=$(q -d "$db" -c "SELECT solution_id FROM tokenvault.instances WHERE id = '$inst'")
-(if psql -X -q -At -v ON_ERROR_STOP=1 -v VERBOSITY=verbose -d "$db" \
-	-c "SELECT tokenvault.add_slot('$sol', 'topic', 'config', '{\"required\": true}')" >"$TV_TMP/b.out" 2>&1
- then echo 0; else echo 1; fi >"$TV_TMP/b.rc") &
-b_pid=$!
-if wait_until 10 "session B waits for session A" \
-	q -d "$db" -c "SELECT 1/count(*) FROM pg_stat_activity WHERE datname = '$db' AND wait_event_type = 'Lock'"; then
-	ok "a required slot added meanwhile waits for the instance being enabled"
-fi
-echo "COMMIT;" >&3
-exec 3>&-
-wait "$a_pid"
-wait "$b_pid"
-is "$(sed -n 's/^[^:]*:  *\([0-9A-Z]\{5\}\): .*/\1/p' "$TV_TMP/b.out" | head -n 1)" 55000 \
-	"and is refused once it is on: no enabled instance lacks a required slot"
+race "SELECT tokenvault.update_instance('$inst', enabled => true);" \
+	"SELECT tokenvault.add_slot('$sol', 'topic', 'config', '{\"required\": true}')" \
+	"a required slot added meanwhile waits for the instance being enabled"
+is "$b_state" 55000 "and is refused once it is on: no enabled instance lacks a required slot"
 dropdb "$db"
 done_testing
