@@ -860,9 +860,13 @@ BEGIN
     FOR e IN SELECT jsonb_array_elements(list) LOOP
         IF jsonb_typeof(e) <> 'object' OR jsonb_typeof(e->'externalId') IS DISTINCT FROM 'string'
            OR NOT e ? field OR EXISTS (SELECT FROM jsonb_object_keys(e) k WHERE k NOT IN ('externalId', field)) THEN
+            -- (the entry's keys only: a value is the user's and stays out of errors)
             RAISE EXCEPTION 'each entry of % must be {"externalId": ..., "%": ...}', arg, field
                 USING ERRCODE = 'invalid_parameter_value',
-                      DETAIL = format('Found: %s', left(e::text, 200));
+                      DETAIL = CASE WHEN jsonb_typeof(e) = 'object'
+                                    THEN format('Found an entry with the keys: %s.',
+                                                (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(e) k))
+                                    ELSE format('Found a JSON %s.', jsonb_typeof(e)) END;
         ELSIF e->>'externalId' = ANY (seen) THEN
             RAISE EXCEPTION 'externalId "%" is given twice in %', e->>'externalId', arg
                 USING ERRCODE = 'invalid_parameter_value';

@@ -2,7 +2,7 @@
 -- written (through the functions, or straight into the tables as their
 -- owner), nothing is left half-written, and the roles get what they should.
 BEGIN;
-SELECT plan(46);
+SELECT plan(50);
 
 SELECT tokenvault.create_user('tap-sol-ann') AS ann, tokenvault.create_user('tap-sol-bob') AS bob,
        tokenvault.create_user('tap-sol-company') AS company \gset
@@ -120,6 +120,27 @@ SELECT throws_ok(format($$SELECT tokenvault.add_slot(%L, 'x', 'auth', jsonb_buil
                  '22023', NULL, 'an auth slot takes a client or a service, not both');
 SELECT throws_ok(format($$SELECT tokenvault.add_slot(%L, '', 'auth', '{"service": "chat"}')$$, :'sol'),
                  '22023', NULL, 'an external id is not empty');
+
+SELECT throws_ok(format($$SELECT tokenvault.add_slot(%L, 'x', 'config', '{"required": "yes"}')$$, :'sol'),
+                 '22023', 'setting "required" must be true or false', 'a flag is a JSON boolean');
+SELECT throws_ok(format($$SELECT tokenvault.authorize_url_for_slot(%L, 'chat', %L, 'https://app.example/cb')$$, :'sol', :'bob'),
+                 '55000', NULL, 'a slot whose service no authorization_code client serves has no authorize URL');
+
+-- A malformed entry is described by its shape, never by its contents
+CREATE FUNCTION pg_temp.detail_of(statement text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE d text;
+BEGIN
+    EXECUTE statement;
+    RETURN NULL;
+EXCEPTION WHEN invalid_parameter_value THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RETURN d;
+END $f$;
+SELECT md5(random()::text) AS hidden \gset
+SELECT is(pg_temp.detail_of(format($$SELECT tokenvault.update_instance(%L, config_values => '[{"externalId": "limit", "val": "TVSECRET-cv-%s"}]')$$, :'i2', :'hidden')),
+          'Found an entry with the keys: externalId, val.', 'a misspelt key is named, its value is not shown');
+SELECT is(pg_temp.detail_of(format($$SELECT tokenvault.update_instance(%L, config_values => '["TVSECRET-cv-%s"]')$$, :'i2', :'hidden')),
+          'Found a JSON string.', 'an entry that is no object is named by its JSON type');
 
 -- Privileges
 CREATE ROLE tap_sol_app IN ROLE tokenvault_app;

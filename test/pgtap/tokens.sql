@@ -2,7 +2,7 @@
 -- table, grants that give exactly what they say, revokes at once, 16 MiB
 -- values, nothing in plaintext, and key rotation that reaches the tokens.
 BEGIN;
-SELECT plan(40);
+SELECT plan(42);
 
 CREATE ROLE tap_tok_a IN ROLE tokenvault_app;
 CREATE ROLE tap_tok_b IN ROLE tokenvault_app;
@@ -51,6 +51,7 @@ SELECT throws_ok($$SELECT tokenvault.put_private_token('big', 'k2', repeat('y', 
                  'a byte more is refused');
 SELECT throws_ok($$SELECT tokenvault.put_private_token('', 'k', 'v')$$, '22023', NULL, 'an empty related id is refused');
 SELECT lives_ok($$SELECT tokenvault.put_private_token('a.b.c', 'd.e', 'v')$$, 'dots are ordinary characters');
+SELECT throws_ok($$SELECT tokenvault.get_private_token(NULL, 'k')$$, '22004', NULL, 'a null related id is an error, not a miss');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM tokenvault.private_tokens
             WHERE position(convert_to(:'secret_a', 'UTF8') IN value) > 0
@@ -114,6 +115,8 @@ SELECT throws_ok(format('SELECT tokenvault.get_user_token(%L, ''own'', ''k'')', 
                  'an administrator reads no user token without a grant');
 SELECT tokenvault.revoke_user_tokens(:'u', 'tap_tok_a');
 RESET ROLE;
+SELECT throws_ok(format('SELECT tokenvault.grant_user_tokens(%L, ''tap_tok_b'', ''read'', '''')', :'u'), '22023', NULL,
+                 'a grant for an empty related id is refused');
 SET LOCAL ROLE tap_tok_a;
 SELECT throws_ok(format('SELECT tokenvault.get_user_token(%L, ''own'', ''k'')', :'u'), '42501', NULL,
                  'a revoke applies at once');
