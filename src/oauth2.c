@@ -29,6 +29,7 @@
 #include "oauth2.h"
 
 #define MESSAGE_MAX 300			/* how much provider text is quoted */
+#define MAX_JSON_DEPTH 64		/* how deeply a provider's JSON answer may nest */
 
 /* A string member of a jsonb object, or NULL. */
 static char *
@@ -217,6 +218,13 @@ verdict_failure(const char *class, long status, const char *error, const char *m
 	return json_to_jsonb(&j);
 }
 
+/* A failure found on our side, not in an answer: no status, no OAuth2 error. */
+Jsonb *
+tv_oauth2_failure(const char *class, const char *message)
+{
+	return verdict_failure(class, 0, NULL, message, -1);
+}
+
 /* What an OAuth2 error code means for the auth (RFC 6749 5.2). */
 static const char *
 error_class(const char *error, long status)
@@ -230,6 +238,41 @@ error_class(const char *error, long status)
 	return "error";
 }
 
+/*
+ * Whether JSON text nests no deeper than max.  PostgreSQL 15's JSON parser
+ * recurses once per level and stops at max_stack_depth with an error, which
+ * a provider's answer of ten megabytes of "[" would otherwise reach; no
+ * token response needs more than a few levels.
+ */
+static bool
+nesting_within(const char *text, int len, int max)
+{
+	int			depth = 0;
+	bool		in_string = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		if (in_string)
+		{
+			if (text[i] == '\\')
+				i++;
+			else if (text[i] == '"')
+				in_string = false;
+		}
+		else if (text[i] == '"')
+			in_string = true;
+		else if (text[i] == '[' || text[i] == '{')
+		{
+			if (++depth > max)
+				return false;
+		}
+		else if (text[i] == ']' || text[i] == '}')
+			depth--;
+	}
+	return true;
+}
+
 /* The body as JSON, if it is valid JSON in the database encoding. */
 static Jsonb *
 parse_json(StringInfo body)
@@ -237,7 +280,8 @@ parse_json(StringInfo body)
 	JsonLexContext *lex;
 
 	if (body->len == 0 || strlen(body->data) != (size_t) body->len ||
-		!pg_verifymbstr(body->data, body->len, true))
+		!pg_verifymbstr(body->data, body->len, true) ||
+		!nesting_within(body->data, body->len, MAX_JSON_DEPTH))
 		return NULL;
 	/*
 	 * De-escaping strings makes the lexer refuse what jsonb cannot hold

@@ -22,6 +22,7 @@ typedef struct TvTokenCall
 
 extern void tv_oauth2_prepare(TvTokenCall *call, Jsonb *config, const char *kind, Jsonb *params);
 extern Jsonb *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
+extern Jsonb *tv_oauth2_failure(const char *class, const char *message);
 extern Jsonb *tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params);
 extern Jsonb *tv_oauth2_revoke(Jsonb *config, Jsonb *params);
 

@@ -99,6 +99,8 @@ const cases = {
   html200: (req, res) => send(res, 200, loginPage, { 'content-type': 'text/html; charset=utf-8' }),
   malformed: (req, res) => json(res, 200, `{"access_token": "TVSECRET-at-${hex()}", "expires_in": 36`),
   not_object: (req, res) => json(res, 200, '["access_token"]'),
+  // valid JSON nested 200 000 deep: a recursive parser's stack would not hold it
+  deep: (req, res) => json(res, 200, '['.repeat(200000) + ']'.repeat(200000)),
   empty: (req, res) => json(res, 200, ''),
   bad_utf8: (req, res) => json(res, 200, Buffer.concat([Buffer.from(`{"access_token": "TVSECRET-at-${hex()}`),
     Buffer.from([0xc3, 0x28]), Buffer.from('", "expires_in": 3600}')])),

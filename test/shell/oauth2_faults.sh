@@ -46,6 +46,7 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('html login page',     'html200',             '{}', '38000', 'error', 'neither JSON nor form-encoded \(content type text/html\)$'),
     ('malformed JSON',      'malformed',           '{}', '38000', 'error', 'not valid JSON$'),
     ('JSON not an object',  'not_object',          '{}', '38000', 'error', 'has no access_token$'),
+    ('JSON nested deeply',  'deep',                '{}', '38000', 'error', 'not valid JSON$'),
     ('empty body',          'empty',               '{}', '38000', 'error', 'is empty$'),
     ('invalid UTF-8',       'bad_utf8',            '{}', '38000', 'error', 'not valid JSON$'),
     ('\u0000 in a token',   'nul',                 '{}', '38000', 'error', 'not valid JSON$'),
@@ -175,6 +176,35 @@ check_sql "SELECT (j->'headers'->>'content-type') = 'application/json' AND b->>'
                   AND NOT (j->'headers') ? 'authorization'
              FROM (SELECT '$(last_request ok)'::jsonb j) x, LATERAL (SELECT (j->>'body')::jsonb b) y" \
 	"body_format json with client_auth post: one JSON object with the client's credentials and extra parameters"
+
+# An error tokenvault does not foresee, here an application's trigger that
+# refuses the new token, is recorded as a failed refresh like any other:
+# announced, backed off, shown in last_error, instead of the auth coming
+# back unseen each time its lease runs out.
+q -v url="$TV_FAULT_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL' >"$TV_TMP/refused.out"
+SELECT tokenvault.create_client('Refused', 'fault', 'oauth2', jsonb_build_object(
+        'client_id', 'fault-client', 'client_secret', :'secret',
+        'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
+SELECT tokenvault.create_auth((SELECT id FROM tokenvault.users LIMIT 1), :'c', 'refused',
+        jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
+                           'refresh_token', 'TVSECRET-rt-' || md5(random()::text), 'expires_in', 600)) AS a \gset
+CREATE FUNCTION refuse_new_token() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the audit log is full';
+END
+$$;
+CREATE TRIGGER refuse_new_token BEFORE UPDATE ON tokenvault.auths FOR EACH ROW
+    WHEN (NEW.name = 'refused' AND NEW.version <> OLD.version) EXECUTE FUNCTION refuse_new_token();
+SELECT try_refresh(:'a');
+SELECT format('%s|%s|%s|%s', status, failure_count, refresh_at > now(), last_error)
+  FROM tokenvault.auths WHERE id = :'a';
+SELECT count(*) FROM tokenvault.events WHERE kind = 'auth.refresh_failed' AND auth_id = :'a';
+DROP TRIGGER refuse_new_token ON tokenvault.auths;
+SQL
+is "$(sed -n 1p "$TV_TMP/refused.out" | cut -d' ' -f1)" 38000 "a refresh whose token cannot be stored for a reason tokenvault did not foresee fails"
+is "$(sed -n 2p "$TV_TMP/refused.out")" "error|1|t|the audit log is full" \
+	"  ... and is recorded on the auth: status error, one failure, backed off, the reason in last_error"
+is "$(sed -n 3p "$TV_TMP/refused.out")" 1 "  ... and announced as auth.refresh_failed"
 
 # Cancelling: statement_timeout, and pg_cancel_backend from another session,
 # interrupt a request within a second, on the refresher's path and on the
