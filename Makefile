@@ -13,6 +13,9 @@ PG_CPPFLAGS = -Isrc
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Wno-sign-compare $(if $(WERROR),-Werror)
 SHLIB_LINK  = -lcurl -lcrypto
 
+# PGXS tracks no header dependencies here: a changed struct must rebuild its users.
+$(OBJS): $(wildcard src/*.h)
+
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 ifneq ($(PGXS),)
 include $(PGXS)
