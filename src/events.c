@@ -125,6 +125,8 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 	d->req.body = body;
 	d->req.body_len = strlen(body);
 	d->req.content_type = "application/json";
+	/* a receiver's 2xx is the whole answer: a page it sends along must not fail the delivery */
+	d->req.discard_body = true;
 	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", member_string(c, "event")),
 								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
 								psprintf("X-Tokenvault-Timestamp: %s", timestamp),

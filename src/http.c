@@ -103,6 +103,13 @@ on_body(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* A body no one reads is dropped as it comes, whatever its size. */
+static size_t
+on_discarded_body(char *data, size_t size, size_t nmemb, void *arg)
+{
+	return size * nmemb;
+}
+
 /*
  * Retry-After in seconds, from either of its forms (RFC 9110 10.2.3):
  * delay-seconds or an HTTP date.  -1 if unreadable; at most a day.
@@ -200,10 +207,11 @@ configure_handle(CURL *h, const TvHttpRequest *req, TvHttpResponse *resp, struct
 	SETOPT(h, CURLOPT_NOSIGNAL, 1L);
 	SETOPT(h, CURLOPT_CONNECTTIMEOUT_MS, (long) tv_http_timeout * 1000);
 	SETOPT(h, CURLOPT_TIMEOUT_MS, (long) tv_http_timeout * 1000);
-	SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) tv_max_response_size * 1024);
+	if (!req->discard_body)
+		SETOPT(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) tv_max_response_size * 1024);
 	SETOPT(h, CURLOPT_USERAGENT, user_agent);
 	SETOPT(h, CURLOPT_ERRORBUFFER, errbuf);
-	SETOPT(h, CURLOPT_WRITEFUNCTION, on_body);
+	SETOPT(h, CURLOPT_WRITEFUNCTION, req->discard_body ? on_discarded_body : on_body);
 	SETOPT(h, CURLOPT_WRITEDATA, resp);
 	SETOPT(h, CURLOPT_HEADERFUNCTION, on_header);
 	SETOPT(h, CURLOPT_HEADERDATA, resp);

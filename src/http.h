@@ -31,6 +31,7 @@ typedef struct TvHttpRequest
 	size_t		body_len;
 	const char *authorization;	/* whole Authorization header value, or NULL */
 	List	   *headers;		/* more header lines ("Name: value"), or NIL */
+	bool		discard_body;	/* the answer's status is all that is wanted */
 } TvHttpRequest;
 
 typedef struct TvHttpResponse

@@ -71,7 +71,7 @@ tls_make_ca() {
 	) >"$TV_TMP/tls.log" 2>&1 || { cat "$TV_TMP/tls.log" >&2; return 1; }
 }
 
-# webhook_start [FAIL_FIRST=n]: a webhook receiver (test/peers/webhook.mjs);
+# webhook_start [FAIL_FIRST=n] [OK_BODY_KB=n]: a webhook receiver (test/peers/webhook.mjs);
 # exports TV_WEBHOOK_URL
 webhook_start() {
 	peer_start webhook test/peers/webhook.mjs "$@" || return 1

@@ -2,11 +2,14 @@
 // POSTs, then 200, and keeps every request (method, path, headers, raw body,
 // the status it answered).  GET /_received returns them as JSON.
 //
-// Env: FAIL_FIRST (default 0), PORT_FILE (the bound port is written there).
+// Env: FAIL_FIRST (default 0), OK_BODY_KB (the 200 comes with a page of so
+// many kB, as a receiver behind a web framework may send; default 0),
+// PORT_FILE (the bound port is written there).
 import http from 'node:http';
 import { writeFileSync, renameSync } from 'node:fs';
 
 const failFirst = Number(process.env.FAIL_FIRST || 0);
+const okBody = 'ok'.padEnd(Number(process.env.OK_BODY_KB || 0) * 1024, '.');
 const received = [];
 
 const server = http.createServer((req, res) => {
@@ -25,7 +28,7 @@ const server = http.createServer((req, res) => {
       body: Buffer.concat(chunks).toString('utf8'), status,
     });
     res.writeHead(status, { 'content-type': 'text/plain' });
-    res.end(status === 200 ? 'ok' : 'try again');
+    res.end(status === 200 ? okBody : 'try again');
   });
   req.on('error', () => {});
 });
