@@ -209,6 +209,13 @@ refresh_failed(pg_uuid_t *id, TvRefreshOutcome outcome, const char *message)
 					 errhint("Send the user through tokenvault.authorize_url(..., auth_id => '%s').",
 							 auth_id_string(id))));
 			break;
+		case TV_REFRESH_IN_RECOVERY:
+			ereport(ERROR,
+					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+					 errmsg("cannot refresh auth %s during recovery", auth_id_string(id)),
+					 errhint("Tokens are refreshed on the primary and reach a standby by replication; "
+							 "ask the primary.")));
+			break;
 		case TV_REFRESH_RETRYABLE:
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_EXCEPTION),

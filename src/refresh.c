@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -277,6 +278,9 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("refreshing a token needs tokenvault in shared_preload_libraries"),
 				 errhint("Add tokenvault to shared_preload_libraries and restart the server.")));
+	/* no refresher runs on a standby, and none could store a token there */
+	if (RecoveryInProgress())
+		return TV_REFRESH_IN_RECOVERY;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	f = join_flight(auth_id, force, false);

@@ -15,7 +15,8 @@ typedef enum TvRefreshOutcome
 	TV_REFRESH_DONE,			/* a new token is stored, or the stored one is valid */
 	TV_REFRESH_NEEDS_REAUTH,
 	TV_REFRESH_RETRYABLE,
-	TV_REFRESH_FAILED
+	TV_REFRESH_FAILED,
+	TV_REFRESH_IN_RECOVERY		/* a standby: the primary refreshes */
 } TvRefreshOutcome;
 
 #define TV_REFRESH_MESSAGE_LEN 256
