@@ -2,7 +2,7 @@
 -- written (through the functions, or straight into the tables as their
 -- owner), nothing is left half-written, and the roles get what they should.
 BEGIN;
-SELECT plan(50);
+SELECT plan(51);
 
 SELECT tokenvault.create_user('tap-sol-ann') AS ann, tokenvault.create_user('tap-sol-bob') AS bob,
        tokenvault.create_user('tap-sol-company') AS company \gset
@@ -125,6 +125,16 @@ SELECT throws_ok(format($$SELECT tokenvault.add_slot(%L, 'x', 'config', '{"requi
                  '22023', 'setting "required" must be true or false', 'a flag is a JSON boolean');
 SELECT throws_ok(format($$SELECT tokenvault.authorize_url_for_slot(%L, 'chat', %L, 'https://app.example/cb')$$, :'sol', :'bob'),
                  '55000', NULL, 'a slot whose service no authorization_code client serves has no authorize URL');
+
+-- An auth many instances share: the refusal names ten and counts the rest
+SELECT tokenvault.create_solution('Many') AS many,
+       tokenvault.create_auth(:'bob', :'chat', 'bob chat shared', jsonb_build_object('api_key', 'TVSECRET-ak-' || md5(random()::text))) AS shared \gset
+SELECT tokenvault.add_slot(:'many', 'chat', 'auth', '{"service": "chat"}');
+SELECT count(tokenvault.create_instance(:'many', :'bob', 'many ' || i, jsonb_build_array(jsonb_build_object('externalId', 'chat', 'authId', :'shared'))))
+  FROM generate_series(1, 12) i;
+SELECT throws_matching(format('SELECT tokenvault.delete_auth(%L)', :'shared'),
+                       '^auth \S+ is used by instance\(s\) ("many [0-9]+" \(\S+\), ){9}"many [0-9]+" \(\S+\) and 2 more$',
+                       'an auth many instances share is refused naming the first ten and counting the rest');
 
 -- A malformed entry is described by its shape, never by its contents
 CREATE FUNCTION pg_temp.detail_of(statement text) RETURNS text LANGUAGE plpgsql AS $f$
