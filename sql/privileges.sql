@@ -31,7 +31,7 @@ RESET ROLE;
 -- the administrator: clients and keys as well
 SET ROLE regress_admin;
 SELECT tokenvault.create_client('Admin made', 'x', 'noauth') IS NOT NULL AS admin_creates_clients;
-SELECT count(*) AS keys FROM tokenvault.key_ring();
+SELECT count(*) > 0 AS admin_lists_keys FROM tokenvault.key_ring();   -- (how many depends on the cluster's past)
 SELECT tokenvault.access_token(:'a') = :'token' AS admin_reads_token;
 SELECT owner FROM tokenvault.clients WHERE name = 'Admin made';
 RESET ROLE;
