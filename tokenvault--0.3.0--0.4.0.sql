@@ -661,14 +661,27 @@ $$;
 -- Solutions and slots (the administrator's side)
 ------------------------------------------------------------------------------
 
+-- The table's limits on a title and a description, said in words (a NULL
+-- is not checked: update_solution() keeps that field).
+CREATE FUNCTION _check_solution_text(title text, description text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF title = '' OR length(title) > 1024 THEN
+        RAISE EXCEPTION 'a solution needs a title of 1 to 1024 characters' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF length(description) > 65536 THEN
+        RAISE EXCEPTION 'a solution''s description is limited to 65536 characters'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION create_solution(title text, description text DEFAULT '') RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id uuid;
 BEGIN
-    IF coalesce(title, '') = '' THEN
-        RAISE EXCEPTION 'a solution needs a title' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM tokenvault._check_solution_text(coalesce(title, ''), description);
     INSERT INTO tokenvault.solutions (title, description)
     VALUES (title, coalesce(description, ''))
     RETURNING id INTO new_id;
@@ -683,9 +696,7 @@ CREATE FUNCTION update_solution(solution_id uuid, title text DEFAULT NULL, descr
 DECLARE
     s tokenvault.solutions := tokenvault._solution_must_exist(solution_id);
 BEGIN
-    IF title = '' THEN
-        RAISE EXCEPTION 'a solution needs a title' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    PERFORM tokenvault._check_solution_text(title, description);
     UPDATE tokenvault.solutions t
        SET title = coalesce(update_solution.title, t.title),
            description = coalesce(update_solution.description, t.description),

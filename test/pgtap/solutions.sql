@@ -2,7 +2,7 @@
 -- written (through the functions, or straight into the tables as their
 -- owner), nothing is left half-written, and the roles get what they should.
 BEGIN;
-SELECT plan(51);
+SELECT plan(53);
 
 SELECT tokenvault.create_user('tap-sol-ann') AS ann, tokenvault.create_user('tap-sol-bob') AS bob,
        tokenvault.create_user('tap-sol-company') AS company \gset
@@ -125,6 +125,11 @@ SELECT throws_ok(format($$SELECT tokenvault.add_slot(%L, 'x', 'config', '{"requi
                  '22023', 'setting "required" must be true or false', 'a flag is a JSON boolean');
 SELECT throws_ok(format($$SELECT tokenvault.authorize_url_for_slot(%L, 'chat', %L, 'https://app.example/cb')$$, :'sol', :'bob'),
                  '55000', NULL, 'a slot whose service no authorization_code client serves has no authorize URL');
+
+SELECT throws_ok($$SELECT tokenvault.create_solution(repeat('t', 1025))$$, '22023',
+                 'a solution needs a title of 1 to 1024 characters', 'a title over 1024 characters is refused in words');
+SELECT throws_ok(format($$SELECT tokenvault.update_solution(%L, description => repeat('d', 65537))$$, :'sol'), '22023',
+                 'a solution''s description is limited to 65536 characters', 'so is a description over 65536');
 
 -- An auth many instances share: the refusal names ten and counts the rest
 SELECT tokenvault.create_solution('Many') AS many,
