@@ -192,7 +192,8 @@ join_flight(pg_uuid_t *auth_id, bool force, bool background)
 	return f;
 }
 
-static void
+/* Start this database's refresher; false (and logged) if it could not start. */
+static bool
 start_refresher(void)
 {
 	BackgroundWorker worker = {0};
@@ -215,18 +216,20 @@ start_refresher(void)
 		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 		memset(refresher_for(MyDatabaseId), 0, sizeof(Refresher));
 		LWLockRelease(shared->lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("could not start the tokenvault refresher"),
+		ereport(LOG,
+				(errmsg("could not start the tokenvault refresher"),
 				 errhint("Raise max_worker_processes.")));
+		return false;
 	}
+	return true;
 }
 
 /*
- * Make sure this database has a refresher and wake it.  Caller holds the
- * lock exclusively; it is released.
+ * Make sure this database has a refresher and wake it; false if it has none
+ * and none could be started.  Caller holds the lock exclusively; it is
+ * released.
  */
-static void
+static bool
 wake_refresher(void)
 {
 	Refresher  *r = refresher_for(MyDatabaseId);
@@ -255,8 +258,7 @@ wake_refresher(void)
 	if (r->latch)
 		SetLatch(r->latch);
 	LWLockRelease(shared->lock);
-	if (start)
-		start_refresher();
+	return !start || start_refresher();
 }
 
 /*
@@ -285,7 +287,16 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	f = join_flight(auth_id, force, false);
 	ticket = f->ticket;
-	wake_refresher();			/* releases the lock */
+	if (!wake_refresher())		/* releases the lock */
+	{
+		/*
+		 * As when the provider is down: a token still valid is handed out.
+		 * The flight stays queued for the next refresher that starts.
+		 */
+		strlcpy(message, "no background worker slot is free for a tokenvault refresher (max_worker_processes)",
+				TV_REFRESH_MESSAGE_LEN);
+		return TV_REFRESH_RETRYABLE;
+	}
 
 	/* the refresher may be slow to start; beyond that, one request's worth */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (tv_http_timeout + 15) * 1000L);
