@@ -12,11 +12,9 @@
 #include "access/xact.h"
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "catalog/namespace.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -77,16 +75,12 @@ static bool
 row_by_id(const char *table, pg_uuid_t *id, Snapshot snapshot,
 		  void (*fill) (HeapTuple tup, TupleDesc desc, void *arg), void *arg)
 {
-	Oid			relid = get_relname_relid(table, get_namespace_oid("tokenvault", false));
-	Relation	rel;
+	Relation	rel = tv_table_open(table, AccessShareLock);
 	ScanKeyData key;
 	SysScanDesc scan;
 	HeapTuple	tup;
 	bool		found;
 
-	if (!OidIsValid(relid))
-		elog(ERROR, "table tokenvault.%s does not exist", table);
-	rel = table_open(relid, AccessShareLock);
 	ScanKeyInit(&key, column(RelationGetDescr(rel), "id"), BTEqualStrategyNumber,
 				F_UUID_EQ, UUIDPGetDatum(id));
 	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true, snapshot, 1, &key);

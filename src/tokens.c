@@ -12,7 +12,6 @@
 #include "access/htup_details.h"
 #include "access/stratnum.h"
 #include "access/table.h"
-#include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -20,11 +19,11 @@
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
-#include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "crypto.h"
+#include "tokenvault.h"
 
 PG_FUNCTION_INFO_V1(tv_get_private_token);
 PG_FUNCTION_INFO_V1(tv_list_private_tokens);
@@ -81,11 +80,8 @@ begin_scan(Relation *rel, text *related_id, text *key)
 {
 	ScanKeyData keys[3];
 	int			nkeys = 0;
-	Oid			relid = get_relname_relid("private_tokens", get_namespace_oid("tokenvault", false));
 
-	if (!OidIsValid(relid))
-		elog(ERROR, "table tokenvault.private_tokens does not exist");
-	*rel = table_open(relid, AccessShareLock);
+	*rel = tv_table_open("private_tokens", AccessShareLock);
 	ScanKeyInit(&keys[nkeys++], COL_OWNER, BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(GetOuterUserId()));
 	if (related_id)
