@@ -406,14 +406,13 @@ BEGIN
     END IF;
     -- the first ten by age, as PostgreSQL names some of the objects that
     -- depend on one: a shared auth may fill thousands of instances
-    SELECT u.auth_id, string_agg(format('"%s" (%s)', u.name, u.id), ', ' ORDER BY u.n) FILTER (WHERE u.n <= 10)
-                      || CASE WHEN count(*) > 10 THEN format(' and %s more', count(*) - 10) ELSE '' END
+    SELECT v.auth_id,
+           array_to_string((array_agg(format('"%s" (%s)', i.name, i.id) ORDER BY i.created_at, i.id))[1:10], ', ')
+           || CASE WHEN count(*) > 10 THEN format(' and %s more', count(*) - 10) ELSE '' END
       INTO first_id, users
-      FROM (SELECT v.auth_id, i.name, i.id, i.created_at,
-                   row_number() OVER (PARTITION BY v.auth_id ORDER BY i.created_at, i.id) AS n
-              FROM tokenvault.instance_auth_values v JOIN tokenvault.instances i ON i.id = v.instance_id
-             WHERE v.auth_id = ANY (auth_ids)) u
-     GROUP BY u.auth_id ORDER BY min(u.created_at), u.auth_id LIMIT 1;
+      FROM tokenvault.instance_auth_values v JOIN tokenvault.instances i ON i.id = v.instance_id
+     WHERE v.auth_id = ANY (auth_ids)
+     GROUP BY v.auth_id ORDER BY min(i.created_at), v.auth_id LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'auth % is used by instance(s) %', first_id, users
             USING ERRCODE = 'dependent_objects_still_exist',

@@ -488,55 +488,6 @@ finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
 	engine->busy--;
 }
 
-static void apply_job(Job *job, Jsonb *verdict, double seconds);
-
-/*
- * Record an unexpected error on the job's auth as a failed refresh, so that
- * it backs off and shows in last_error rather than coming back unseen after
- * its lease.  False if it could not be recorded (the error may lie in the
- * recording itself); the job is finished if it was.
- */
-static bool
-record_failure(Job *job, const char *message)
-{
-	volatile bool recorded = false;
-
-	PG_TRY();
-	{
-		apply_job(job, tv_oauth2_failure("error", message), -1);
-		recorded = true;
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(job->cxt);
-		FlushErrorState();
-		AbortCurrentTransaction();
-	}
-	PG_END_TRY();
-	return recorded;
-}
-
-/* An error while serving a job fails that job alone, logged in tokenvault's words. */
-static void
-fail_job(Job *job)
-{
-	ErrorData  *edata;
-
-	MemoryContextSwitchTo(job->cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	AbortCurrentTransaction();
-	MemoryContextSwitchTo(job->cxt);
-	/* the error is tokenvault's own wording, never a secret */
-	ereport(LOG, (errmsg("tokenvault refresher: %s", edata->message)));
-	/* a cancel is no fault of the auth's; nor is an error before its plan was read */
-	if (job->plan != NULL && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
-		record_failure(job, edata->message))
-		return;
-	count_outcome(TV_REFRESH_FAILED, -1);
-	finish_job(job, TV_REFRESH_FAILED, edata->message);
-}
-
 /* Plan a job; true if it has a request to send, else it is finished. */
 static bool
 plan_job(Job *job)
@@ -595,6 +546,53 @@ apply_job(Job *job, Jsonb *verdict, double seconds)
 	outcome = outcome_of(tv_member_text(applied, "outcome"));
 	count_outcome(outcome, seconds);
 	finish_job(job, outcome, msg ? msg : "");
+}
+
+/*
+ * Record an unexpected error on the job's auth as a failed refresh, so that
+ * it backs off and shows in last_error rather than coming back unseen after
+ * its lease.  False if it could not be recorded (the error may lie in the
+ * recording itself); the job is finished if it was.
+ */
+static bool
+record_failure(Job *job, const char *message)
+{
+	volatile bool recorded = false;
+
+	PG_TRY();
+	{
+		apply_job(job, tv_oauth2_failure("error", message), -1);
+		recorded = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(job->cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	return recorded;
+}
+
+/* An error while serving a job fails that job alone, logged in tokenvault's words. */
+static void
+fail_job(Job *job)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(job->cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(job->cxt);
+	/* the error is tokenvault's own wording, never a secret */
+	ereport(LOG, (errmsg("tokenvault refresher: %s", edata->message)));
+	/* a cancel is no fault of the auth's; nor is an error before its plan was read */
+	if (job->plan != NULL && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
+		record_failure(job, edata->message))
+		return;
+	count_outcome(TV_REFRESH_FAILED, -1);
+	finish_job(job, TV_REFRESH_FAILED, edata->message);
 }
 
 /* A response is in: its request's place is free, the response waits to be stored. */

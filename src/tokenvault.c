@@ -1,5 +1,5 @@
 /*
- * tokenvault.c: module entry point and settings
+ * tokenvault.c: module entry point, settings, and what every module shares
  */
 #include "postgres.h"
 

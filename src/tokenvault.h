@@ -1,5 +1,5 @@
 /*
- * tokenvault.h: settings shared by the modules of tokenvault
+ * tokenvault.h: settings and helpers shared by the modules of tokenvault
  */
 #ifndef TOKENVAULT_H
 #define TOKENVAULT_H
