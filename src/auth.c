@@ -9,9 +9,9 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/xact.h"
 #include "access/stratnum.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/jsonb.h"
@@ -19,10 +19,11 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "auth.h"
 #include "crypto.h"
-#include "refresh.h"
-#include "tokenvault.h"
+#include "flight.h"
+#include "jsonb_member.h"
+#include "settings.h"
+#include "table.h"
 
 typedef struct AuthRow
 {
@@ -35,7 +36,7 @@ typedef struct AuthRow
 } AuthRow;
 
 /* The associated data that binds a sealed secret to its row: "auth:<uuid>". */
-char *
+static char *
 tv_aad_for(const char *table, pg_uuid_t *id)
 {
 	char	   *uuid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
@@ -152,12 +153,11 @@ require_token_type(pg_uuid_t *id, AuthRow *row)
 static text *
 jsonb_string_member(Jsonb *jb, const char *key)
 {
-	JsonbValue	v;
+	char	   *value = tv_jsonb_string(&jb->root, key);
 
-	if (getKeyJsonValueFromContainer(&jb->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvString || v.val.string.len == 0)
+	if (value == NULL || value[0] == '\0')
 		return NULL;
-	return cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+	return cstring_to_text(value);
 }
 
 static void
@@ -260,7 +260,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
  * looked at.  A refresh that fails leaves the old token in use while it is
  * still valid at all.
  */
-text *
+static text *
 tv_auth_access_token(pg_uuid_t *id)
 {
 	AuthRow		row;
@@ -294,7 +294,7 @@ tv_auth_access_token(pg_uuid_t *id)
 }
 
 /* refresh_auth(): refresh now, whatever the token's expiry; the new expiry. */
-TimestampTz
+static TimestampTz
 tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 {
 	AuthRow		row;
@@ -313,4 +313,39 @@ tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 	(void) stored_token(id, &row, GetLatestSnapshot(), 0);
 	*has_expiry = row.has_expiry;
 	return row.expires_at;
+}
+
+/* ---- SQL-callable ---- */
+
+PG_FUNCTION_INFO_V1(tv_access_token);
+PG_FUNCTION_INFO_V1(tv_refresh_auth);
+
+static void
+require_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+Datum
+tv_access_token(PG_FUNCTION_ARGS)
+{
+	require_arg(fcinfo, 0, "auth id");
+	PG_RETURN_TEXT_P(tv_auth_access_token(PG_GETARG_UUID_P(0)));
+}
+
+/* refresh_auth(auth_id uuid) returns timestamptz */
+Datum
+tv_refresh_auth(PG_FUNCTION_ARGS)
+{
+	bool		has_expiry;
+	TimestampTz expires_at;
+
+	require_arg(fcinfo, 0, "auth id");
+	expires_at = tv_auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
+	if (!has_expiry)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(expires_at);
 }

@@ -12,8 +12,13 @@
 #include "postgres.h"
 
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 
+#include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "storage/ipc.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
 
 #include "crypto.h"
 #include "keyring.h"
@@ -22,6 +27,13 @@
 #define NONCE_LEN 12
 #define TAG_LEN 16
 #define HEADER_LEN (1 + 4 + NONCE_LEN)
+
+PG_FUNCTION_INFO_V1(tv_seal_jsonb);
+PG_FUNCTION_INFO_V1(tv_open_jsonb);
+PG_FUNCTION_INFO_V1(tv_seal_text);
+PG_FUNCTION_INFO_V1(tv_open_text);
+PG_FUNCTION_INFO_V1(tv_key_id);
+PG_FUNCTION_INFO_V1(tv_random_token);
 
 static void
 put_uint32(unsigned char *p, uint32 v)
@@ -54,7 +66,7 @@ check_sealed(bytea *sealed)
 				 errhint("It was written by a newer tokenvault, or it is not a tokenvault secret.")));
 }
 
-uint32
+static uint32
 tv_sealed_key_id(bytea *sealed)
 {
 	check_sealed(sealed);
@@ -146,7 +158,7 @@ start(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
 		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) aad, aadlen) == 1;
 }
 
-bytea *
+static bytea *
 tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 {
 	const TvKey *key = tv_keyring_newest();
@@ -218,4 +230,114 @@ tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 				 errdetail("The sealed value was altered, or it was copied from another row.")));
 	}
 	return out;
+}
+
+/* The hex HMAC-SHA256 of text under key (a webhook's signature). */
+char *
+tv_hmac_sha256_hex(const char *key, const char *text)
+{
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+	StringInfoData out;
+	unsigned int i;
+
+	if (HMAC(EVP_sha256(), key, strlen(key), (const unsigned char *) text, strlen(text),
+			 mac, &maclen) == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not sign a webhook delivery")));
+	initStringInfo(&out);
+	for (i = 0; i < maclen; i++)
+		appendStringInfo(&out, "%02x", mac[i]);
+	return out.data;
+}
+
+/* ---- SQL-callable ---- */
+
+/* _seal_jsonb(value jsonb, aad text) returns bytea */
+Datum
+tv_seal_jsonb(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *value = PG_GETARG_JSONB_P(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_JSONB, VARDATA(value), VARSIZE(value) - VARHDRSZ,
+							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _open_jsonb(sealed bytea, aad text) returns jsonb */
+Datum
+tv_open_jsonb(PG_FUNCTION_ARGS)
+{
+	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_POINTER(tv_open(TV_SEAL_JSONB, sealed,
+							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _seal_text(value text, aad text) returns bytea */
+Datum
+tv_seal_text(PG_FUNCTION_ARGS)
+{
+	text	   *value = PG_GETARG_TEXT_PP(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_TEXT, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _open_text(sealed bytea, aad text) returns text */
+Datum
+tv_open_text(PG_FUNCTION_ARGS)
+{
+	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
+	text	   *aad = PG_GETARG_TEXT_PP(1);
+
+	PG_RETURN_TEXT_P(tv_open(TV_SEAL_TEXT, sealed,
+							 VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
+}
+
+/* _key_id(sealed bytea) returns bigint: the key that sealed it */
+Datum
+tv_key_id(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(tv_sealed_key_id(PG_GETARG_BYTEA_PP(0)));
+}
+
+/*
+ * _random_token(bytes integer) returns text: that many strong random bytes,
+ * base64url without padding (a PKCE verifier, an authorization state).
+ */
+Datum
+tv_random_token(PG_FUNCTION_ARGS)
+{
+	int32		n = PG_GETARG_INT32(0);
+	unsigned char buf[96];
+	static const char alphabet[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	StringInfoData out;
+	int			i;
+
+	if (n < 16 || n > (int32) sizeof(buf))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("random token length must be 16 to %d bytes", (int) sizeof(buf))));
+	if (!pg_strong_random(buf, n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate random bytes")));
+	initStringInfo(&out);
+	/* 6 bits a character, most significant first */
+	for (i = 0; i * 6 < n * 8; i++)
+	{
+		int			bit = i * 6;
+		int			byte = bit / 8;
+		int			shift = bit % 8;
+		int			v = (buf[byte] << 8 | (byte + 1 < n ? buf[byte + 1] : 0)) >> (10 - shift);
+
+		appendStringInfoChar(&out, alphabet[v & 63]);
+	}
+	explicit_bzero(buf, sizeof(buf));
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }

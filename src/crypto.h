@@ -1,5 +1,5 @@
 /*
- * crypto.h: AES-256-GCM sealing of secrets
+ * crypto.h: AES-256-GCM sealing of secrets, HMAC signatures, random tokens
  */
 #ifndef TV_CRYPTO_H
 #define TV_CRYPTO_H
@@ -13,10 +13,8 @@
 #define TV_SEAL_JSONB 'j'
 #define TV_SEAL_TEXT  't'
 
-extern bytea *tv_seal(char kind, const char *plain, Size len,
-					  const char *aad, Size aadlen);
 extern struct varlena *tv_open(char kind, bytea *sealed,
 							   const char *aad, Size aadlen);
-extern uint32 tv_sealed_key_id(bytea *sealed);
+extern char *tv_hmac_sha256_hex(const char *key, const char *text);
 
 #endif

@@ -47,9 +47,6 @@ typedef struct TvHttpResponse
 
 extern void tv_http_init(void);
 extern bool tv_http_url_allowed(const char *url, char **why);
-/* Called as each request of a batch finishes, with its index. */
-typedef void (*TvHttpDone) (int i, TvHttpResponse *resp, void *arg);
-
 /* Called as a request on a multi handle finishes. */
 typedef void (*TvHttpFinished) (TvHttpResponse *resp, void *arg);
 typedef struct TvHttpMulti TvHttpMulti;
@@ -59,11 +56,8 @@ extern bool tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpRe
 							  TvHttpFinished done, void *arg);
 extern int	tv_http_multi_active(TvHttpMulti *m);
 extern bool tv_http_multi_wait(TvHttpMulti *m, long timeout_ms);
-extern void tv_http_multi_destroy(TvHttpMulti *m);
 
 extern void tv_http_perform(const TvHttpRequest *req, TvHttpResponse *resp);
-extern void tv_http_perform_many(const TvHttpRequest *reqs, TvHttpResponse *resps, int n,
-								 int max_parallel, TvHttpDone done, void *arg);
 extern char *tv_url_encode(const char *s);
 
 #endif

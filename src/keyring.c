@@ -12,20 +12,21 @@
  */
 #include "postgres.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
-#include "lib/stringinfo.h"
+#include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
-#include "storage/fd.h"
+#include "utils/guc.h"
 #include "storage/ipc.h"
 
+#include "keyfile.h"
 #include "keyring.h"
-#include "tokenvault.h"
 
-#define KEY_SOURCE_MAX (1024 * 1024)
+static char *tv_key_file = NULL;
+static char *tv_key_command = NULL;
+
 #define KEY_FILE_HEADER \
 	"# tokenvault key ring: one key a line, \"<key id> <64 hex digits>\".\n" \
 	"# The last key seals new secrets; every key listed opens old ones.\n" \
@@ -98,56 +99,6 @@ ring_allocate(void)
 	on_proc_exit(ring_wipe, 0);
 }
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/*
- * Parse one "<id> <hex>" line into *key.  Returns NULL, or what is wrong with
- * the line; the line itself is never quoted back, as it holds key material.
- */
-static const char *
-parse_key_line(const char *line, size_t len, TvKey *key)
-{
-	const char *p = line;
-	const char *end = line + len;
-	uint64		id = 0;
-	int			i;
-
-	while (p < end && *p >= '0' && *p <= '9' && id <= PG_UINT32_MAX)
-		id = id * 10 + (*p++ - '0');
-	if (p == line || id == 0 || id > PG_UINT32_MAX)
-		return "does not start with a valid key id";
-	while (p < end && (*p == ' ' || *p == '\t'))
-		p++;
-	if (end - p < TV_KEY_LEN * 2)
-		return "has a key shorter than 64 hex digits";
-	for (i = 0; i < TV_KEY_LEN; i++)
-	{
-		int			hi = hex_value(p[2 * i]);
-		int			lo = hex_value(p[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return "has a key that is not 64 hex digits";
-		key->material[i] = (unsigned char) (hi << 4 | lo);
-	}
-	p += TV_KEY_LEN * 2;
-	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r'))
-		p++;
-	if (p != end)
-		return "has something after the key";
-	key->id = (uint32) id;
-	return NULL;
-}
-
 /*
  * Fill the ring from key ring text; comments and blank lines are skipped.
  * Returns NULL, or what is wrong, with *lineno saying where.
@@ -178,7 +129,7 @@ ring_parse(const char *text, size_t len, int *lineno)
 
 			if (ring->nkeys == TV_MAX_KEYS)
 				return "is past the limit of 256 keys";
-			why = parse_key_line(s, n, &ring->keys[ring->nkeys]);
+			why = tv_keyfile_parse_line(s, n, &ring->keys[ring->nkeys]);
 			if (why)
 				return why;
 			for (i = 0; i < ring->nkeys; i++)
@@ -189,94 +140,6 @@ ring_parse(const char *text, size_t len, int *lineno)
 		p = next;
 	}
 	return NULL;
-}
-
-/*
- * Read the key file into palloc'd memory the caller wipes.  Returns NULL when
- * the file does not exist.
- */
-static char *
-read_key_file(const char *path, size_t *len, struct stat *st)
-{
-	int			fd;
-	char	   *buf;
-	ssize_t		n;
-	int			save_errno;
-
-	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
-	if (fd < 0)
-	{
-		if (errno == ENOENT)
-			return NULL;
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open key file \"%s\": %m", path)));
-	}
-	if (fstat(fd, st) < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not stat key file \"%s\": %m", path)));
-	if (st->st_mode & (S_IRWXG | S_IRWXO))
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("key file \"%s\" has group or world access", path),
-				 errhint("Run chmod 0600 on the file; it must be readable by the server's user alone.")));
-	if (st->st_size > KEY_SOURCE_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("key file \"%s\" is larger than 1 MB", path)));
-
-	buf = palloc(st->st_size + 1);
-	n = read(fd, buf, st->st_size);
-	save_errno = errno;
-	CloseTransientFile(fd);
-	if (n != st->st_size)
-	{
-		explicit_bzero(buf, st->st_size);
-		errno = save_errno;
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not read key file \"%s\": %m", path)));
-	}
-	*len = n;
-	return buf;
-}
-
-/* Run tokenvault.key_command and collect its output. */
-static char *
-read_key_command(size_t *len)
-{
-	FILE	   *fh;
-	char	   *buf = palloc(KEY_SOURCE_MAX + 1);
-	size_t		n = 0;
-	int			rc;
-
-	fh = OpenPipeStream(tv_key_command, "r");
-	if (fh == NULL)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not run tokenvault.key_command: %m")));
-	/* no stdio buffer, so no stray copy of the keys outlives the read */
-	setvbuf(fh, NULL, _IONBF, 0);
-	while (n < KEY_SOURCE_MAX)
-	{
-		size_t		got = fread(buf + n, 1, KEY_SOURCE_MAX - n, fh);
-
-		if (got == 0)
-			break;
-		n += got;
-	}
-	rc = ClosePipeStream(fh);
-	if (rc != 0)
-	{
-		explicit_bzero(buf, n);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("tokenvault.key_command failed: %s", wait_result_to_str(rc)),
-				 errhint("The command must exit with status 0 and print the key ring.")));
-	}
-	*len = n;
-	return buf;
 }
 
 static void
@@ -297,63 +160,6 @@ new_key(const KeyRing *existing, TvKey *key)
 	} while (key->id == 0);
 }
 
-/* "<id> <hex>\n" into buf, which must hold 11 + 1 + 64 + 2 bytes. */
-static size_t
-format_key_line(const TvKey *key, char *buf)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t		n = sprintf(buf, "%u ", key->id);
-	int			i;
-
-	for (i = 0; i < TV_KEY_LEN; i++)
-	{
-		buf[n++] = hex[key->material[i] >> 4];
-		buf[n++] = hex[key->material[i] & 15];
-	}
-	buf[n++] = '\n';
-	buf[n] = '\0';
-	return n;
-}
-
-/*
- * Write a key file durably: a temporary file, fsynced, then moved into place.
- * With exclusive, an existing file wins (another backend created it first).
- */
-static void
-write_key_file(const char *path, const char *content, size_t len, bool exclusive)
-{
-	char	   *tmp = psprintf("%s.tmp.%d", path, MyProcPid);
-	int			fd;
-	bool		ok;
-
-	fd = OpenTransientFilePerm(tmp, O_WRONLY | O_CREAT | O_EXCL | PG_BINARY, S_IRUSR | S_IWUSR);
-	if (fd < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not create key file \"%s\": %m", tmp)));
-	ok = write(fd, content, len) == (ssize_t) len && pg_fsync(fd) == 0;
-	CloseTransientFile(fd);
-	if (!ok)
-	{
-		unlink(tmp);
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not write key file \"%s\": %m", tmp)));
-	}
-	if (exclusive)
-	{
-		if (link(tmp, path) < 0 && errno != EEXIST)
-			ereport(ERROR,
-					(errcode_for_file_access(),
-					 errmsg("could not create key file \"%s\": %m", path)));
-		unlink(tmp);
-		fsync_fname(".", true);
-	}
-	else if (durable_rename(tmp, path, ERROR) != 0)
-		unlink(tmp);
-	pfree(tmp);
-}
-
 static void
 create_key_file(const char *path)
 {
@@ -363,10 +169,10 @@ create_key_file(const char *path)
 	size_t		len;
 
 	new_key(NULL, &key);
-	format_key_line(&key, line);
+	tv_keyfile_format_line(&key, line);
 	content = psprintf("%s%s", KEY_FILE_HEADER, line);
 	len = strlen(content);
-	write_key_file(path, content, len, true);
+	tv_keyfile_write(path, content, len, true);
 	explicit_bzero(content, len);
 	explicit_bzero(line, sizeof(line));
 	explicit_bzero(&key, sizeof(key));
@@ -393,14 +199,14 @@ ring_load(bool create)
 	ring_allocate();
 	tv_keyring_invalidate();
 	if (using_key_command())
-		text = read_key_command(&len);
+		text = tv_keyfile_run_command(tv_key_command, &len);
 	else
 	{
-		text = read_key_file(tv_key_file, &len, &ring_file_stat);
+		text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
 		if (text == NULL && create)
 		{
 			create_key_file(tv_key_file);
-			text = read_key_file(tv_key_file, &len, &ring_file_stat);
+			text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
 		}
 		if (text == NULL)
 			ereport(ERROR,
@@ -480,7 +286,7 @@ tv_keyring_find(uint32 id)
 	return key;
 }
 
-int
+static int
 tv_key_ids(uint32 **ids)
 {
 	int			i;
@@ -503,7 +309,7 @@ require_key_file(const char *what)
 }
 
 /* Append a new random key to the key file; it seals from now on. */
-uint32
+static uint32
 tv_add_key(void)
 {
 	char	   *text;
@@ -515,19 +321,19 @@ tv_add_key(void)
 
 	require_key_file("add a key");
 	tv_keyring_newest();		/* creates the file if needed */
-	text = read_key_file(tv_key_file, &len, &ring_file_stat);
+	text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
 	if (text == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FILE),
 				 errmsg("key file \"%s\" vanished", tv_key_file)));
 	new_key(ring, &key);
-	format_key_line(&key, line);
+	tv_keyfile_format_line(&key, line);
 	initStringInfo(&buf);
 	appendBinaryStringInfo(&buf, text, len);
 	if (len > 0 && text[len - 1] != '\n')
 		appendStringInfoChar(&buf, '\n');
 	appendStringInfoString(&buf, line);
-	write_key_file(tv_key_file, buf.data, buf.len, false);
+	tv_keyfile_write(tv_key_file, buf.data, buf.len, false);
 	explicit_bzero(text, len);
 	explicit_bzero(buf.data, buf.len);
 	explicit_bzero(line, sizeof(line));
@@ -538,7 +344,7 @@ tv_add_key(void)
 }
 
 /* Remove a key's line from the key file.  The caller checks nothing uses it. */
-void
+static void
 tv_drop_key(uint32 id)
 {
 	char	   *text;
@@ -561,7 +367,7 @@ tv_drop_key(uint32 id)
 				 errmsg("cannot drop the only key in the key ring"),
 				 errhint("Add a key with tokenvault.add_key() and run tokenvault.rotate_key() first.")));
 
-	text = read_key_file(tv_key_file, &len, &ring_file_stat);
+	text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
 	if (text == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FILE),
@@ -584,8 +390,87 @@ tv_drop_key(uint32 id)
 		}
 		p = next;
 	}
-	write_key_file(tv_key_file, out, outlen, false);
+	tv_keyfile_write(tv_key_file, out, outlen, false);
 	explicit_bzero(text, len);
 	explicit_bzero(out, outlen);
 	tv_keyring_invalidate();
+}
+
+/* A changed key source must be read again before the next seal or open. */
+static void
+key_source_changed(const char *newval, void *extra)
+{
+	tv_keyring_invalidate();
+}
+
+void
+tv_keyring_define_settings(void)
+{
+	/*
+	 * The key settings are superuser-only: the key command runs as the
+	 * server's operating-system user, and the key file is read with its
+	 * rights.
+	 */
+	DefineCustomStringVariable("tokenvault.key_file",
+							   "Key ring file; a relative path is relative to the data directory.",
+							   "Created with one new key, mode 0600, on first use.",
+							   &tv_key_file,
+							   "tokenvault.keys",
+							   PGC_SUSET, 0,
+							   NULL, key_source_changed, NULL);
+
+	DefineCustomStringVariable("tokenvault.key_command",
+							   "Shell command that prints the key ring; overrides tokenvault.key_file.",
+							   NULL,
+							   &tv_key_command,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, key_source_changed, NULL);
+}
+
+/* ---- SQL-callable ---- */
+
+PG_FUNCTION_INFO_V1(tv_key_ring);
+PG_FUNCTION_INFO_V1(tv_add_key_sql);
+PG_FUNCTION_INFO_V1(tv_drop_key_sql);
+
+/* key_ring() returns table (key_id bigint, newest boolean); never key material */
+Datum
+tv_key_ring(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	uint32	   *ids;
+	int			n;
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	n = tv_key_ids(&ids);
+	for (i = 0; i < n; i++)
+	{
+		Datum		values[2] = {Int64GetDatum(ids[i]), BoolGetDatum(i == n - 1)};
+		bool		nulls[2] = {false, false};
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+Datum
+tv_add_key_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(tv_add_key());
+}
+
+/* _drop_key(key_id bigint): the SQL wrapper has checked that no secret uses it */
+Datum
+tv_drop_key_sql(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+
+	if (id <= 0 || id > PG_UINT32_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("key id %lld is out of range", (long long) id)));
+	tv_drop_key((uint32) id);
+	PG_RETURN_VOID();
 }

@@ -1,10 +1,9 @@
 /*
- * oauth2.c: token requests and what their responses mean
+ * oauth2.c: token and revocation requests
  *
  * One function sends a token request (any grant) to a client's token
- * endpoint and reads the answer as real providers send it: JSON, or a form-
- * encoded body; an "error" even in a 200; the token nested under a path.  It
- * returns a small JSON verdict that the SQL side stores:
+ * endpoint, and oauth2_response.c reads the answer.  It returns a small
+ * JSON verdict that the SQL side stores:
  *
  *   {"ok": true,  "status": 200, "token": {...the provider's token object...}}
  *   {"ok": false, "class": "needs_reauth" | "retryable" | "error",
@@ -18,49 +17,16 @@
 #include "postgres.h"
 
 #include "common/base64.h"
-#include "common/jsonapi.h"
-#include "mb/pg_wchar.h"
+#include "fmgr.h"
 #include "nodes/pg_list.h"
 #include "utils/json.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include "http.h"
+#include "jsonb_member.h"
 #include "oauth2.h"
-
-#define MESSAGE_MAX 300			/* how much provider text is quoted */
-#define MAX_JSON_DEPTH 64		/* how deeply a provider's JSON answer may nest */
-
-/* A string member of a jsonb object, or NULL. */
-static char *
-member(JsonbContainer *obj, const char *key)
-{
-	JsonbValue	v;
-
-	if (obj == NULL || !JsonContainerIsObject(obj) ||
-		getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL)
-		return NULL;
-	if (v.type == jbvString)
-		return pnstrdup(v.val.string.val, v.val.string.len);
-	if (v.type == jbvNumeric)
-		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
-	if (v.type == jbvBool)
-		return pstrdup(v.val.boolean ? "true" : "false");
-	return NULL;
-}
-
-/* An object member of a jsonb object, or NULL. */
-static JsonbContainer *
-object_member(JsonbContainer *obj, const char *key)
-{
-	JsonbValue	v;
-
-	if (obj == NULL || !JsonContainerIsObject(obj) ||
-		getKeyJsonValueFromContainer(obj, key, strlen(key), &v) == NULL ||
-		v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-		return NULL;
-	return v.val.binary.data;
-}
+#include "oauth2_response.h"
 
 /* Each string-valued member of an object, in turn. */
 typedef void (*MemberFn) (const char *key, const char *value, void *arg);
@@ -150,7 +116,7 @@ fill_template(const char *url, JsonbContainer *values, char **problem)
 			continue;
 		}
 		name = pnstrdup(p + 1, close - p - 1);
-		value = member(values, name);
+		value = tv_jsonb_scalar(values, name);
 		if (value == NULL || value[0] == '\0')
 		{
 			*problem = psprintf("the URL names {%s}, which the auth does not have", name);
@@ -160,287 +126,6 @@ fill_template(const char *url, JsonbContainer *values, char **problem)
 		p = close + 1;
 	}
 	return out.data;
-}
-
-/* Provider text with every secret of the request cut out, and shortened. */
-static char *
-scrub(const char *text, List *secrets)
-{
-	char	   *out = pstrdup(text);
-	ListCell   *lc;
-	char	   *c;
-
-	foreach(lc, secrets)
-	{
-		const char *s = lfirst(lc);
-		size_t		n = strlen(s);
-		char	   *hit;
-
-		if (n < 4)
-			continue;
-		while ((hit = strstr(out, s)) != NULL)
-			out = psprintf("%.*s[redacted]%s", (int) (hit - out), out, hit + n);
-	}
-	/* cut only after the secrets are out, so no part of one is left at the end */
-	if (strlen(out) > MESSAGE_MAX)
-		out[MESSAGE_MAX] = '\0';
-	/* keep the message on one line */
-	for (c = out; *c; c++)
-		if (*c == '\n' || *c == '\r' || *c == '\t')
-			*c = ' ';
-	return out;
-}
-
-static Jsonb *
-json_to_jsonb(StringInfo json)
-{
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json->data)));
-}
-
-static Jsonb *
-verdict_failure(const char *class, long status, const char *error, const char *message,
-				int retry_after)
-{
-	StringInfoData j;
-
-	initStringInfo(&j);
-	appendStringInfo(&j, "{\"ok\": false, \"class\": \"%s\", \"status\": %ld", class, status);
-	if (error)
-	{
-		appendStringInfoString(&j, ", \"error\": ");
-		escape_json(&j, error);
-	}
-	appendStringInfoString(&j, ", \"message\": ");
-	escape_json(&j, message);
-	if (retry_after >= 0)
-		appendStringInfo(&j, ", \"retry_after\": %d", retry_after);
-	appendStringInfoChar(&j, '}');
-	return json_to_jsonb(&j);
-}
-
-/* A failure found on our side, not in an answer: no status, no OAuth2 error. */
-Jsonb *
-tv_oauth2_failure(const char *class, const char *message)
-{
-	return verdict_failure(class, 0, NULL, message, -1);
-}
-
-/* What an OAuth2 error code means for the auth (RFC 6749 5.2). */
-static const char *
-error_class(const char *error, long status)
-{
-	if (strcmp(error, "invalid_grant") == 0 || strcmp(error, "invalid_client") == 0 ||
-		strcmp(error, "unauthorized_client") == 0)
-		return "needs_reauth";
-	if (strcmp(error, "temporarily_unavailable") == 0 || strcmp(error, "server_error") == 0 ||
-		strcmp(error, "slow_down") == 0 || status == 429 || status >= 500)
-		return "retryable";
-	return "error";
-}
-
-/*
- * Whether JSON text nests no deeper than max.  PostgreSQL 15's JSON parser
- * recurses once per level and stops at max_stack_depth with an error, which
- * a provider's answer of ten megabytes of "[" would otherwise reach; no
- * token response needs more than a few levels.
- */
-static bool
-nesting_within(const char *text, int len, int max)
-{
-	int			depth = 0;
-	bool		in_string = false;
-	int			i;
-
-	for (i = 0; i < len; i++)
-	{
-		if (in_string)
-		{
-			if (text[i] == '\\')
-				i++;
-			else if (text[i] == '"')
-				in_string = false;
-		}
-		else if (text[i] == '"')
-			in_string = true;
-		else if (text[i] == '[' || text[i] == '{')
-		{
-			if (++depth > max)
-				return false;
-		}
-		else if (text[i] == ']' || text[i] == '}')
-			depth--;
-	}
-	return true;
-}
-
-/* The body as JSON, if it is valid JSON in the database encoding. */
-static Jsonb *
-parse_json(StringInfo body)
-{
-	JsonLexContext *lex;
-
-	if (body->len == 0 || strlen(body->data) != (size_t) body->len ||
-		!pg_verifymbstr(body->data, body->len, true) ||
-		!nesting_within(body->data, body->len, MAX_JSON_DEPTH))
-		return NULL;
-	/*
-	 * De-escaping strings makes the lexer refuse what jsonb cannot hold
-	 * (\u0000, lone surrogates), before jsonb_in would fail on it and quote
-	 * the body, token and all, in its error context.
-	 */
-	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), true);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		return NULL;
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
-}
-
-/* A form-encoded body ("a=b&c=d"), as some providers answer, as JSON. */
-static Jsonb *
-parse_form(StringInfo body)
-{
-	StringInfoData j;
-	char	   *copy = pstrdup(body->data);
-	char	   *save = NULL;
-	char	   *pair;
-	bool		first = true;
-
-	if (strchr(copy, '=') == NULL || strchr(copy, '<') || strchr(copy, '{'))
-		return NULL;
-	initStringInfo(&j);
-	appendStringInfoChar(&j, '{');
-	for (pair = strtok_r(copy, "&", &save); pair; pair = strtok_r(NULL, "&", &save))
-	{
-		char	   *eq = strchr(pair, '=');
-		char	   *value;
-		StringInfoData dec;
-
-		if (eq == NULL)
-			continue;
-		*eq = '\0';
-		initStringInfo(&dec);
-		for (value = eq + 1; *value; value++)
-		{
-			if (*value == '+')
-				appendStringInfoChar(&dec, ' ');
-			else if (*value == '%' && isxdigit((unsigned char) value[1]) && isxdigit((unsigned char) value[2]))
-			{
-				char		hex[3] = {value[1], value[2], 0};
-
-				appendStringInfoChar(&dec, (char) strtol(hex, NULL, 16));
-				value += 2;
-			}
-			else
-				appendStringInfoChar(&dec, *value);
-		}
-		if (!pg_verifymbstr(dec.data, dec.len, true) || !pg_verifymbstr(pair, strlen(pair), true))
-			return NULL;
-		if (!first)
-			appendStringInfoChar(&j, ',');
-		first = false;
-		escape_json(&j, pair);
-		appendStringInfoChar(&j, ':');
-		escape_json(&j, dec.data);
-	}
-	appendStringInfoChar(&j, '}');
-	return first ? NULL : json_to_jsonb(&j);
-}
-
-/* The token object at the client's token_path ("a.b"), or the top level. */
-static JsonbContainer *
-token_object(Jsonb *doc, const char *path)
-{
-	JsonbContainer *obj = &doc->root;
-	char	   *copy;
-	char	   *save = NULL;
-	char	   *part;
-
-	if (!JsonContainerIsObject(obj))
-		return NULL;
-	if (path == NULL || path[0] == '\0')
-		return obj;
-	copy = pstrdup(path);
-	for (part = strtok_r(copy, ".", &save); part && obj; part = strtok_r(NULL, ".", &save))
-		obj = object_member(obj, part);
-	return obj;
-}
-
-/* ", retry after N s" when the provider said when */
-static const char *
-retry_note(int retry_after)
-{
-	return retry_after >= 0 ? psprintf(", retry after %d s", retry_after) : "";
-}
-
-/* Why a 2xx answer could not be read as a token response. */
-static const char *
-unreadable(TvHttpResponse *resp)
-{
-	if (resp->body.len == 0)
-		return "the provider's answer is empty";
-	if (resp->content_type && strstr(resp->content_type, "json"))
-		return "the provider's answer is not valid JSON";
-	return psprintf("the provider's answer is neither JSON nor form-encoded (content type %s)",
-					resp->content_type ? resp->content_type : "none");
-}
-
-static Jsonb *
-read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
-{
-	Jsonb	   *doc;
-	JsonbContainer *tok;
-	char	   *error;
-	char	   *description;
-	StringInfoData j;
-
-	if (resp->failure != TV_HTTP_OK)
-		return verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
-							   resp->failure == TV_HTTP_TLS ? "error" : "retryable",
-							   0, NULL, resp->error, -1);
-
-	doc = parse_json(&resp->body);
-	if (doc == NULL)
-		doc = parse_form(&resp->body);
-
-	/* an OAuth2 error, whatever the status (some providers send it with 200) */
-	error = doc ? member(&doc->root, "error") : NULL;
-	if (error && error[0])
-	{
-		description = member(&doc->root, "error_description");
-		return verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
-							   psprintf("the provider refused the request: %s%s%s%s", scrub(error, secrets),
-										description ? ": " : "",
-										description ? scrub(description, secrets) : "",
-										retry_note(resp->retry_after)),
-							   resp->retry_after);
-	}
-	if (resp->status == 429 || resp->status >= 500)
-		return verdict_failure("retryable", resp->status, NULL,
-							   psprintf("the provider answered HTTP %ld%s", resp->status,
-										retry_note(resp->retry_after)), resp->retry_after);
-	if (resp->status >= 300 && resp->status < 400)
-		return verdict_failure("error", resp->status, NULL,
-							   psprintf("the provider answered with a redirect (HTTP %ld), which is not followed",
-										resp->status), -1);
-	if (resp->status < 200 || resp->status >= 300)
-		return verdict_failure("error", resp->status, NULL,
-							   psprintf("the provider answered HTTP %ld", resp->status), -1);
-	if (doc == NULL)
-		return verdict_failure("error", resp->status, NULL, unreadable(resp), -1);
-
-	tok = token_object(doc, member(config, "token_path"));
-	if (tok == NULL || member(tok, "access_token") == NULL || member(tok, "access_token")[0] == '\0')
-		return verdict_failure("error", resp->status, NULL,
-							   member(config, "token_path")
-							   ? psprintf("the provider's answer has no access_token under \"%s\"",
-										  member(config, "token_path"))
-							   : "the provider's answer has no access_token", -1);
-
-	initStringInfo(&j);
-	appendStringInfo(&j, "{\"ok\": true, \"status\": %ld, \"seconds\": %.6f, \"token\": ",
-					 resp->status, resp->seconds);
-	(void) JsonbToCString(&j, tok, VARSIZE(doc));
-	appendStringInfoChar(&j, '}');
-	return json_to_jsonb(&j);
 }
 
 /* "Basic base64(urlencode(id):urlencode(secret))", RFC 6749 2.3.1 */
@@ -465,7 +150,7 @@ static const char *const secret_params[] = {"refresh_token", "code", "code_verif
 static bool
 setting_is(JsonbContainer *config, const char *key, const char *value)
 {
-	char	   *v = member(config, key);
+	char	   *v = tv_jsonb_scalar(config, key);
 
 	return v != NULL && strcmp(v, value) == 0;
 }
@@ -480,8 +165,8 @@ static void
 build_request(TvTokenCall *call, const char *url, const char *kind, Jsonb *params)
 {
 	JsonbContainer *config = call->config;
-	char	   *client_id = member(config, "client_id");
-	char	   *client_secret = member(config, "client_secret");
+	char	   *client_id = tv_jsonb_scalar(config, "client_id");
+	char	   *client_secret = tv_jsonb_scalar(config, "client_secret");
 	char	   *param_secret;
 	Body		body = {0};
 	bool		in_body;
@@ -491,9 +176,9 @@ build_request(TvTokenCall *call, const char *url, const char *kind, Jsonb *param
 	initStringInfo(&body.buf);
 	each_member(&params->root, body_add, &body);
 	for (i = 0; i < lengthof(secret_params); i++)
-		if ((param_secret = member(&params->root, secret_params[i])) != NULL)
+		if ((param_secret = tv_jsonb_scalar(&params->root, secret_params[i])) != NULL)
 			body.secrets = lappend(body.secrets, param_secret);
-	each_member(object_member(object_member(config, "extra_params"), kind), body_add, &body);
+	each_member(tv_jsonb_object(tv_jsonb_object(config, "extra_params"), kind), body_add, &body);
 
 	in_body = client_secret == NULL || setting_is(config, "client_auth", "post");
 	if (client_id && in_body)
@@ -529,14 +214,14 @@ wipe_request(TvTokenCall *call)
 static char *
 request_url(JsonbContainer *config, const char *setting, char **problem)
 {
-	char	   *url = member(config, setting);
+	char	   *url = tv_jsonb_scalar(config, setting);
 
 	if (url == NULL)
 	{
 		*problem = psprintf("the client has no %s", setting);
 		return NULL;
 	}
-	return fill_template(url, object_member(config, "template_values"), problem);
+	return fill_template(url, tv_jsonb_object(config, "template_values"), problem);
 }
 
 /*
@@ -552,10 +237,10 @@ tv_oauth2_prepare(TvTokenCall *call, Jsonb *config_doc, const char *kind, Jsonb 
 
 	memset(call, 0, sizeof(*call));
 	call->config = &config_doc->root;
-	url = request_url(call->config, strcmp(kind, "refresh") == 0 && member(call->config, "refresh_url")
+	url = request_url(call->config, strcmp(kind, "refresh") == 0 && tv_jsonb_scalar(call->config, "refresh_url")
 					  ? "refresh_url" : "token_url", &problem);
 	if (url == NULL)
-		call->verdict = verdict_failure("error", 0, NULL, problem, -1);
+		call->verdict = tv_oauth2_failure("error", problem);
 	else
 		build_request(call, url, kind, params);
 }
@@ -565,11 +250,11 @@ Jsonb *
 tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
 {
 	wipe_request(call);
-	return read_response(resp, call->config, call->secrets);
+	return tv_oauth2_read_response(resp, call->config, call->secrets);
 }
 
 /* Send a token request and judge the answer. */
-Jsonb *
+static Jsonb *
 tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
 {
 	TvTokenCall call;
@@ -594,7 +279,7 @@ tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
  * Revoke a token at the client's revoke_url (RFC 7009).  The verdict is
  * {"ok": true} for any 2xx; otherwise as for a token request.
  */
-Jsonb *
+static Jsonb *
 tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 {
 	TvTokenCall call = {0};
@@ -605,7 +290,7 @@ tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	call.config = &config_doc->root;
 	url = request_url(call.config, "revoke_url", &problem);
 	if (url == NULL)
-		return verdict_failure("error", 0, NULL, problem, -1);
+		return tv_oauth2_failure("error", problem);
 	build_request(&call, url, "revoke", params);
 	PG_TRY();
 	{
@@ -618,5 +303,43 @@ tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	PG_END_TRY();
 	if (resp.failure == TV_HTTP_OK && resp.status >= 200 && resp.status < 300)
 		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"ok\": true}")));
-	return read_response(&resp, call.config, call.secrets);
+	return tv_oauth2_read_response(&resp, call.config, call.secrets);
+}
+
+/* ---- SQL-callable ---- */
+
+PG_FUNCTION_INFO_V1(tv_token_request);
+PG_FUNCTION_INFO_V1(tv_revoke_request);
+
+static void
+require_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+}
+
+/*
+ * _token_request(config jsonb, kind text, params jsonb) returns jsonb: send
+ * one token request and return the verdict (see oauth2.c).
+ */
+Datum
+tv_token_request(PG_FUNCTION_ARGS)
+{
+	require_arg(fcinfo, 0, "client config");
+	require_arg(fcinfo, 1, "request kind");
+	require_arg(fcinfo, 2, "request parameters");
+	PG_RETURN_JSONB_P(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
+											  text_to_cstring(PG_GETARG_TEXT_PP(1)),
+											  PG_GETARG_JSONB_P(2)));
+}
+
+/* _revoke_request(config jsonb, params jsonb) returns jsonb: RFC 7009 */
+Datum
+tv_revoke_request(PG_FUNCTION_ARGS)
+{
+	require_arg(fcinfo, 0, "client config");
+	require_arg(fcinfo, 1, "request parameters");
+	PG_RETURN_JSONB_P(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
 }

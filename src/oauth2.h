@@ -1,5 +1,5 @@
 /*
- * oauth2.h: token requests and what their responses mean
+ * oauth2.h: token requests, prepared to be sent many at once
  */
 #ifndef TV_OAUTH2_H
 #define TV_OAUTH2_H
@@ -22,8 +22,5 @@ typedef struct TvTokenCall
 
 extern void tv_oauth2_prepare(TvTokenCall *call, Jsonb *config, const char *kind, Jsonb *params);
 extern Jsonb *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
-extern Jsonb *tv_oauth2_failure(const char *class, const char *message);
-extern Jsonb *tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params);
-extern Jsonb *tv_oauth2_revoke(Jsonb *config, Jsonb *params);
 
 #endif

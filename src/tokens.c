@@ -23,7 +23,7 @@
 #include "utils/snapmgr.h"
 
 #include "crypto.h"
-#include "tokenvault.h"
+#include "table.h"
 
 PG_FUNCTION_INFO_V1(tv_get_private_token);
 PG_FUNCTION_INFO_V1(tv_list_private_tokens);

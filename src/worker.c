@@ -2,7 +2,7 @@
  * worker.c: the background worker that keeps tokens alive
  *
  * One worker, connected to tokenvault.database, is that database's
- * refresher (refresh.c): it serves the flights filed by access_token()
+ * refresher (flight.c, engine.c): it serves the flights filed by access_token()
  * callers, and files flights of its own for the auths its schedule finds
  * due, so callers and the schedule share one single-flight mechanism.  It
  * also runs the expiry scan and sends webhook deliveries.
@@ -33,11 +33,14 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
-#include "utils/snapmgr.h"
 
-#include "events.h"
-#include "refresh.h"
-#include "tokenvault.h"
+#include "engine.h"
+#include "flight.h"
+#include "http.h"
+#include "jsonb_member.h"
+#include "spi_call.h"
+#include "settings.h"
+#include "webhooks.h"
 #include "worker.h"
 
 #define CLAIM_RECHECK_MS 10		/* no room for a batch: look again this soon */
@@ -105,20 +108,6 @@ tv_worker_register(void)
 	snprintf(w.bgw_name, BGW_MAXLEN, "tokenvault worker");
 	snprintf(w.bgw_type, BGW_MAXLEN, "tokenvault worker");
 	RegisterBackgroundWorker(&w);
-}
-
-/* Is dbid the worker's database (so that it, not a refresher on demand, serves it)? */
-bool
-tv_worker_serves(Oid dbid)
-{
-	bool		serves;
-
-	if (worker == NULL)
-		return false;
-	SpinLockAcquire(&worker->mutex);
-	serves = worker->dbid == dbid && OidIsValid(dbid);
-	SpinLockRelease(&worker->mutex);
-	return serves;
 }
 
 static void
@@ -194,17 +183,6 @@ tv_wake_worker(PG_FUNCTION_ARGS)
 
 /* ---- the worker's steps ---- */
 
-static TimestampTz
-timestamp_member(Jsonb *j, const char *key)
-{
-	char	   *text = tv_member_text(j, key);
-
-	if (text == NULL)
-		return DT_NOEND;
-	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(text),
-												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-}
-
 /*
  * Is the extension there to work with?  A yes holds for a second: the
  * worker is woken for every on-demand refresh, and a transaction of its own
@@ -237,11 +215,11 @@ extension_ready(void)
 static TimestampTz
 claim_due(MemoryContext cxt)
 {
-	int			room = tv_refresh_room();
+	int			room = tv_flight_room();
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
 	Jsonb	   *claimed;
-	JsonbValue	v;
+	JsonbContainer *list;
 	pg_uuid_t  *ids;
 	int			n = 0;
 
@@ -249,26 +227,26 @@ claim_due(MemoryContext cxt)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CLAIM_RECHECK_MS);
 	args[0] = Int32GetDatum(room);
 	claimed = tv_call_in_transaction("SELECT tokenvault._worker_claim($1)", 1, types, args, cxt);
-	if (getKeyJsonValueFromContainer(&claimed->root, "ids", 3, &v) != NULL && v.type == jbvBinary)
+	if ((list = tv_jsonb_container(tv_jsonb_root(claimed), "ids")) != NULL)
 	{
-		uint32		count = JsonContainerSize(v.val.binary.data);
+		uint32		count = JsonContainerSize(list);
 		uint32		i;
 
 		ids = palloc(sizeof(pg_uuid_t) * Max(count, 1));
 		for (i = 0; i < count; i++)
 		{
-			JsonbValue *id = getIthJsonbValueFromContainer(v.val.binary.data, i);
+			JsonbValue *id = getIthJsonbValueFromContainer(list, i);
 
 			if (id && id->type == jbvString)
 				ids[n++] = *DatumGetUUIDP(DirectFunctionCall1(uuid_in,
 															  CStringGetDatum(pnstrdup(id->val.string.val, id->val.string.len))));
 		}
-		tv_refresh_file_background(ids, n);
+		tv_flight_file_background(ids, n);
 	}
 	/* a full claim means more may be due: claim again as soon as there is room */
 	if (n >= room)
 		return GetCurrentTimestamp();
-	return timestamp_member(claimed, "next_at");
+	return tv_jsonb_timestamp(tv_jsonb_root(claimed), "next_at");
 }
 
 /* Take back what a previous worker had claimed. */
@@ -282,8 +260,9 @@ release_claims(MemoryContext cxt)
 static TimestampTz
 tick(MemoryContext cxt)
 {
-	return timestamp_member(tv_call_in_transaction("SELECT tokenvault._worker_tick()", 0, NULL, NULL, cxt),
-							"next_at");
+	Jsonb	   *ticked = tv_call_in_transaction("SELECT tokenvault._worker_tick()", 0, NULL, NULL, cxt);
+
+	return tv_jsonb_timestamp(tv_jsonb_root(ticked), "next_at");
 }
 
 /* A changed refresh_lead moves every stored schedule. */
@@ -314,7 +293,7 @@ take_requests(Schedule *s)
 
 /* Run the steps that are due; an error postpones them all (and is logged). */
 static void
-run_steps(Schedule *s, MemoryContext cxt)
+run_steps(Schedule *s, TvHttpMulti *multi, MemoryContext cxt)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	MemoryContext old = MemoryContextSwitchTo(cxt);
@@ -342,17 +321,12 @@ run_steps(Schedule *s, MemoryContext cxt)
 		else if (s->tick <= now)
 			s->tick = TimestampTzPlusMilliseconds(s->last_tick, TICK_MIN_MS);
 		if (s->webhooks <= now)
-			s->webhooks = tv_webhooks_send(tv_refresh_multi());
+			s->webhooks = tv_webhooks_send(multi);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
 		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG, (errmsg("tokenvault worker: %s", edata->message)));
+		(void) tv_log_caught_error("tokenvault worker");
 		now = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETRY_MS);
 		s->claim = Min(s->claim, now);
 		s->tick = Min(s->tick, now);
@@ -403,6 +377,7 @@ tv_worker_main(Datum main_arg)
 {
 	Schedule	s = {0};
 	MemoryContext cxt;
+	TvHttpMulti *multi;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -421,12 +396,17 @@ tv_worker_main(Datum main_arg)
 	pgstat_report_activity(STATE_RUNNING, "tokenvault: starting");
 
 	/* a refresher started on demand before the worker came up leaves when idle */
-	while (!tv_refresh_attach())
+	tv_flight_reserve_database();
+	while (!tv_flight_attach())
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100L, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
+	/* one HTTP handle for refreshes and webhooks, waited on in one place */
+	MemoryContextSwitchTo(TopMemoryContext);
+	multi = tv_http_multi_create();
+	tv_engine_start(multi);
 	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault worker", ALLOCSET_DEFAULT_SIZES);
 	s.lead = tv_refresh_lead;
 	s.claim = s.tick = s.webhooks = GetCurrentTimestamp();
@@ -436,18 +416,18 @@ tv_worker_main(Datum main_arg)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		tv_reload_if_asked();
-		if (!tv_refresh_busy() && !ready_to_work())
+		if (!tv_engine_busy() && !ready_to_work())
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5000L, PG_WAIT_EXTENSION);
 			s.claim = s.tick = s.webhooks = GetCurrentTimestamp();
 			continue;
 		}
-		set_state(tv_refresh_busy() ? "working" : "idle");
+		set_state(tv_engine_busy() ? "working" : "idle");
 		take_requests(&s);
-		run_steps(&s, cxt);
+		run_steps(&s, multi, cxt);
 		/* the steps' own writes (an event for a webhook) may want a step again soon */
 		take_requests(&s);
-		tv_refresh_serve(sleep_ms(&s));
+		tv_engine_serve(sleep_ms(&s));
 	}
 }
 
@@ -478,7 +458,7 @@ tv_worker_stats(PG_FUNCTION_ARGS)
 		last_loop_at = worker->last_loop_at;
 		SpinLockRelease(&worker->mutex);
 	}
-	tv_refresh_stats(&succeeded, &failed, &pct[0], &pct[1], &pct[2]);
+	tv_flight_stats(&succeeded, &failed, &pct[0], &pct[1], &pct[2]);
 	values[0] = Int32GetDatum(pid);
 	nulls[0] = pid == 0;
 	values[1] = CStringGetTextDatum(state);

@@ -11,7 +11,6 @@
 extern void tv_worker_shmem_request(void);
 extern void tv_worker_shmem_startup(void);
 extern void tv_worker_register(void);
-extern bool tv_worker_serves(Oid dbid);
 extern PGDLLEXPORT void tv_worker_main(Datum main_arg);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * events.c: webhook deliveries, signed, sent by the worker
+ * webhooks.c: webhook deliveries, signed, sent by the worker
  *
  * Events themselves are written in SQL (tokenvault._emit: a row in
  * tokenvault.events and a NOTIFY in the same transaction).  Here the worker
@@ -13,8 +13,7 @@
  */
 #include "postgres.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
+#include <time.h>
 
 #include "catalog/pg_type_d.h"
 #include "utils/builtins.h"
@@ -22,8 +21,10 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "events.h"
-#include "refresh.h"
+#include "crypto.h"
+#include "jsonb_member.h"
+#include "spi_call.h"
+#include "webhooks.h"
 
 #define MAX_DELIVERIES 16		/* webhook requests in flight at once */
 
@@ -37,29 +38,6 @@ typedef struct Delivery
 
 static int	in_flight = 0;
 static MemoryContext deliveries_cxt = NULL;	/* outlives the loop round that sends */
-
-/* "v1=<hex HMAC-SHA256(secret, timestamp '.' body)>" */
-char *
-tv_webhook_signature(const char *secret, const char *timestamp, const char *body)
-{
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
-	char	   *signed_text = psprintf("%s.%s", timestamp, body);
-	StringInfoData out;
-	unsigned int i;
-
-	if (HMAC(EVP_sha256(), secret, strlen(secret), (unsigned char *) signed_text, strlen(signed_text),
-			 mac, &maclen) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not sign a webhook delivery")));
-	initStringInfo(&out);
-	appendStringInfoString(&out, "v1=");
-	for (i = 0; i < maclen; i++)
-		appendStringInfo(&out, "%02x", mac[i]);
-	pfree(signed_text);
-	return out.data;
-}
 
 /* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
 static void
@@ -90,11 +68,22 @@ on_delivered(TvHttpResponse *resp, void *arg)
 static char *
 member_string(JsonbContainer *c, const char *key)
 {
-	JsonbValue	v;
+	char	   *value = tv_jsonb_string(c, key);
 
-	if (getKeyJsonValueFromContainer(c, key, strlen(key), &v) == NULL || v.type != jbvString)
+	if (value == NULL)
 		elog(ERROR, "tokenvault: a webhook delivery lacks \"%s\"", key);
-	return pnstrdup(v.val.string.val, v.val.string.len);
+	return value;
+}
+
+/* "v1=<hex HMAC-SHA256(secret, timestamp '.' body)>" */
+static char *
+signature_of(const char *secret, const char *timestamp, const char *body)
+{
+	char	   *signed_text = psprintf("%s.%s", timestamp, body);
+	char	   *signature = psprintf("v1=%s", tv_hmac_sha256_hex(secret, signed_text));
+
+	pfree(signed_text);
+	return signature;
 }
 
 /* Sign one delivery and put it on the handle. */
@@ -117,7 +106,7 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 	secret = member_string(c, "secret");
 	timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
 	body = member_string(c, "body");
-	signature = tv_webhook_signature(secret, timestamp, body);
+	signature = signature_of(secret, timestamp, body);
 	explicit_bzero(secret, strlen(secret));
 	d->cxt = cxt;
 	d->id = pg_strtoint64(member_string(c, "id"));
@@ -149,22 +138,21 @@ tv_webhooks_send(TvHttpMulti *multi)
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
 	Jsonb	   *claimed;
-	JsonbValue	v;
+	JsonbContainer *list;
 	TimestampTz next_at = DT_NOEND;
-	char	   *next;
 
 	args[0] = Int32GetDatum(MAX_DELIVERIES - in_flight);
 	if (in_flight < MAX_DELIVERIES)
 	{
 		claimed = tv_call_in_transaction("SELECT tokenvault._webhook_claim($1)", 1, types, args, cxt);
-		if (getKeyJsonValueFromContainer(&claimed->root, "deliveries", 10, &v) != NULL && v.type == jbvBinary)
+		if ((list = tv_jsonb_container(tv_jsonb_root(claimed), "deliveries")) != NULL)
 		{
-			uint32		n = JsonContainerSize(v.val.binary.data);
+			uint32		n = JsonContainerSize(list);
 			uint32		i;
 
 			for (i = 0; i < n; i++)
 			{
-				JsonbValue *d = getIthJsonbValueFromContainer(v.val.binary.data, i);
+				JsonbValue *d = getIthJsonbValueFromContainer(list, i);
 
 				if (d != NULL && d->type == jbvBinary)
 				{
@@ -174,9 +162,7 @@ tv_webhooks_send(TvHttpMulti *multi)
 				}
 			}
 		}
-		if ((next = tv_member_text(claimed, "next_at")) != NULL)
-			next_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(next),
-															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+		next_at = tv_jsonb_timestamp(tv_jsonb_root(claimed), "next_at");
 	}
 	else
 		next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);

@@ -1,0 +1,339 @@
+/*
+ * engine.c: serving a refresher's flights, many requests at once
+ *
+ * Each flight a refresher claims becomes a job: planned in a short
+ * transaction, its request sent with no transaction open, and its result
+ * applied in another short transaction; up to
+ * tokenvault.max_concurrent_refreshes requests are in flight at once.  When
+ * responses arrive, the next flights' requests go out before the responses
+ * are stored, so that storing them does not leave the provider idle.
+ *
+ * The refresher's process owns the HTTP handle and its wait; other requests
+ * of the same process (the worker's webhooks) may share it.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type_d.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "engine.h"
+#include "flight.h"
+#include "jsonb_member.h"
+#include "oauth2.h"
+#include "oauth2_response.h"
+#include "spi_call.h"
+#include "settings.h"
+
+#define MAX_JOBS 1024			/* requests a refresher has in flight, at most */
+
+typedef struct Job
+{
+	TvFlight	flight;
+	Jsonb	   *plan;
+	TvTokenCall call;
+	TvHttpResponse resp;
+	MemoryContext cxt;			/* everything of this job, gone when it finishes */
+	bool		busy;
+} Job;
+
+typedef struct Engine
+{
+	TvHttpMulti *multi;
+	MemoryContext cxt;
+	int			busy;			/* jobs in hand; those not answered have a request in flight */
+	int			nanswered;
+	Job		   *answered[MAX_JOBS];	/* jobs whose response waits to be stored, in order of arrival */
+	Job			jobs[MAX_JOBS];
+} Engine;
+
+static Engine *engine = NULL;
+
+static Jsonb *
+member_object(Jsonb *j, const char *key)
+{
+	JsonbValue	v;
+
+	if (!tv_jsonb_member(tv_jsonb_root(j), key, &v) || v.type != jbvBinary)
+		return NULL;
+	return JsonbValueToJsonb(&v);
+}
+
+static void
+finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
+{
+	tv_flight_finish(&job->flight, outcome, message);
+	MemoryContextDelete(job->cxt);
+	job->cxt = NULL;
+	job->busy = false;
+	engine->busy--;
+}
+
+/* Plan a job; true if it has a request to send, else it is finished. */
+static bool
+plan_job(Job *job)
+{
+	Oid			types[3] = {UUIDOID, BOOLOID, INT4OID};
+	Datum		args[3];
+	char	   *skip;
+	char	   *msg;
+
+	args[0] = UUIDPGetDatum(&job->flight.auth_id);
+	args[1] = BoolGetDatum(job->flight.force);
+	args[2] = Int32GetDatum(job->flight.min_validity);
+	job->plan = tv_call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args,
+									   job->cxt);
+	if ((skip = tv_jsonb_string(tv_jsonb_root(job->plan), "skip")) != NULL)
+	{
+		msg = tv_jsonb_string(tv_jsonb_root(job->plan), "message");
+		finish_job(job, strcmp(skip, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE,
+				   msg ? msg : "");
+		return false;
+	}
+	tv_oauth2_prepare(&job->call, member_object(job->plan, "config"),
+					  tv_jsonb_string(tv_jsonb_root(job->plan), "kind"),
+					  member_object(job->plan, "params"));
+	return true;
+}
+
+static TvRefreshOutcome
+outcome_of(const char *applied)
+{
+	if (applied == NULL || strcmp(applied, "refreshed") == 0 || strcmp(applied, "stale") == 0)
+		return TV_REFRESH_DONE;
+	if (strcmp(applied, "needs_reauth") == 0)
+		return TV_REFRESH_NEEDS_REAUTH;
+	if (strcmp(applied, "retryable") == 0)
+		return TV_REFRESH_RETRYABLE;
+	return TV_REFRESH_FAILED;
+}
+
+/* Store a job's verdict, if the auth's version is unchanged. */
+static void
+apply_job(Job *job, Jsonb *verdict, double seconds)
+{
+	Oid			types[3] = {UUIDOID, INT8OID, JSONBOID};
+	Datum		args[3];
+	Jsonb	   *applied;
+	char	   *version = tv_jsonb_string(tv_jsonb_root(job->plan), "version");
+	char	   *msg;
+	TvRefreshOutcome outcome;
+
+	args[0] = UUIDPGetDatum(&job->flight.auth_id);
+	args[1] = DirectFunctionCall1(numeric_int8,
+								  DirectFunctionCall3(numeric_in, CStringGetDatum(version),
+													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+	args[2] = JsonbPGetDatum(verdict);
+	applied = tv_call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, job->cxt);
+	msg = tv_jsonb_string(tv_jsonb_root(applied), "message");
+	outcome = outcome_of(tv_jsonb_string(tv_jsonb_root(applied), "outcome"));
+	tv_flight_count(outcome, seconds);
+	finish_job(job, outcome, msg ? msg : "");
+}
+
+/*
+ * Record an unexpected error on the job's auth as a failed refresh, so that
+ * it backs off and shows in last_error rather than coming back unseen after
+ * its lease.  False if it could not be recorded (the error may lie in the
+ * recording itself); the job is finished if it was.
+ */
+static bool
+record_failure(Job *job, const char *message)
+{
+	volatile bool recorded = false;
+
+	PG_TRY();
+	{
+		apply_job(job, tv_oauth2_failure("error", message), -1);
+		recorded = true;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(job->cxt);
+		FlushErrorState();
+		AbortCurrentTransaction();
+	}
+	PG_END_TRY();
+	return recorded;
+}
+
+/* An error while serving a job fails that job alone, and is logged whole. */
+static void
+fail_job(Job *job)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(job->cxt);
+	edata = tv_log_caught_error("tokenvault refresher");
+	MemoryContextSwitchTo(job->cxt);
+	/* a cancel is no fault of the auth's; nor is an error before its plan was read */
+	if (job->plan != NULL && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
+		record_failure(job, edata->message))
+		return;
+	tv_flight_count(TV_REFRESH_FAILED, -1);
+	finish_job(job, TV_REFRESH_FAILED, edata->message);
+}
+
+/* A response is in: its request's place is free, the response waits to be stored. */
+static void
+on_response(TvHttpResponse *resp, void *arg)
+{
+	engine->answered[engine->nanswered++] = (Job *) arg;
+}
+
+/* Store the responses that are in, each in a transaction of its own. */
+static void
+apply_answered(void)
+{
+	int			i;
+
+	if (engine->nanswered > 0)
+		pgstat_report_activity(STATE_RUNNING, "tokenvault: storing tokens");
+	for (i = 0; i < engine->nanswered; i++)
+	{
+		Job		   *job = engine->answered[i];
+
+		MemoryContextSwitchTo(job->cxt);
+		PG_TRY();
+		{
+			apply_job(job, tv_oauth2_verdict(&job->call, &job->resp), job->resp.seconds);
+		}
+		PG_CATCH();
+		{
+			fail_job(job);
+		}
+		PG_END_TRY();
+	}
+	engine->nanswered = 0;
+	MemoryContextSwitchTo(engine->cxt);
+}
+
+/* Plan a claimed job and send its request, or finish it if there is none to send. */
+static void
+start_job(Job *job)
+{
+	MemoryContext old;
+
+	job->cxt = AllocSetContextCreate(engine->cxt, "tokenvault refresh job", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(job->cxt);
+	PG_TRY();
+	{
+		if (plan_job(job))
+		{
+			/* not even sendable (no URL), or a URL that may not be requested: the verdict says why */
+			if (job->call.verdict)
+				apply_job(job, job->call.verdict, -1);
+			else if (!tv_http_multi_add(engine->multi, &job->call.req, &job->resp, on_response, job))
+				apply_job(job, tv_oauth2_verdict(&job->call, &job->resp), -1);
+		}
+	}
+	PG_CATCH();
+	{
+		fail_job(job);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Claim this database's queued flights into free jobs, callers' flights
+ * before the worker's own schedule, and start them.  Returns how many.
+ */
+static int
+claim_flights(void)
+{
+	int			limit = Min(tv_max_concurrent_refreshes, MAX_JOBS);
+	int			in_flight = engine->busy - engine->nanswered;
+	TvFlight	claimed[MAX_JOBS];
+	int			nclaimed;
+	int			i;
+	int			j = 0;
+
+	if (in_flight >= limit || engine->busy >= MAX_JOBS)
+		return 0;
+	nclaimed = tv_flight_claim(claimed, Min(limit - in_flight, MAX_JOBS - engine->busy));
+	if (nclaimed > 0)
+		pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
+	for (i = 0; i < nclaimed; i++)
+	{
+		Job		   *job;
+
+		while (engine->jobs[j].busy)
+			j++;
+		job = &engine->jobs[j];
+		memset(job, 0, sizeof(Job));
+		job->busy = true;
+		job->flight = claimed[i];
+		engine->busy++;
+		start_job(job);
+	}
+	return nclaimed;
+}
+
+/*
+ * Serve the flights: start what is queued, wait up to timeout_ms for the
+ * latch or for responses, send the requests that take the answered ones'
+ * places, then store the responses.  The caller resets the latch and
+ * checks for interrupts between calls.
+ */
+void
+tv_engine_serve(long timeout_ms)
+{
+	(void) claim_flights();
+	/* webhook deliveries may share the handle: wait on it whenever it has transfers */
+	if (engine->busy == 0 && tv_http_multi_active(engine->multi) == 0)
+	{
+		pgstat_report_activity(STATE_IDLE, NULL);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout_ms, PG_WAIT_EXTENSION);
+	}
+	else
+	{
+		(void) tv_http_multi_wait(engine->multi, timeout_ms);
+		/* libcurl writes a request only when it is next called: now, not after the storing */
+		if (claim_flights() > 0)
+			(void) tv_http_multi_wait(engine->multi, 0);
+		apply_answered();
+	}
+}
+
+bool
+tv_engine_busy(void)
+{
+	return engine != NULL && engine->busy > 0;
+}
+
+/*
+ * On the way out (shutdown, FATAL), release the waiters of the flights in
+ * hand instead of leaving them hanging.  The requests themselves die with
+ * the process.
+ */
+static void
+engine_stop(int code, Datum arg)
+{
+	int			i;
+
+	if (engine != NULL)
+		for (i = 0; i < MAX_JOBS; i++)
+			if (engine->jobs[i].busy)
+				tv_flight_finish(&engine->jobs[i].flight, TV_REFRESH_RETRYABLE,
+								 "the tokenvault refresher exited");
+	engine = NULL;
+}
+
+/* Serve flights on this HTTP handle from now on; call once the process is attached. */
+void
+tv_engine_start(TvHttpMulti *multi)
+{
+	engine = MemoryContextAllocZero(TopMemoryContext, sizeof(Engine));
+	engine->cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault refresh", ALLOCSET_DEFAULT_SIZES);
+	engine->multi = multi;
+	MemoryContextSwitchTo(engine->cxt);
+	before_shmem_exit(engine_stop, 0);
+}

@@ -1,0 +1,83 @@
+/*
+ * jsonb_member.c: reading the members of a jsonb object
+ *
+ * The SQL side answers the C side in small jsonb objects (a refresh plan, a
+ * claim, a verdict); these are the one way the C side reads them.  Each
+ * takes a container that may be NULL or not an object, and then finds
+ * nothing.
+ */
+#include "postgres.h"
+
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "jsonb_member.h"
+
+/* The member named key, into *v; false if there is none. */
+bool
+tv_jsonb_member(JsonbContainer *obj, const char *key, JsonbValue *v)
+{
+	return obj != NULL && JsonContainerIsObject(obj) &&
+		getKeyJsonValueFromContainer(obj, key, strlen(key), v) != NULL;
+}
+
+/* A string member, or NULL. */
+char *
+tv_jsonb_string(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!tv_jsonb_member(obj, key, &v) || v.type != jbvString)
+		return NULL;
+	return pnstrdup(v.val.string.val, v.val.string.len);
+}
+
+/* A string, number or boolean member as text, or NULL. */
+char *
+tv_jsonb_scalar(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!tv_jsonb_member(obj, key, &v))
+		return NULL;
+	if (v.type == jbvString)
+		return pnstrdup(v.val.string.val, v.val.string.len);
+	if (v.type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+	if (v.type == jbvBool)
+		return pstrdup(v.val.boolean ? "true" : "false");
+	return NULL;
+}
+
+/* An object or array member, or NULL. */
+JsonbContainer *
+tv_jsonb_container(JsonbContainer *obj, const char *key)
+{
+	JsonbValue	v;
+
+	if (!tv_jsonb_member(obj, key, &v) || v.type != jbvBinary)
+		return NULL;
+	return v.val.binary.data;
+}
+
+/* An object member, or NULL. */
+JsonbContainer *
+tv_jsonb_object(JsonbContainer *obj, const char *key)
+{
+	JsonbContainer *c = tv_jsonb_container(obj, key);
+
+	return c != NULL && JsonContainerIsObject(c) ? c : NULL;
+}
+
+/* A timestamp written as a string member; DT_NOEND when there is none. */
+TimestampTz
+tv_jsonb_timestamp(JsonbContainer *obj, const char *key)
+{
+	char	   *text = tv_jsonb_string(obj, key);
+
+	if (text == NULL)
+		return DT_NOEND;
+	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(text),
+												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+}

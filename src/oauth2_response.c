@@ -1,0 +1,305 @@
+/*
+ * oauth2_response.c: what a provider's answer to a token request means
+ *
+ * Answers are read as real providers send them: JSON, or a form-encoded
+ * body; an "error" even in a 200; the token nested under a path.  The
+ * verdict is the small JSON object described in oauth2.c.  Provider text is
+ * scrubbed of every secret the request carried before it is quoted.
+ */
+#include "postgres.h"
+
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#include "nodes/pg_list.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+
+#include "http.h"
+#include "jsonb_member.h"
+#include "oauth2_response.h"
+
+#define MESSAGE_MAX 300			/* how much provider text is quoted */
+#define MAX_JSON_DEPTH 64		/* how deeply a provider's JSON answer may nest */
+
+/* Provider text with every secret of the request cut out, and shortened. */
+static char *
+scrub(const char *text, List *secrets)
+{
+	char	   *out = pstrdup(text);
+	ListCell   *lc;
+	char	   *c;
+
+	foreach(lc, secrets)
+	{
+		const char *s = lfirst(lc);
+		size_t		n = strlen(s);
+		char	   *hit;
+
+		if (n < 4)
+			continue;
+		while ((hit = strstr(out, s)) != NULL)
+			out = psprintf("%.*s[redacted]%s", (int) (hit - out), out, hit + n);
+	}
+	/* cut only after the secrets are out, so no part of one is left at the end */
+	if (strlen(out) > MESSAGE_MAX)
+		out[MESSAGE_MAX] = '\0';
+	/* keep the message on one line */
+	for (c = out; *c; c++)
+		if (*c == '\n' || *c == '\r' || *c == '\t')
+			*c = ' ';
+	return out;
+}
+
+static Jsonb *
+json_to_jsonb(StringInfo json)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json->data)));
+}
+
+static Jsonb *
+verdict_failure(const char *class, long status, const char *error, const char *message,
+				int retry_after)
+{
+	StringInfoData j;
+
+	initStringInfo(&j);
+	appendStringInfo(&j, "{\"ok\": false, \"class\": \"%s\", \"status\": %ld", class, status);
+	if (error)
+	{
+		appendStringInfoString(&j, ", \"error\": ");
+		escape_json(&j, error);
+	}
+	appendStringInfoString(&j, ", \"message\": ");
+	escape_json(&j, message);
+	if (retry_after >= 0)
+		appendStringInfo(&j, ", \"retry_after\": %d", retry_after);
+	appendStringInfoChar(&j, '}');
+	return json_to_jsonb(&j);
+}
+
+/* A failure found on our side, not in an answer: no status, no OAuth2 error. */
+Jsonb *
+tv_oauth2_failure(const char *class, const char *message)
+{
+	return verdict_failure(class, 0, NULL, message, -1);
+}
+
+/* What an OAuth2 error code means for the auth (RFC 6749 5.2). */
+static const char *
+error_class(const char *error, long status)
+{
+	if (strcmp(error, "invalid_grant") == 0 || strcmp(error, "invalid_client") == 0 ||
+		strcmp(error, "unauthorized_client") == 0)
+		return "needs_reauth";
+	if (strcmp(error, "temporarily_unavailable") == 0 || strcmp(error, "server_error") == 0 ||
+		strcmp(error, "slow_down") == 0 || status == 429 || status >= 500)
+		return "retryable";
+	return "error";
+}
+
+/*
+ * Whether JSON text nests no deeper than max.  PostgreSQL 15's JSON parser
+ * recurses once per level and stops at max_stack_depth with an error, which
+ * a provider's answer of ten megabytes of "[" would otherwise reach; no
+ * token response needs more than a few levels.
+ */
+static bool
+nesting_within(const char *text, int len, int max)
+{
+	int			depth = 0;
+	bool		in_string = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		if (in_string)
+		{
+			if (text[i] == '\\')
+				i++;
+			else if (text[i] == '"')
+				in_string = false;
+		}
+		else if (text[i] == '"')
+			in_string = true;
+		else if (text[i] == '[' || text[i] == '{')
+		{
+			if (++depth > max)
+				return false;
+		}
+		else if (text[i] == ']' || text[i] == '}')
+			depth--;
+	}
+	return true;
+}
+
+/* The body as JSON, if it is valid JSON in the database encoding. */
+static Jsonb *
+parse_json(StringInfo body)
+{
+	JsonLexContext *lex;
+
+	if (body->len == 0 || strlen(body->data) != (size_t) body->len ||
+		!pg_verifymbstr(body->data, body->len, true) ||
+		!nesting_within(body->data, body->len, MAX_JSON_DEPTH))
+		return NULL;
+	/*
+	 * De-escaping strings makes the lexer refuse what jsonb cannot hold
+	 * (\u0000, lone surrogates), before jsonb_in would fail on it and quote
+	 * the body, token and all, in its error context.
+	 */
+	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
+}
+
+/* A form-encoded body ("a=b&c=d"), as some providers answer, as JSON. */
+static Jsonb *
+parse_form(StringInfo body)
+{
+	StringInfoData j;
+	char	   *copy = pstrdup(body->data);
+	char	   *save = NULL;
+	char	   *pair;
+	bool		first = true;
+
+	if (strchr(copy, '=') == NULL || strchr(copy, '<') || strchr(copy, '{'))
+		return NULL;
+	initStringInfo(&j);
+	appendStringInfoChar(&j, '{');
+	for (pair = strtok_r(copy, "&", &save); pair; pair = strtok_r(NULL, "&", &save))
+	{
+		char	   *eq = strchr(pair, '=');
+		char	   *value;
+		StringInfoData dec;
+
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		initStringInfo(&dec);
+		for (value = eq + 1; *value; value++)
+		{
+			if (*value == '+')
+				appendStringInfoChar(&dec, ' ');
+			else if (*value == '%' && isxdigit((unsigned char) value[1]) && isxdigit((unsigned char) value[2]))
+			{
+				char		hex[3] = {value[1], value[2], 0};
+
+				appendStringInfoChar(&dec, (char) strtol(hex, NULL, 16));
+				value += 2;
+			}
+			else
+				appendStringInfoChar(&dec, *value);
+		}
+		if (!pg_verifymbstr(dec.data, dec.len, true) || !pg_verifymbstr(pair, strlen(pair), true))
+			return NULL;
+		if (!first)
+			appendStringInfoChar(&j, ',');
+		first = false;
+		escape_json(&j, pair);
+		appendStringInfoChar(&j, ':');
+		escape_json(&j, dec.data);
+	}
+	appendStringInfoChar(&j, '}');
+	return first ? NULL : json_to_jsonb(&j);
+}
+
+/* The token object at the client's token_path ("a.b"), or the top level. */
+static JsonbContainer *
+token_object(Jsonb *doc, const char *path)
+{
+	JsonbContainer *obj = &doc->root;
+	char	   *copy;
+	char	   *save = NULL;
+	char	   *part;
+
+	if (!JsonContainerIsObject(obj))
+		return NULL;
+	if (path == NULL || path[0] == '\0')
+		return obj;
+	copy = pstrdup(path);
+	for (part = strtok_r(copy, ".", &save); part && obj; part = strtok_r(NULL, ".", &save))
+		obj = tv_jsonb_object(obj, part);
+	return obj;
+}
+
+/* ", retry after N s" when the provider said when */
+static const char *
+retry_note(int retry_after)
+{
+	return retry_after >= 0 ? psprintf(", retry after %d s", retry_after) : "";
+}
+
+/* Why a 2xx answer could not be read as a token response. */
+static const char *
+unreadable(TvHttpResponse *resp)
+{
+	if (resp->body.len == 0)
+		return "the provider's answer is empty";
+	if (resp->content_type && strstr(resp->content_type, "json"))
+		return "the provider's answer is not valid JSON";
+	return psprintf("the provider's answer is neither JSON nor form-encoded (content type %s)",
+					resp->content_type ? resp->content_type : "none");
+}
+
+/* The verdict on a token request's response, quoting no secret of the request. */
+Jsonb *
+tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
+{
+	Jsonb	   *doc;
+	JsonbContainer *tok;
+	char	   *error;
+	char	   *description;
+	StringInfoData j;
+
+	if (resp->failure != TV_HTTP_OK)
+		return verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
+							   resp->failure == TV_HTTP_TLS ? "error" : "retryable",
+							   0, NULL, resp->error, -1);
+
+	doc = parse_json(&resp->body);
+	if (doc == NULL)
+		doc = parse_form(&resp->body);
+
+	/* an OAuth2 error, whatever the status (some providers send it with 200) */
+	error = doc ? tv_jsonb_scalar(&doc->root, "error") : NULL;
+	if (error && error[0])
+	{
+		description = tv_jsonb_scalar(&doc->root, "error_description");
+		return verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
+							   psprintf("the provider refused the request: %s%s%s%s", scrub(error, secrets),
+										description ? ": " : "",
+										description ? scrub(description, secrets) : "",
+										retry_note(resp->retry_after)),
+							   resp->retry_after);
+	}
+	if (resp->status == 429 || resp->status >= 500)
+		return verdict_failure("retryable", resp->status, NULL,
+							   psprintf("the provider answered HTTP %ld%s", resp->status,
+										retry_note(resp->retry_after)), resp->retry_after);
+	if (resp->status >= 300 && resp->status < 400)
+		return verdict_failure("error", resp->status, NULL,
+							   psprintf("the provider answered with a redirect (HTTP %ld), which is not followed",
+										resp->status), -1);
+	if (resp->status < 200 || resp->status >= 300)
+		return verdict_failure("error", resp->status, NULL,
+							   psprintf("the provider answered HTTP %ld", resp->status), -1);
+	if (doc == NULL)
+		return verdict_failure("error", resp->status, NULL, unreadable(resp), -1);
+
+	tok = token_object(doc, tv_jsonb_scalar(config, "token_path"));
+	if (tok == NULL || tv_jsonb_scalar(tok, "access_token") == NULL || tv_jsonb_scalar(tok, "access_token")[0] == '\0')
+		return verdict_failure("error", resp->status, NULL,
+							   tv_jsonb_scalar(config, "token_path")
+							   ? psprintf("the provider's answer has no access_token under \"%s\"",
+										  tv_jsonb_scalar(config, "token_path"))
+							   : "the provider's answer has no access_token", -1);
+
+	initStringInfo(&j);
+	appendStringInfo(&j, "{\"ok\": true, \"status\": %ld, \"seconds\": %.6f, \"token\": ",
+					 resp->status, resp->seconds);
+	(void) JsonbToCString(&j, tok, VARSIZE(doc));
+	appendStringInfoChar(&j, '}');
+	return json_to_jsonb(&j);
+}

@@ -1,0 +1,122 @@
+/*
+ * settings.c: tokenvault's settings (GUCs), but for the key ring's own
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "postmaster/interrupt.h"
+#include "utils/guc.h"
+
+#include "settings.h"
+
+int			tv_min_validity = 30;
+bool		tv_allow_insecure_http = false;
+char	   *tv_ca_file = NULL;
+int			tv_http_timeout = 10;
+int			tv_max_response_size = 1024;
+char	   *tv_database = NULL;
+int			tv_refresh_lead = 60;
+int			tv_expiry_notice = 7 * 24 * 3600;
+int			tv_max_concurrent_refreshes = 32;
+int			tv_event_retention = 7 * 24 * 3600;
+
+void
+tv_settings_define(void)
+{
+	DefineCustomIntVariable("tokenvault.min_validity",
+							"How long a token returned by access_token() must stay valid.",
+							NULL,
+							&tv_min_validity,
+							30, 0, 24 * 3600,
+							PGC_USERSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/*
+	 * The HTTP rules protect secrets on the wire, so only a superuser may
+	 * relax them.
+	 */
+	DefineCustomBoolVariable("tokenvault.allow_insecure_http",
+							 "Allows token requests over plain http (for tests and private networks).",
+							 NULL,
+							 &tv_allow_insecure_http,
+							 false,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("tokenvault.ca_file",
+							   "CA certificates to verify providers with, instead of the system's.",
+							   NULL,
+							   &tv_ca_file,
+							   "",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.http_timeout",
+							"Longest a token request may take, connecting included.",
+							NULL,
+							&tv_http_timeout,
+							10, 1, 300,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.max_response_size",
+							"Largest provider response read.",
+							NULL,
+							&tv_max_response_size,
+							1024, 16, 1024 * 1024,
+							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	/* only the postmaster may define a postmaster setting; without preloading there is no worker */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomStringVariable("tokenvault.database",
+								   "Database the tokenvault worker serves.",
+								   NULL,
+								   &tv_database,
+								   "postgres",
+								   PGC_POSTMASTER, 0,
+								   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.refresh_lead",
+							"How long before a token expires the worker refreshes it.",
+							NULL,
+							&tv_refresh_lead,
+							60, 1, 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.expiry_notice",
+							"How long before an auth that cannot be refreshed expires it is announced (auth.expiring).",
+							NULL,
+							&tv_expiry_notice,
+							7 * 24 * 3600, 0, 365 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.max_concurrent_refreshes",
+							"Token requests the worker has in flight at once, at most.",
+							NULL,
+							&tv_max_concurrent_refreshes,
+							32, 1, 1024,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.event_retention",
+							"How long delivered events are kept.",
+							NULL,
+							&tv_event_retention,
+							7 * 24 * 3600, 0, 3650 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+}
+
+/* In a background process's loop: read the configuration again if asked (SIGHUP). */
+void
+tv_reload_if_asked(void)
+{
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}

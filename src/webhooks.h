@@ -1,0 +1,15 @@
+/*
+ * webhooks.h: webhook deliveries, signed, sent by the worker
+ */
+#ifndef TV_WEBHOOKS_H
+#define TV_WEBHOOKS_H
+
+#include "postgres.h"
+
+#include "utils/timestamp.h"
+
+#include "http.h"
+
+extern TimestampTz tv_webhooks_send(TvHttpMulti *multi);
+
+#endif
