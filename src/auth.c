@@ -7,20 +7,16 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/xact.h"
-#include "access/stratnum.h"
-#include "access/table.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
-#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "auth.h"
-#include "crypto.h"
+#include "envelope.h"
+#include "probe.h"
 #include "refresh.h"
 #include "tokenvault.h"
 
@@ -34,79 +30,45 @@ typedef struct AuthRow
 	bool		locked_here;	/* written or locked by this transaction */
 } AuthRow;
 
-/* The associated data that binds a sealed secret to its row: "auth:<uuid>". */
-char *
-tv_aad_for(const char *table, pg_uuid_t *id)
-{
-	char	   *uuid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
-
-	return psprintf("%s:%s", table, uuid);
-}
-
 static char *
 auth_id_string(pg_uuid_t *id)
 {
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
-static AttrNumber
-column(TupleDesc desc, const char *name)
+enum
 {
-	int			i;
+	AUTH_ID,
+	AUTH_CLIENT_ID,
+	AUTH_STATUS,
+	AUTH_EXPIRES_AT,
+	AUTH_SECRET
+};
 
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
+static TvTable auths = {"auths", {"id", "client_id", "status", "expires_at", "secret"}};
 
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	elog(ERROR, "tokenvault table has no column \"%s\"", name);
-	return InvalidAttrNumber;	/* keep compiler quiet */
-}
-
-/*
- * Look up a row of a tokenvault table by its uuid primary key, and hand it
- * to fill() while the table is open.  Returns false when there is no such
- * row.  This is the hot path of access_token(): a direct index probe costs a
- * fraction of planning and running a query through SPI.
- */
-static bool
-row_by_id(const char *table, pg_uuid_t *id, Snapshot snapshot,
-		  void (*fill) (HeapTuple tup, TupleDesc desc, void *arg), void *arg)
+enum
 {
-	Relation	rel = tv_table_open(table, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	bool		found;
+	CLIENT_ID,
+	CLIENT_TYPE
+};
 
-	ScanKeyInit(&key, column(RelationGetDescr(rel), "id"), BTEqualStrategyNumber,
-				F_UUID_EQ, UUIDPGetDatum(id));
-	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true, snapshot, 1, &key);
-	tup = systable_getnext(scan);
-	found = HeapTupleIsValid(tup);
-	if (found)
-		fill(tup, RelationGetDescr(rel), arg);
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return found;
-}
+static TvTable clients = {"clients", {"id", "type"}};
 
 /* Copy out what access_token() needs, into the current memory context. */
 static void
-fill_auth(HeapTuple tup, TupleDesc desc, void *arg)
+fill_auth(TvTable *t, HeapTuple tup, TupleDesc desc, void *arg)
 {
 	AuthRow    *row = (AuthRow *) arg;
 	bool		isnull;
 	Datum		d;
 
-	row->client_id = *DatumGetUUIDP(heap_getattr(tup, column(desc, "client_id"), desc, &isnull));
-	row->status = TextDatumGetCString(heap_getattr(tup, column(desc, "status"), desc, &isnull));
-	d = heap_getattr(tup, column(desc, "expires_at"), desc, &isnull);
+	row->client_id = *DatumGetUUIDP(tv_probe_get(t, AUTH_CLIENT_ID, tup, desc, &isnull));
+	row->status = TextDatumGetCString(tv_probe_get(t, AUTH_STATUS, tup, desc, &isnull));
+	d = tv_probe_get(t, AUTH_EXPIRES_AT, tup, desc, &isnull);
 	row->has_expiry = !isnull;
 	row->expires_at = isnull ? 0 : DatumGetTimestampTz(d);
-	row->secret = DatumGetByteaPCopy(heap_getattr(tup, column(desc, "secret"), desc, &isnull));
+	row->secret = DatumGetByteaPCopy(tv_probe_get(t, AUTH_SECRET, tup, desc, &isnull));
 	row->locked_here =
 		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmin(tup->t_data)) ||
 		(!(tup->t_data->t_infomask & HEAP_XMAX_IS_MULTI) &&
@@ -121,11 +83,11 @@ query_snapshot(void)
 }
 
 static void
-fill_client_type(HeapTuple tup, TupleDesc desc, void *arg)
+fill_client_type(TvTable *t, HeapTuple tup, TupleDesc desc, void *arg)
 {
 	bool		isnull;
 
-	*(char **) arg = TextDatumGetCString(heap_getattr(tup, column(desc, "type"), desc, &isnull));
+	*(char **) arg = TextDatumGetCString(tv_probe_get(t, CLIENT_TYPE, tup, desc, &isnull));
 }
 
 /*
@@ -137,7 +99,7 @@ require_token_type(pg_uuid_t *id, AuthRow *row)
 {
 	char	   *type = NULL;
 
-	if (!row_by_id("clients", &row->client_id, query_snapshot(), fill_client_type, &type))
+	if (!tv_probe_by_id(&clients, &row->client_id, query_snapshot(), fill_client_type, &type))
 		elog(ERROR, "client of auth %s does not exist", auth_id_string(id));
 	if (strcmp(type, "oauth2") != 0 && strcmp(type, "api_key") != 0)
 		ereport(ERROR,
@@ -235,9 +197,8 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
 {
 	Jsonb	   *secret;
 	text	   *token;
-	char	   *aad;
 
-	if (!row_by_id("auths", id, snapshot, fill_auth, row))
+	if (!tv_probe_by_id(&auths, id, snapshot, fill_auth, row))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("auth %s does not exist", auth_id_string(id)),
@@ -246,8 +207,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
 		(row->has_expiry &&
 		 row->expires_at <= GetCurrentTimestamp() + (TimestampTz) min_secs * USECS_PER_SEC))
 		return NULL;
-	aad = tv_aad_for("auth", id);
-	secret = (Jsonb *) tv_open(TV_SEAL_JSONB, row->secret, aad, strlen(aad));
+	secret = tv_open_auth_secret(row->secret, id);
 	token = jsonb_string_member(secret, "access_token");
 	if (token == NULL)
 		token = jsonb_string_member(secret, "api_key");

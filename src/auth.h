@@ -8,7 +8,6 @@
 #include "utils/timestamp.h"
 #include "utils/uuid.h"
 
-extern char *tv_aad_for(const char *table, pg_uuid_t *id);
 extern text *tv_auth_access_token(pg_uuid_t *id);
 extern TimestampTz tv_auth_refresh(pg_uuid_t *id, bool *has_expiry);
 

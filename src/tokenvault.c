@@ -3,13 +3,10 @@
  */
 #include "postgres.h"
 
-#include "access/table.h"
-#include "catalog/namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
-#include "utils/lsyscache.h"
 
 #include "keyring.h"
 #include "refresh.h"
@@ -186,18 +183,4 @@ _PG_init(void)
 		shmem_startup_hook = shmem_startup;
 		tv_worker_register();
 	}
-}
-
-/*
- * Open a table of tokenvault's schema by name, for the hot paths that probe
- * its index directly instead of planning a query.
- */
-Relation
-tv_table_open(const char *name, LOCKMODE lockmode)
-{
-	Oid			relid = get_relname_relid(name, get_namespace_oid("tokenvault", false));
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "table tokenvault.%s does not exist", name);
-	return table_open(relid, lockmode);
 }

@@ -4,8 +4,6 @@
 #ifndef TOKENVAULT_H
 #define TOKENVAULT_H
 
-#include "storage/lockdefs.h"
-#include "utils/relcache.h"
 
 #define TOKENVAULT_VERSION "0.5.0"
 
@@ -22,7 +20,5 @@ extern int	tv_refresh_lead;	/* seconds */
 extern int	tv_expiry_notice;	/* seconds */
 extern int	tv_max_concurrent_refreshes;
 extern int	tv_event_retention; /* seconds */
-
-extern Relation tv_table_open(const char *name, LOCKMODE lockmode);
 
 #endif
