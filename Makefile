@@ -1,7 +1,7 @@
 # tokenvault: PGXS build.  `make test` and `make demo` install what they need first.
 EXTENSION  = tokenvault
 MODULE_big = tokenvault
-OBJS       = src/tokenvault.o src/keyring.o src/crypto.o src/auth.o src/http.o src/oauth2.o src/refresh.o src/worker.o src/events.o src/tokens.o src/sqlfuncs.o src/envelope.o src/probe.o
+OBJS       = src/tokenvault.o src/keyring.o src/crypto.o src/auth.o src/http.o src/oauth2.o src/refresh.o src/worker.o src/events.o src/tokens.o src/sqlfuncs.o src/envelope.o src/probe.o src/verdict.o
 DATA       = tokenvault--0.1.0.sql tokenvault--0.1.0--0.2.0.sql tokenvault--0.2.0--0.3.0.sql tokenvault--0.3.0--0.4.0.sql tokenvault--0.4.0--0.5.0.sql
 PGFILEDESC = "tokenvault - encrypted credential vault"
 

@@ -126,7 +126,7 @@ SQL
 # replayed), same client, Basic auth.  The refresh tokens go to a file only
 # this user can read, removed with the cluster.
 mkdir -m 700 "$TV_TMP/bench"
-psql_q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths" >"$TV_TMP/bench/rts"
+psql_q -c "SELECT tokenvault._open_auth(secret, id)->>'refresh_token' FROM tokenvault.auths" >"$TV_TMP/bench/rts"
 raw_round() {
 	RTS="$TV_TMP/bench/rts" URL="$TV_OIDC_URL/token" N="$n" CONC="$CONC" node -e '
 const autocannon = require("./test/node_modules/autocannon");

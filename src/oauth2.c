@@ -4,15 +4,13 @@
  * One function sends a token request (any grant) to a client's token
  * endpoint and reads the answer as real providers send it: JSON, or a form-
  * encoded body; an "error" even in a 200; the token nested under a path.  It
- * returns a small JSON verdict that the SQL side stores:
- *
- *   {"ok": true,  "status": 200, "token": {...the provider's token object...}}
- *   {"ok": false, "class": "needs_reauth" | "retryable" | "error",
- *    "status": 400, "error": "invalid_grant", "message": "...", "retry_after": 30}
+ * returns a verdict (verdict.h, tokenvault.verdict in SQL): done with the
+ * provider's token object, or needs_reauth, retryable or error with the
+ * status, the provider's OAuth2 error code, a message and its Retry-After.
  *
  * The client's settings arrive as one JSON object built by SQL
  * (tokenvault._client_config), so this file knows no table.  Nothing secret
- * is ever put into "message": provider text is scrubbed of every secret the
+ * is ever put into a message: provider text is scrubbed of every secret the
  * request carried before it is quoted.
  */
 #include "postgres.h"
@@ -197,45 +195,17 @@ json_to_jsonb(StringInfo json)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json->data)));
 }
 
-static Jsonb *
-verdict_failure(const char *class, long status, const char *error, const char *message,
-				int retry_after)
-{
-	StringInfoData j;
-
-	initStringInfo(&j);
-	appendStringInfo(&j, "{\"ok\": false, \"class\": \"%s\", \"status\": %ld", class, status);
-	if (error)
-	{
-		appendStringInfoString(&j, ", \"error\": ");
-		escape_json(&j, error);
-	}
-	appendStringInfoString(&j, ", \"message\": ");
-	escape_json(&j, message);
-	if (retry_after >= 0)
-		appendStringInfo(&j, ", \"retry_after\": %d", retry_after);
-	appendStringInfoChar(&j, '}');
-	return json_to_jsonb(&j);
-}
-
-/* A failure found on our side, not in an answer: no status, no OAuth2 error. */
-Jsonb *
-tv_oauth2_failure(const char *class, const char *message)
-{
-	return verdict_failure(class, 0, NULL, message, -1);
-}
-
 /* What an OAuth2 error code means for the auth (RFC 6749 5.2). */
-static const char *
+static TvOutcome
 error_class(const char *error, long status)
 {
 	if (strcmp(error, "invalid_grant") == 0 || strcmp(error, "invalid_client") == 0 ||
 		strcmp(error, "unauthorized_client") == 0)
-		return "needs_reauth";
+		return TV_OUTCOME_NEEDS_REAUTH;
 	if (strcmp(error, "temporarily_unavailable") == 0 || strcmp(error, "server_error") == 0 ||
 		strcmp(error, "slow_down") == 0 || status == 429 || status >= 500)
-		return "retryable";
-	return "error";
+		return TV_OUTCOME_RETRYABLE;
+	return TV_OUTCOME_ERROR;
 }
 
 /*
@@ -346,10 +316,11 @@ parse_form(StringInfo body)
 }
 
 /* The token object at the client's token_path ("a.b"), or the top level. */
-static JsonbContainer *
+static Jsonb *
 token_object(Jsonb *doc, const char *path)
 {
 	JsonbContainer *obj = &doc->root;
+	JsonbValue	v;
 	char	   *copy;
 	char	   *save = NULL;
 	char	   *part;
@@ -357,11 +328,16 @@ token_object(Jsonb *doc, const char *path)
 	if (!JsonContainerIsObject(obj))
 		return NULL;
 	if (path == NULL || path[0] == '\0')
-		return obj;
+		return doc;
 	copy = pstrdup(path);
-	for (part = strtok_r(copy, ".", &save); part && obj; part = strtok_r(NULL, ".", &save))
-		obj = object_member(obj, part);
-	return obj;
+	for (part = strtok_r(copy, ".", &save); part; part = strtok_r(NULL, ".", &save))
+	{
+		if (getKeyJsonValueFromContainer(obj, part, strlen(part), &v) == NULL ||
+			v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			return NULL;
+		obj = v.val.binary.data;
+	}
+	return JsonbValueToJsonb(&v);
 }
 
 /* ", retry after N s" when the provider said when */
@@ -383,18 +359,18 @@ unreadable(TvHttpResponse *resp)
 					resp->content_type ? resp->content_type : "none");
 }
 
-static Jsonb *
+static TvVerdict *
 read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 {
 	Jsonb	   *doc;
-	JsonbContainer *tok;
+	Jsonb	   *tok;
 	char	   *error;
 	char	   *description;
-	StringInfoData j;
+	TvVerdict  *done;
 
 	if (resp->failure != TV_HTTP_OK)
-		return verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
-							   resp->failure == TV_HTTP_TLS ? "error" : "retryable",
+		return tv_verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
+							   resp->failure == TV_HTTP_TLS ? TV_OUTCOME_ERROR : TV_OUTCOME_RETRYABLE,
 							   0, NULL, resp->error, -1);
 
 	doc = parse_json(&resp->body);
@@ -406,7 +382,7 @@ read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 	if (error && error[0])
 	{
 		description = member(&doc->root, "error_description");
-		return verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
+		return tv_verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
 							   psprintf("the provider refused the request: %s%s%s%s", scrub(error, secrets),
 										description ? ": " : "",
 										description ? scrub(description, secrets) : "",
@@ -414,33 +390,33 @@ read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 							   resp->retry_after);
 	}
 	if (resp->status == 429 || resp->status >= 500)
-		return verdict_failure("retryable", resp->status, NULL,
+		return tv_verdict_failure(TV_OUTCOME_RETRYABLE, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld%s", resp->status,
 										retry_note(resp->retry_after)), resp->retry_after);
 	if (resp->status >= 300 && resp->status < 400)
-		return verdict_failure("error", resp->status, NULL,
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   psprintf("the provider answered with a redirect (HTTP %ld), which is not followed",
 										resp->status), -1);
 	if (resp->status < 200 || resp->status >= 300)
-		return verdict_failure("error", resp->status, NULL,
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld", resp->status), -1);
 	if (doc == NULL)
-		return verdict_failure("error", resp->status, NULL, unreadable(resp), -1);
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL, unreadable(resp), -1);
 
 	tok = token_object(doc, member(config, "token_path"));
-	if (tok == NULL || member(tok, "access_token") == NULL || member(tok, "access_token")[0] == '\0')
-		return verdict_failure("error", resp->status, NULL,
+	if (tok == NULL || member(&tok->root, "access_token") == NULL || member(&tok->root, "access_token")[0] == '\0')
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   member(config, "token_path")
 							   ? psprintf("the provider's answer has no access_token under \"%s\"",
 										  member(config, "token_path"))
 							   : "the provider's answer has no access_token", -1);
 
-	initStringInfo(&j);
-	appendStringInfo(&j, "{\"ok\": true, \"status\": %ld, \"seconds\": %.6f, \"token\": ",
-					 resp->status, resp->seconds);
-	(void) JsonbToCString(&j, tok, VARSIZE(doc));
-	appendStringInfoChar(&j, '}');
-	return json_to_jsonb(&j);
+	done = palloc0(sizeof(TvVerdict));
+	done->outcome = TV_OUTCOME_DONE;
+	done->status = resp->status;
+	done->retry_after = -1;
+	done->token = tok;
+	return done;
 }
 
 /* "Basic base64(urlencode(id):urlencode(secret))", RFC 6749 2.3.1 */
@@ -555,13 +531,13 @@ tv_oauth2_prepare(TvTokenCall *call, Jsonb *config_doc, const char *kind, Jsonb 
 	url = request_url(call->config, strcmp(kind, "refresh") == 0 && member(call->config, "refresh_url")
 					  ? "refresh_url" : "token_url", &problem);
 	if (url == NULL)
-		call->verdict = verdict_failure("error", 0, NULL, problem, -1);
+		call->verdict = tv_verdict_failure(TV_OUTCOME_ERROR, 0, NULL, problem, -1);
 	else
 		build_request(call, url, kind, params);
 }
 
 /* The verdict on a prepared request's response. */
-Jsonb *
+TvVerdict *
 tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
 {
 	wipe_request(call);
@@ -569,7 +545,7 @@ tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
 }
 
 /* Send a token request and judge the answer. */
-Jsonb *
+TvVerdict *
 tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
 {
 	TvTokenCall call;
@@ -592,9 +568,9 @@ tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
 
 /*
  * Revoke a token at the client's revoke_url (RFC 7009).  The verdict is
- * {"ok": true} for any 2xx; otherwise as for a token request.
+ * done for any 2xx; otherwise as for a token request.
  */
-Jsonb *
+TvVerdict *
 tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 {
 	TvTokenCall call = {0};
@@ -605,7 +581,7 @@ tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	call.config = &config_doc->root;
 	url = request_url(call.config, "revoke_url", &problem);
 	if (url == NULL)
-		return verdict_failure("error", 0, NULL, problem, -1);
+		return tv_verdict_failure(TV_OUTCOME_ERROR, 0, NULL, problem, -1);
 	build_request(&call, url, "revoke", params);
 	PG_TRY();
 	{
@@ -617,6 +593,13 @@ tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	}
 	PG_END_TRY();
 	if (resp.failure == TV_HTTP_OK && resp.status >= 200 && resp.status < 300)
-		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"ok\": true}")));
+	{
+		TvVerdict  *done = palloc0(sizeof(TvVerdict));
+
+		done->outcome = TV_OUTCOME_DONE;
+		done->status = resp.status;
+		done->retry_after = -1;
+		return done;
+	}
 	return read_response(&resp, call.config, call.secrets);
 }

@@ -10,6 +10,7 @@
 #include "utils/jsonb.h"
 
 #include "http.h"
+#include "verdict.h"
 
 /* A token request made ready, sent, then judged (for sending many at once). */
 typedef struct TvTokenCall
@@ -17,13 +18,12 @@ typedef struct TvTokenCall
 	TvHttpRequest req;
 	JsonbContainer *config;
 	List	   *secrets;		/* what the request carries, scrubbed from answers */
-	Jsonb	   *verdict;		/* set when it could not even be prepared */
+	TvVerdict  *verdict;		/* set when it could not even be prepared */
 } TvTokenCall;
 
 extern void tv_oauth2_prepare(TvTokenCall *call, Jsonb *config, const char *kind, Jsonb *params);
-extern Jsonb *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
-extern Jsonb *tv_oauth2_failure(const char *class, const char *message);
-extern Jsonb *tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params);
-extern Jsonb *tv_oauth2_revoke(Jsonb *config, Jsonb *params);
+extern TvVerdict *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
+extern TvVerdict *tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params);
+extern TvVerdict *tv_oauth2_revoke(Jsonb *config, Jsonb *params);
 
 #endif

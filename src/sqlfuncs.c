@@ -155,8 +155,8 @@ tv_caller(PG_FUNCTION_ARGS)
 }
 
 /*
- * _token_request(config jsonb, kind text, params jsonb) returns jsonb: send
- * one token request and return the verdict (see oauth2.c).
+ * _token_request(config jsonb, kind text, params jsonb) returns verdict:
+ * send one token request and judge the answer (see oauth2.c).
  */
 Datum
 tv_token_request(PG_FUNCTION_ARGS)
@@ -164,9 +164,9 @@ tv_token_request(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "client config");
 	require_arg(fcinfo, 1, "request kind");
 	require_arg(fcinfo, 2, "request parameters");
-	PG_RETURN_JSONB_P(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
-											  text_to_cstring(PG_GETARG_TEXT_PP(1)),
-											  PG_GETARG_JSONB_P(2)));
+	PG_RETURN_DATUM(tv_verdict_datum(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
+															 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+															 PG_GETARG_JSONB_P(2))));
 }
 
 /*
@@ -220,11 +220,11 @@ tv_refresh_auth(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(expires_at);
 }
 
-/* _revoke_request(config jsonb, params jsonb) returns jsonb: RFC 7009 */
+/* _revoke_request(config jsonb, params jsonb) returns verdict: RFC 7009 */
 Datum
 tv_revoke_request(PG_FUNCTION_ARGS)
 {
 	require_arg(fcinfo, 0, "client config");
 	require_arg(fcinfo, 1, "request parameters");
-	PG_RETURN_JSONB_P(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
+	PG_RETURN_DATUM(tv_verdict_datum(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1))));
 }

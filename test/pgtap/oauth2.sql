@@ -25,7 +25,7 @@ SELECT is((SELECT v FROM q WHERE k = 'access_type'), 'offline', 'extra authorize
 SELECT (SELECT v FROM q WHERE k = 'state') AS state, (SELECT v FROM q WHERE k = 'code_challenge') AS challenge \gset
 SELECT ok(length(:'state') >= 32 AND :'state' ~ '^[A-Za-z0-9_-]+$', 'the state is long and URL-safe');
 SELECT is((SELECT rtrim(translate(encode(sha256(convert_to(
-                  tokenvault._open_text(verifier, 'state:' || state), 'UTF8')), 'base64'), E'+/\n', '-_'), '=')
+                  tokenvault._open_state(verifier, state), 'UTF8')), 'base64'), E'+/\n', '-_'), '=')
              FROM tokenvault.auth_states WHERE state = :'state'),
           :'challenge', 'the challenge is the S256 of the verifier kept, sealed, with the state');
 SELECT ok((SELECT expires_at BETWEEN now() + interval '599 s' AND now() + interval '601 s'
