@@ -6,7 +6,9 @@ DATA       = tokenvault--0.1.0.sql tokenvault--0.1.0--0.2.0.sql tokenvault--0.2.
 PGFILEDESC = "tokenvault - encrypted credential vault"
 
 REGRESS      = setup users clients auths keys privileges solutions tokens
-REGRESS_OPTS = --load-extension=tokenvault
+# --outputdir too: pg_regress looks for a test in <outputdir>/sql first, and
+# sql/ holds the extension's SQL, whose file names are those of tests.
+REGRESS_OPTS = --inputdir=test --outputdir=test --load-extension=tokenvault
 
 PG_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
 PG_CPPFLAGS = -Isrc
