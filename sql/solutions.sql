@@ -1,97 +1,4 @@
--- tokenvault 0.3.0 -> 0.4.0: solutions with auth and config slots, and the
--- instances that fill them (Tray Embedded's embedding model)
-
-\echo Use "ALTER EXTENSION tokenvault UPDATE TO '0.4.0'" to load this file. \quit
-
-------------------------------------------------------------------------------
--- Tables
-------------------------------------------------------------------------------
-
-CREATE TABLE solutions (
-    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    title       text NOT NULL CHECK (title <> '' AND length(title) <= 1024),
-    description text NOT NULL DEFAULT '' CHECK (length(description) <= 65536),
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now()
-);
-
--- What an instance of a solution fills, addressed by its external id: an
--- auth of one client or service, or a config value.  External ids compare
--- byte for byte (COLLATE "C"), so they are case-sensitive whatever the
--- database's collation.  A static slot holds the one auth every instance
--- uses; it is never copied into the instances.
-CREATE TABLE slots (
-    solution_id    uuid NOT NULL REFERENCES solutions (id) ON DELETE CASCADE,
-    external_id    text COLLATE "C" NOT NULL CHECK (external_id <> '' AND length(external_id) <= 255),
-    kind           text NOT NULL CHECK (kind IN ('auth', 'config')),
-    position       integer NOT NULL,
-    client_id      uuid REFERENCES clients (id),
-    service        text CHECK (service <> ''),
-    scopes         text[],
-    required       boolean NOT NULL DEFAULT false,
-    force_unique   boolean NOT NULL DEFAULT false,
-    static_auth_id uuid REFERENCES auths (id),
-    default_value  jsonb CHECK (jsonb_typeof(default_value) <> 'null'),
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (solution_id, external_id),
-    CONSTRAINT slots_auth_takes_client_or_service
-        CHECK (CASE WHEN kind = 'auth' THEN num_nonnulls(client_id, service) = 1
-                    ELSE num_nonnulls(client_id, service) = 0 END),
-    CONSTRAINT slots_auth_settings CHECK (kind = 'auth' OR (scopes IS NULL AND NOT force_unique
-                                                         AND static_auth_id IS NULL)),
-    CONSTRAINT slots_config_settings CHECK (kind = 'config' OR default_value IS NULL),
-    CONSTRAINT slots_static_not_unique CHECK (static_auth_id IS NULL OR NOT force_unique)
-);
-CREATE INDEX slots_client_id_idx ON slots (client_id) WHERE client_id IS NOT NULL;
-CREATE INDEX slots_static_auth_id_idx ON slots (static_auth_id) WHERE static_auth_id IS NOT NULL;
-
-CREATE TABLE instances (
-    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-    solution_id uuid NOT NULL REFERENCES solutions (id),
-    owner       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    name        text NOT NULL CHECK (name <> '' AND length(name) <= 1024),
-    enabled     boolean NOT NULL DEFAULT false,
-    created_at  timestamptz NOT NULL DEFAULT now(),
-    updated_at  timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (id, solution_id)
-);
-CREATE INDEX instances_owner_idx ON instances (owner);
-CREATE INDEX instances_solution_id_idx ON instances (solution_id);
-
--- The solution_id column lets the keys tie each value to a slot of its own
--- instance's solution.
-CREATE TABLE instance_auth_values (
-    instance_id uuid NOT NULL,
-    solution_id uuid NOT NULL,
-    external_id text COLLATE "C" NOT NULL,
-    auth_id     uuid NOT NULL REFERENCES auths (id),
-    PRIMARY KEY (instance_id, external_id),
-    FOREIGN KEY (instance_id, solution_id) REFERENCES instances (id, solution_id) ON DELETE CASCADE,
-    FOREIGN KEY (solution_id, external_id) REFERENCES slots (solution_id, external_id) ON DELETE CASCADE
-);
-CREATE INDEX instance_auth_values_auth_id_idx ON instance_auth_values (auth_id);
-CREATE INDEX instance_auth_values_slot_idx ON instance_auth_values (solution_id, external_id);
-
-CREATE TABLE instance_config_values (
-    instance_id uuid NOT NULL,
-    solution_id uuid NOT NULL,
-    external_id text COLLATE "C" NOT NULL,
-    value       jsonb NOT NULL CHECK (jsonb_typeof(value) <> 'null'),
-    PRIMARY KEY (instance_id, external_id),
-    FOREIGN KEY (instance_id, solution_id) REFERENCES instances (id, solution_id) ON DELETE CASCADE,
-    FOREIGN KEY (solution_id, external_id) REFERENCES slots (solution_id, external_id) ON DELETE CASCADE
-);
-CREATE INDEX instance_config_values_slot_idx ON instance_config_values (solution_id, external_id);
-
-SELECT pg_catalog.pg_extension_config_dump('solutions', '');
-SELECT pg_catalog.pg_extension_config_dump('slots', '');
-SELECT pg_catalog.pg_extension_config_dump('instances', '');
-SELECT pg_catalog.pg_extension_config_dump('instance_auth_values', '');
-SELECT pg_catalog.pg_extension_config_dump('instance_config_values', '');
-
-------------------------------------------------------------------------------
--- Lookups with the errors an application can act on
-------------------------------------------------------------------------------
+-- Solutions, slots and instances, and the rules that hold them together (triggers)
 
 CREATE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -158,21 +65,6 @@ BEGIN
 END
 $$;
 
--- pg_dump's scripts set row_security off, and a restore loads each table
--- whole in foreign-key order: instances before their values, slots after
--- the instances.  The checks that span tables (required slots filled) hold
--- for what was dumped and would refuse it half loaded, so a restore skips
--- them.  Only the tables' owner can write them directly, and it could as
--- well disable the triggers.
-CREATE FUNCTION _restoring() RETURNS boolean
-    LANGUAGE sql STABLE AS $$
-    SELECT pg_catalog.current_setting('row_security') = 'off'
-$$;
-
-------------------------------------------------------------------------------
--- The rules, as triggers: they hold whichever way the rows are written
-------------------------------------------------------------------------------
-
 -- An auth fits a slot when it is of the slot's client, or of its service.
 CREATE FUNCTION _auth_fits_slot(a tokenvault.auths, s tokenvault.slots) RETURNS void
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -226,7 +118,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-
 CREATE TRIGGER instances_check BEFORE INSERT OR UPDATE ON instances
     FOR EACH ROW EXECUTE FUNCTION _instances_check();
 
@@ -273,7 +164,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-
 CREATE TRIGGER instance_auth_values_check BEFORE INSERT OR UPDATE ON instance_auth_values
     FOR EACH ROW EXECUTE FUNCTION _instance_auth_values_check();
 
@@ -287,7 +177,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-
 CREATE TRIGGER instance_config_values_check BEFORE INSERT OR UPDATE ON instance_config_values
     FOR EACH ROW EXECUTE FUNCTION _instance_config_values_check();
 
@@ -311,7 +200,6 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
 CREATE TRIGGER instance_auth_values_removed AFTER DELETE ON instance_auth_values
     FOR EACH ROW EXECUTE FUNCTION _instance_values_removed();
 CREATE TRIGGER instance_config_values_removed AFTER DELETE ON instance_config_values
@@ -345,7 +233,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
-
 CREATE TRIGGER slots_check BEFORE INSERT OR UPDATE ON slots
     FOR EACH ROW EXECUTE FUNCTION _slots_check();
 
@@ -383,7 +270,6 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
 CREATE TRIGGER slots_changed AFTER INSERT OR UPDATE ON slots
     FOR EACH ROW EXECUTE FUNCTION _slots_changed();
 
@@ -428,7 +314,6 @@ BEGIN
     RETURN OLD;
 END
 $$;
-
 CREATE TRIGGER auths_in_use BEFORE DELETE ON auths
     FOR EACH ROW EXECUTE FUNCTION _auths_in_use();
 
@@ -442,93 +327,9 @@ BEGIN
     RETURN NULL;
 END
 $$;
-
 CREATE TRIGGER auths_moved AFTER UPDATE OF user_id, client_id, service ON auths
     FOR EACH ROW WHEN ((OLD.user_id, OLD.client_id, OLD.service) IS DISTINCT FROM (NEW.user_id, NEW.client_id, NEW.service))
     EXECUTE FUNCTION _auths_moved();
-
-------------------------------------------------------------------------------
--- Events: instance.disabled beside the auth events
-------------------------------------------------------------------------------
-
-CREATE FUNCTION _event_kinds() RETURNS text[]
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
-                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled']
-$$;
-
--- Record an event, NOTIFY it and queue it for the webhooks that want it,
--- all in the caller's transaction.  Webhooks get one auth's events in order.
--- (No SET search_path: it runs for every refresh, and only functions and
--- triggers that set it call it.)
-CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb) RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    event_id bigint;
-    delivered timestamptz;
-BEGIN
-    INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at)
-    VALUES (kind, auth_id, payload,
-            -- no webhook wants it: delivered by the NOTIFY alone
-            CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
-                                   WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)
-    RETURNING id, delivered_at INTO event_id, delivered;
-    IF delivered IS NULL THEN
-        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
-            SELECT w.id, event_id, _publish.auth_id FROM tokenvault.webhooks w
-             WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
-        PERFORM tokenvault._wake_worker(now());
-    END IF;
-    PERFORM pg_notify('tokenvault', payload::text);
-END
-$$;
-
--- An auth event: Tray's expiry payload with the kind in "event".  User-given
--- text is cut short so that it stays well within NOTIFY's 8000 bytes.  Never
--- a secret.
-CREATE OR REPLACE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM tokenvault._publish(kind, a.id,
-        jsonb_build_object(
-            'event', kind,
-            'authentication_name', left(a.name, 400),
-            'service_name', left(a.service, 400),
-            'user_id', a.user_id,
-            'authId', a.id,
-            'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u WHERE u.id = a.user_id),
-            'expires_at', to_char(coalesce(expires, a.expires_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
-        || CASE WHEN error IS NULL THEN '{}' ELSE jsonb_build_object('error', left(error, 400)) END);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL) RETURNS uuid
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    new_id uuid := gen_random_uuid();
-BEGIN
-    IF url IS NULL OR url !~* '^https?://.' THEN
-        RAISE EXCEPTION 'webhook URL must be an http or https URL'
-            USING ERRCODE = 'invalid_parameter_value';
-    ELSIF url ~* '^http://' AND NOT current_setting('tokenvault.allow_insecure_http')::boolean THEN
-        RAISE EXCEPTION 'plain http is not allowed for webhooks'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use an https URL, or set tokenvault.allow_insecure_http (tests and private networks only).';
-    ELSIF coalesce(length(secret), 0) < 16 THEN
-        RAISE EXCEPTION 'webhook secret must be at least 16 characters'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Make one with: SELECT encode(gen_random_bytes(32), ''hex'') (pgcrypto) or openssl rand -hex 32.';
-    ELSIF kinds IS NOT NULL AND NOT kinds <@ tokenvault._event_kinds() THEN
-        RAISE EXCEPTION 'unknown event kind in %', kinds
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
-    END IF;
-    INSERT INTO tokenvault.webhooks (id, url, secret, kinds)
-    VALUES (new_id, url, tokenvault._seal_text(secret, 'webhook:' || new_id), kinds);
-    RETURN new_id;
-END
-$$;
 
 -- Instances let go of auths about to be deleted: each is disabled, loses
 -- those auth values, and says so with an instance.disabled event.
@@ -560,105 +361,6 @@ BEGIN
     END LOOP;
 END
 $$;
-
-------------------------------------------------------------------------------
--- Deleting auths, clients and users: instances come first
-------------------------------------------------------------------------------
-
-DROP FUNCTION delete_auth(uuid, boolean);
-CREATE FUNCTION delete_auth(auth_id uuid, revoke boolean DEFAULT false, force boolean DEFAULT false) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
-    c tokenvault.clients;
-    cred jsonb;
-    v jsonb;
-BEGIN
-    -- before the provider hears of it
-    IF coalesce(force, false) THEN
-        PERFORM tokenvault._release_auths(ARRAY[a.id]);
-    END IF;
-    PERFORM tokenvault._refuse_auths_in_use(ARRAY[a.id]);
-    IF coalesce(revoke, false) THEN
-        c := tokenvault._client_must_exist(a.client_id);
-        IF c.revoke_url IS NULL THEN
-            RAISE EXCEPTION 'client % has no revoke_url', c.id
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'Set one with tokenvault.update_client(), or delete without revoke.';
-        END IF;
-        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
-        IF cred ? 'refresh_token' OR cred ? 'access_token' THEN
-            v := tokenvault._revoke_request(tokenvault._client_config(c, cred), jsonb_build_object(
-                     'token', coalesce(cred->>'refresh_token', cred->>'access_token'),
-                     'token_type_hint', CASE WHEN cred ? 'refresh_token' THEN 'refresh_token' ELSE 'access_token' END));
-            IF NOT (v->>'ok')::boolean THEN
-                PERFORM tokenvault._raise_refusal(c, v, 'revocation');
-            END IF;
-        END IF;
-    END IF;
-    DELETE FROM tokenvault.auths WHERE id = a.id;
-END
-$$;
-
-DROP FUNCTION delete_user_auths(uuid);
-CREATE FUNCTION delete_user_auths(user_id uuid, force boolean DEFAULT false) RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    ids uuid[];
-    n integer;
-BEGIN
-    PERFORM tokenvault._user_must_exist(user_id);
-    ids := ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.user_id = delete_user_auths.user_id);
-    IF coalesce(force, false) THEN
-        PERFORM tokenvault._release_auths(ids);
-    END IF;
-    PERFORM tokenvault._refuse_auths_in_use(ids);
-    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user_auths.user_id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION delete_client(client_id uuid, force boolean DEFAULT false) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    c tokenvault.clients := tokenvault._client_must_exist(client_id);
-    n bigint;
-    slots text;
-BEGIN
-    SELECT string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ') INTO slots
-      FROM tokenvault.slots s WHERE s.client_id = c.id;
-    IF slots IS NOT NULL THEN
-        RAISE EXCEPTION 'client % is used by slot %', c.id, slots
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  HINT = 'Delete those slots, or give them another client with tokenvault.update_slot().';
-    END IF;
-    SELECT count(*) INTO n FROM tokenvault.auths a WHERE a.client_id = c.id;
-    IF n > 0 AND NOT coalesce(force, false) THEN
-        RAISE EXCEPTION 'client % is used by % auth(s)', c.id, n
-            USING ERRCODE = 'dependent_objects_still_exist',
-                  HINT = 'Delete those auths first, or call tokenvault.delete_client(id, force => true) to delete them too (instances using them are disabled).';
-    END IF;
-    PERFORM tokenvault._release_auths(ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.client_id = c.id));
-    DELETE FROM tokenvault.auths a WHERE a.client_id = c.id;
-    DELETE FROM tokenvault.clients WHERE id = c.id;
-END
-$$;
-
--- The user's instances go before its auths, which they may use.
-CREATE OR REPLACE FUNCTION delete_user(user_id uuid) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM tokenvault._user_must_exist(user_id);
-    DELETE FROM tokenvault.instances i WHERE i.owner = delete_user.user_id;
-    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user.user_id;
-    DELETE FROM tokenvault.users WHERE id = user_id;
-END
-$$;
-
-------------------------------------------------------------------------------
--- Solutions and slots (the administrator's side)
-------------------------------------------------------------------------------
 
 -- The table's limits on a title and a description, said in words (a NULL
 -- is not checked: update_solution() keeps that field).
@@ -851,10 +553,6 @@ BEGIN
      WHERE s.solution_id = delete_slot.solution_id AND s.external_id = delete_slot.external_id;
 END
 $$;
-
-------------------------------------------------------------------------------
--- Instances (the application's side, for its end users)
-------------------------------------------------------------------------------
 
 -- The entries of an auth_values or config_values argument, checked:
 -- [{"externalId": ..., <field>: ...}], each external id once.  A JSON null
@@ -1085,21 +783,3 @@ BEGIN
                                     scopes => coalesce(s.scopes, (SELECT t.scopes FROM tokenvault.clients t WHERE t.id = c[1])));
 END
 $$;
-
-------------------------------------------------------------------------------
--- Privileges of what is new
-------------------------------------------------------------------------------
-
-REVOKE ALL ON solutions, slots, instances, instance_auth_values, instance_config_values FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
-GRANT SELECT ON solutions, slots, instances, instance_auth_values, instance_config_values TO tokenvault_app;
-GRANT EXECUTE ON FUNCTION
-    delete_auth(uuid, boolean, boolean), delete_user_auths(uuid, boolean),
-    create_instance(uuid, uuid, text, jsonb, jsonb), update_instance(uuid, text, boolean, jsonb, jsonb),
-    delete_instance(uuid), instance(uuid), user_instances(uuid),
-    authorize_url_for_slot(uuid, text, uuid, text, text, uuid)
-    TO tokenvault_app;
-GRANT EXECUTE ON FUNCTION
-    create_solution(text, text), update_solution(uuid, text, text), delete_solution(uuid, boolean),
-    add_slot(uuid, text, text, jsonb), update_slot(uuid, text, jsonb), delete_slot(uuid, text)
-    TO tokenvault_admin;

@@ -1,69 +1,4 @@
--- tokenvault 0.4.0 -> 0.5.0: private token stores: app-private tokens per
--- role, and user tokens shared by ACL; every sealed column in key rotation
-
-\echo Use "ALTER EXTENSION tokenvault UPDATE TO '0.5.0'" to load this file. \quit
-
-------------------------------------------------------------------------------
--- Tables
-------------------------------------------------------------------------------
-
--- {relatedId, key, value} tokens private to the role that wrote them.  The
--- role is held by its OID (regrole: a dump writes it as a name, and a
--- restore finds that name's OID), so a role renamed keeps its tokens and a
--- role dropped leaves them to no later role of the same name.  The value is
--- sealed with the owner's name (as it was then), related id and key as its
--- associated data, so a value copied onto another row does not open.
--- Related ids and keys may hold any character, dots included; they are only
--- compared.
-CREATE TABLE private_tokens (
-    owner      regrole NOT NULL,
-    owner_name name NOT NULL,
-    related_id text NOT NULL CHECK (related_id <> '' AND length(related_id) <= 1024),
-    key        text NOT NULL CHECK (key <> '' AND length(key) <= 1024),
-    value      bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (owner, related_id, key)
-);
-
--- Tokens of an end user's account, shared with roles by user_token_grants.
-CREATE TABLE user_tokens (
-    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    related_id text NOT NULL CHECK (related_id <> '' AND length(related_id) <= 1024),
-    key        text NOT NULL CHECK (key <> '' AND length(key) <= 1024),
-    value      bytea NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (user_id, related_id, key)
-);
-
--- A role may read, or read and write, a user's tokens: all of them (related
--- id NULL) or those of one related id.  Members of the role inherit it.
-CREATE TABLE user_token_grants (
-    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    grantee    regrole NOT NULL,
-    privilege  text NOT NULL CHECK (privilege IN ('read', 'write')),
-    related_id text CHECK (related_id <> ''),
-    granted_by name NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE NULLS NOT DISTINCT (user_id, grantee, related_id)
-);
-
-SELECT pg_catalog.pg_extension_config_dump('private_tokens', '');
-SELECT pg_catalog.pg_extension_config_dump('user_tokens', '');
-SELECT pg_catalog.pg_extension_config_dump('user_token_grants', '');
-
--- Through the table, too, a role sees its own private tokens only (sealed);
--- an administrator sees every role's, and writes none: the functions write.
-ALTER TABLE private_tokens ENABLE ROW LEVEL SECURITY;
-CREATE POLICY private_tokens_own ON private_tokens FOR SELECT TO tokenvault_app
-    USING (owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
-CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_admin
-    USING (true);
-
-------------------------------------------------------------------------------
--- Checks shared by both stores
-------------------------------------------------------------------------------
+-- Token stores: app-private tokens per role, and user tokens shared by grants
 
 -- 16 MiB, as the reference's store takes.
 CREATE FUNCTION _check_token(related_id text, key text, value text DEFAULT '') RETURNS void
@@ -92,10 +27,6 @@ CREATE FUNCTION _token_aad(store text, owner text, related_id text, key text) RE
     SELECT store || ':' || pg_catalog.octet_length(owner) || ':' || owner || ':'
            || pg_catalog.octet_length(related_id) || ':' || related_id || ':' || key
 $$;
-
-------------------------------------------------------------------------------
--- App-private tokens: the calling role's own
-------------------------------------------------------------------------------
 
 CREATE FUNCTION put_private_token(related_id text, key text, value text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -133,10 +64,6 @@ BEGIN
     RETURN FOUND;
 END
 $$;
-
-------------------------------------------------------------------------------
--- User tokens: an end user's, shared with roles
-------------------------------------------------------------------------------
 
 -- A role by its exact name (no identifier quoting or case folding), NULL
 -- when there is none.
@@ -270,102 +197,3 @@ BEGIN
     RETURN FOUND;
 END
 $$;
-
-------------------------------------------------------------------------------
--- Keys: every sealed column is counted and re-sealed
-------------------------------------------------------------------------------
-
--- Where secrets are sealed: the table, the column, the associated data (an
--- expression over the row "t") and what the value is.
-CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, aad text, kind text)
-    LANGUAGE sql STABLE AS $$
-    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, $a$'client:' || t.id$a$, 'jsonb'),
-           ('tokenvault.auths', 'secret', $a$'auth:' || t.id$a$, 'jsonb'),
-           ('tokenvault.webhooks', 'secret', $a$'webhook:' || t.id$a$, 'text'),
-           ('tokenvault.auth_states', 'verifier', $a$'state:' || t.state$a$, 'text'),
-           ('tokenvault.private_tokens', 'value',
-            $a$tokenvault._token_aad('private', t.owner_name, t.related_id, t.key)$a$, 'text'),
-           ('tokenvault.user_tokens', 'value',
-            $a$tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key)$a$, 'text')
-$$;
-
-CREATE OR REPLACE FUNCTION key_usage() RETURNS TABLE (key_id bigint, newest boolean, secrets bigint)
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN QUERY EXECUTE format($q$
-        WITH used AS (%s)
-        SELECT coalesce(r.key_id, u.key_id), coalesce(r.newest, false), count(u.key_id)
-          FROM tokenvault.key_ring() r
-          FULL JOIN used u ON u.key_id = r.key_id
-         GROUP BY 1, 2
-         ORDER BY 2, 1 $q$,
-        (SELECT string_agg(format('SELECT tokenvault._key_id(%I) AS key_id FROM %s WHERE %I IS NOT NULL',
-                                  s.col, s.tbl, s.col), ' UNION ALL ')
-           FROM tokenvault._sealed_columns() s));
-END
-$$;
-
--- Re-seal what a range of a table's pages holds under an older key.  Rows
--- are found by their place (a TID range scan), which needs no key of the
--- table's own; a re-sealed row that moves further on is under the newest
--- key and passed over.
-CREATE FUNCTION _reseal_pages(s record, first_page bigint, pages bigint, newest bigint) RETURNS bigint
-    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    n bigint;
-BEGIN
-    EXECUTE format($q$
-        WITH resealed AS (
-            UPDATE %1$s t SET %2$I = tokenvault._seal_%4$s(tokenvault._open_%4$s(t.%2$I, %3$s), %3$s)
-             WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL AND tokenvault._key_id(t.%2$I) <> $3
-            RETURNING 1)
-        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.aad, s.kind)
-    INTO n USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + pages)::tid, newest;
-    RETURN n;
-END
-$$;
-
--- Re-seal every secret not under the newest key, 100 pages at a time.
-CREATE OR REPLACE FUNCTION rotate_key() RETURNS bigint
-    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    newest bigint := (SELECT r.key_id FROM tokenvault.key_ring() r WHERE r.newest);
-    total bigint := 0;
-    s record;
-    last_page bigint;
-    page bigint;
-    n bigint;
-BEGIN
-    FOR s IN SELECT * FROM tokenvault._sealed_columns() LOOP
-        last_page := pg_relation_size(s.tbl) / current_setting('block_size')::bigint;
-        page := 0;
-        WHILE page <= last_page LOOP
-            n := tokenvault._reseal_pages(s, page, 100, newest);
-            page := page + 100;
-            CONTINUE WHEN n = 0;
-            total := total + n;
-            RAISE NOTICE 'rotate_key: % secret(s) re-sealed with key % so far', total, newest;
-        END LOOP;
-    END LOOP;
-    RETURN total;
-END
-$$;
-
-DROP FUNCTION _reseal_batch(regclass, text, uuid, bigint);
-
-------------------------------------------------------------------------------
--- Privileges of what is new
-------------------------------------------------------------------------------
-
-REVOKE ALL ON private_tokens, user_tokens, user_token_grants FROM PUBLIC;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
-GRANT SELECT (owner, owner_name, related_id, key, created_at, updated_at) ON private_tokens TO tokenvault_app;
-GRANT SELECT ON user_token_grants TO tokenvault_admin;
-GRANT EXECUTE ON FUNCTION
-    put_private_token(text, text, text), get_private_token(text, text), list_private_tokens(text),
-    delete_private_token(text, text),
-    put_user_token(uuid, text, text, text), get_user_token(uuid, text, text), list_user_tokens(uuid, text),
-    delete_user_token(uuid, text, text)
-    TO tokenvault_app;
-GRANT EXECUTE ON FUNCTION grant_user_tokens(uuid, name, text, text), revoke_user_tokens(uuid, name, text)
-    TO tokenvault_admin;
