@@ -54,7 +54,7 @@ CREATE TABLE auths (
     service            text NOT NULL,
     scopes             text[] NOT NULL DEFAULT '{}',
     status             text NOT NULL DEFAULT 'active'
-                       CHECK (status IN ('active', 'refreshing', 'needs_reauth', 'expired', 'revoked', 'error')),
+                       CHECK (status IN ('active', 'needs_reauth', 'expired', 'revoked', 'error')),
     token_type         text,
     expires_at         timestamptz,
     refresh_expires_at timestamptz,
