@@ -32,10 +32,9 @@ ifneq ($(PGXS),)
 include $(PGXS)
 endif
 
-# PGXS tracks no header dependencies here: a changed struct must rebuild its users.
-$(OBJS): $(wildcard src/*.h)
-# The version is compiled in (src/http.c's User-Agent).
-src/http.o: tokenvault.control
+# PGXS tracks no header dependencies here: a changed struct must rebuild its
+# users, and a new version (compiled in: the User-Agent) every object.
+$(OBJS): $(wildcard src/*.h) tokenvault.control
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES) tokenvault.control
 	{ printf '%s\n\n' '-- tokenvault $(EXTVERSION), built by make from the files of sql/: edit those, not this.' \
