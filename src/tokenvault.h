@@ -5,7 +5,11 @@
 #define TOKENVAULT_H
 
 
-#define TOKENVAULT_VERSION "0.5.0"
+/*
+ * TOKENVAULT_VERSION, the extension's version as a string, comes from the
+ * Makefile (-DTOKENVAULT_VERSION), which reads it from tokenvault.control's
+ * default_version: the one place it is written.
+ */
 
 /* GUCs, defined in tokenvault.c */
 extern char *tv_key_file;
