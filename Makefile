@@ -1,7 +1,7 @@
 # tokenvault: PGXS build.  `make test` and `make demo` install what they need first.
 EXTENSION  = tokenvault
 MODULE_big = tokenvault
-OBJS       = src/tokenvault.o src/keyring.o src/crypto.o src/auth.o src/http.o src/oauth2.o src/refresh.o src/worker.o src/events.o src/tokens.o src/sqlfuncs.o src/envelope.o src/probe.o src/verdict.o
+OBJS       = src/tokenvault.o src/keyring.o src/crypto.o src/auth.o src/http.o src/oauth2.o src/refresh.o src/worker.o src/events.o src/tokens.o src/sqlfuncs.o src/envelope.o src/probe.o src/verdict.o src/spi.o
 PGFILEDESC = "tokenvault - encrypted credential vault"
 
 # The version is written once, in tokenvault.control.
@@ -9,7 +9,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tokenvault.con
 
 # The install script of the current version is built from sql/, a file per
 # concern, in this order (what depends on something comes after it).
-SQL_SOURCES = $(addprefix sql/,$(addsuffix .sql,roles tables common crypto users clients auths \
+SQL_SOURCES = $(addprefix sql/,$(addsuffix .sql,roles tables types common crypto users clients auths \
               oauth2 refresh events webhooks worker solutions tokens keys privileges))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Earlier releases install from their frozen scripts, and update through the

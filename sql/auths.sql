@@ -176,7 +176,7 @@ BEGIN
     VALUES (new_id, user_id, c.id, coalesce(name, c.name), c.service,
             ARRAY(SELECT jsonb_array_elements_text(f->'scopes')), f->>'token_type',
             (f->>'expires_at')::timestamptz, (f->>'refresh_expires_at')::timestamptz,
-            tokenvault._seal_jsonb(f->'secret', 'auth:' || new_id),
+            tokenvault._seal_auth(f->'secret', new_id),
             CASE WHEN data ? 'access_token' AND c.grant_type IN ('client_credentials', 'password') THEN now() END);
     RETURN new_id;
 END
@@ -217,7 +217,7 @@ BEGIN
             token_type = f->>'token_type',
             expires_at = (f->>'expires_at')::timestamptz,
             refresh_expires_at = (f->>'refresh_expires_at')::timestamptz,
-            secret = tokenvault._seal_jsonb(f->'secret', 'auth:' || a.id),
+            secret = tokenvault._seal_auth(f->'secret', a.id),
             status = 'active', failure_count = 0, last_error = NULL, expiry_notified_at = NULL
          WHERE id = a.id;
     END IF;
@@ -239,7 +239,7 @@ DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
     c tokenvault.clients;
     cred jsonb;
-    v jsonb;
+    v tokenvault.verdict;
 BEGIN
     -- before the provider hears of it
     IF coalesce(force, false) THEN
@@ -253,12 +253,12 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'Set one with tokenvault.update_client(), or delete without revoke.';
         END IF;
-        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+        cred := tokenvault._open_auth(a.secret, a.id);
         IF cred ? 'refresh_token' OR cred ? 'access_token' THEN
             v := tokenvault._revoke_request(tokenvault._client_config(c, cred), jsonb_build_object(
                      'token', coalesce(cred->>'refresh_token', cred->>'access_token'),
                      'token_type_hint', CASE WHEN cred ? 'refresh_token' THEN 'refresh_token' ELSE 'access_token' END));
-            IF NOT (v->>'ok')::boolean THEN
+            IF v.outcome <> 'done' THEN
                 PERFORM tokenvault._raise_refusal(c, v, 'revocation');
             END IF;
         END IF;
@@ -277,7 +277,7 @@ CREATE FUNCTION credentials(auth_id uuid) RETURNS jsonb
 DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
 BEGIN
-    RETURN tokenvault._open_jsonb(a.secret, 'auth:' || a.id)
+    RETURN tokenvault._open_auth(a.secret, a.id)
         || jsonb_strip_nulls(jsonb_build_object(
                'token_type', a.token_type,
                'expires_at', a.expires_at,
@@ -304,7 +304,7 @@ BEGIN
             RETURN jsonb_build_object(coalesce(c.api_key_header, 'X-API-Key'),
                 coalesce(c.api_key_prefix || ' ', '') || tokenvault.access_token(a.id));
         WHEN 'basic' THEN
-            s := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+            s := tokenvault._open_auth(a.secret, a.id);
             RETURN jsonb_build_object('Authorization', 'Basic ' ||
                 translate(encode(convert_to((s->>'username') || ':' || (s->>'password'), 'UTF8'), 'base64'), E'\n', ''));
         ELSE

@@ -132,8 +132,7 @@ BEGIN
             coalesce(s->>'client_auth', 'basic'), (s->>'token_lifetime')::integer,
             coalesce(s->'extra_params', '{}'), s->>'api_key_header', s->>'api_key_prefix',
             CASE WHEN s ? 'client_secret'
-                 THEN tokenvault._seal_jsonb(jsonb_build_object('client_secret', s->'client_secret'),
-                                             'client:' || new_id) END,
+                 THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), new_id) END,
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every);
     RETURN new_id;
@@ -192,8 +191,7 @@ BEGIN
         api_key_prefix = CASE WHEN 'api_key_prefix' = ANY (cleared) THEN NULL ELSE coalesce(s->>'api_key_prefix', t.api_key_prefix) END,
         visibility     = coalesce(s->>'visibility', t.visibility),
         secret         = CASE WHEN s ? 'client_secret'
-                              THEN tokenvault._seal_jsonb(jsonb_build_object('client_secret', s->'client_secret'),
-                                                          'client:' || t.id)
+                              THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), t.id)
                               WHEN 'client_secret' = ANY (cleared) THEN NULL ELSE t.secret END,
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,

@@ -73,18 +73,17 @@ BEGIN
 END
 $$;
 
--- Where secrets are sealed: the table, the column, the associated data (an
--- expression over the row "t") and what the value is.
-CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, aad text, kind text)
+-- Where secrets are sealed: the table, the column, the place it belongs
+-- (_seal_<place>, _open_<place>) and who in that place, as an expression
+-- over the row "t".
+CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, place text, place_args text)
     LANGUAGE sql STABLE AS $$
-    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, $a$'client:' || t.id$a$, 'jsonb'),
-           ('tokenvault.auths', 'secret', $a$'auth:' || t.id$a$, 'jsonb'),
-           ('tokenvault.webhooks', 'secret', $a$'webhook:' || t.id$a$, 'text'),
-           ('tokenvault.auth_states', 'verifier', $a$'state:' || t.state$a$, 'text'),
-           ('tokenvault.private_tokens', 'value',
-            $a$tokenvault._token_aad('private', t.owner_name, t.related_id, t.key)$a$, 'text'),
-           ('tokenvault.user_tokens', 'value',
-            $a$tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key)$a$, 'text')
+    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, 'client', 't.id'),
+           ('tokenvault.auths', 'secret', 'auth', 't.id'),
+           ('tokenvault.webhooks', 'secret', 'webhook', 't.id'),
+           ('tokenvault.auth_states', 'verifier', 'state', 't.state'),
+           ('tokenvault.private_tokens', 'value', 'private', 't.owner_name, t.related_id, t.key'),
+           ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')
 $$;
 
 -- Re-seal what a range of a table's pages holds under an older key.  Rows
@@ -101,7 +100,7 @@ BEGIN
             UPDATE %1$s t SET %2$I = tokenvault._seal_%4$s(tokenvault._open_%4$s(t.%2$I, %3$s), %3$s)
              WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL AND tokenvault._key_id(t.%2$I) <> $3
             RETURNING 1)
-        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.aad, s.kind)
+        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.place_args, s.place)
     INTO n USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + pages)::tid, newest;
     RETURN n;
 END

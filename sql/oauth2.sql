@@ -1,6 +1,6 @@
 -- OAuth2 token requests, the authorization code flow with PKCE, and revocation
 
-CREATE FUNCTION _token_request(config jsonb, kind text, params jsonb) RETURNS jsonb
+CREATE FUNCTION _token_request(config jsonb, kind text, params jsonb) RETURNS tokenvault.verdict
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_token_request';
 
 CREATE FUNCTION _random_token(bytes integer) RETURNS text
@@ -14,7 +14,7 @@ CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NU
     SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'token_url', c.token_url, 'refresh_url', c.refresh_url, 'revoke_url', c.revoke_url, 'client_id', c.client_id,
         'client_secret', CASE WHEN c.secret IS NOT NULL
-                              THEN tokenvault._open_jsonb(c.secret, pg_catalog.textcat('client:', c.id::text))
+                              THEN tokenvault._open_client(c.secret, c.id)
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
         'extra_params', c.extra_params, 'template_values', credential))
@@ -25,10 +25,10 @@ CREATE FUNCTION _fetch_token(c tokenvault.clients, kind text, params jsonb, cred
     RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v jsonb := tokenvault._token_request(tokenvault._client_config(c, credential), kind, params);
+    v tokenvault.verdict := tokenvault._token_request(tokenvault._client_config(c, credential), kind, params);
 BEGIN
-    IF (v->>'ok')::boolean THEN
-        RETURN tokenvault._normalize_token(c, v->'token');
+    IF v.outcome = 'done' THEN
+        RETURN tokenvault._normalize_token(c, v.token);
     END IF;
     PERFORM tokenvault._raise_refusal(c, v);
 END
@@ -36,23 +36,23 @@ $$;
 
 -- A provider's failure as an error: needs_reauth 28000, retryable 08000,
 -- anything else 38000.  The message never holds a secret (oauth2.c).
-CREATE FUNCTION _raise_refusal(c tokenvault.clients, v jsonb, what text DEFAULT 'token request') RETURNS void
+CREATE FUNCTION _raise_refusal(c tokenvault.clients, v tokenvault.verdict, what text DEFAULT 'token request') RETURNS void
     LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    CASE v->>'class'
+    CASE v.outcome
         WHEN 'needs_reauth' THEN
-            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'invalid_authorization_specification',
-                      HINT = CASE WHEN v->>'error' = 'invalid_client'
+                      HINT = CASE WHEN v.error = 'invalid_client'
                                   THEN 'The provider does not accept the client''s credentials; check its client_id and client_secret.'
                                   ELSE 'The grant is no longer valid: the user must authorize again.' END;
         WHEN 'retryable' THEN
-            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'connection_exception',
-                      HINT = CASE WHEN v ? 'retry_after' THEN format('The provider asks to retry after %s s.', v->>'retry_after')
+                      HINT = CASE WHEN v.retry_after IS NOT NULL THEN format('The provider asks to retry after %s s.', v.retry_after)
                                   ELSE 'The failure is temporary; try again later.' END;
         ELSE
-            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'external_routine_exception',
                       HINT = 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.';
     END CASE;
@@ -139,7 +139,7 @@ BEGIN
     INSERT INTO tokenvault.auth_states (state, client_id, user_id, auth_id, name, scopes, redirect_uri,
                                         verifier, expires_at)
     VALUES (st, c.id, user_id, auth_id, name, scopes, redirect_uri,
-            tokenvault._seal_text(verifier, 'state:' || st), now() + interval '10 minutes');
+            tokenvault._seal_state(verifier, st), now() + interval '10 minutes');
 
     params := jsonb_strip_nulls(jsonb_build_object(
         'response_type', 'code', 'client_id', c.client_id, 'redirect_uri', redirect_uri,
@@ -188,7 +188,7 @@ BEGIN
     t := tokenvault._fetch_token(c, 'token', jsonb_strip_nulls(jsonb_build_object(
              'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
              'code_verifier', CASE WHEN s.verifier IS NOT NULL
-                                   THEN tokenvault._open_text(s.verifier, 'state:' || s.state) END)));
+                                   THEN tokenvault._open_state(s.verifier, s.state) END)));
     IF s.auth_id IS NOT NULL THEN
         PERFORM tokenvault.update_auth(s.auth_id, s.name, t || jsonb_build_object('scope', coalesce(t->>'scope',
                     array_to_string(s.scopes, ' '))));
@@ -200,5 +200,5 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS jsonb
+CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS tokenvault.verdict
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_revoke_request';

@@ -6,107 +6,122 @@
 -- GUC save and restore per call, and keeps a SQL function from being
 -- inlined), no query where an expression does.
 
--- What request would renew this auth's token, or {"skip": why} when none
--- is needed ("valid") or none can be made ("needs_reauth").
-CREATE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS jsonb
+-- What a refresh of this auth must send, or why it sends nothing (outcome
+-- set: done when the token is valid or the auth is gone).  The credential
+-- is opened here once: what of it a new token leaves in place travels with
+-- the plan to _refresh_apply.
+CREATE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS tokenvault.refresh_plan
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     a tokenvault.auths;
     c tokenvault.clients;
     cred jsonb;
+    plan tokenvault.refresh_plan;
 BEGIN
     SELECT x AS a, y AS c INTO r
       FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id;
     IF NOT FOUND THEN
-        RETURN '{"skip": "gone", "message": "the auth was deleted"}';
+        plan.outcome := 'done';
+        plan.message := 'the auth was deleted';
+        RETURN plan;
     END IF;
     a := r.a;
     c := r.c;
     IF NOT force AND a.expires_at > now() + min_validity * interval '1 second' THEN
-        RETURN '{"skip": "valid"}';
+        plan.outcome := 'done';
+        RETURN plan;
     END IF;
-    cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+    cred := tokenvault._open_auth(a.secret, a.id);
     IF cred ? 'refresh_token' THEN
-        RETURN jsonb_build_object('kind', 'refresh', 'version', a.version::text,
-            'config', tokenvault._client_config(c, cred),
-            'params', jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token'));
+        plan.kind := 'refresh';
+        plan.params := jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token');
     ELSIF c.grant_type IN ('client_credentials', 'password') THEN
-        RETURN jsonb_build_object('kind', 'token', 'version', a.version::text,
-            'config', tokenvault._client_config(c, cred),
-            'params', tokenvault._direct_grant_params(c, cred, a.scopes));
+        plan.kind := 'token';
+        plan.params := tokenvault._direct_grant_params(c, cred, a.scopes);
+    ELSE
+        IF a.status <> 'needs_reauth' THEN
+            UPDATE tokenvault.auths SET status = 'needs_reauth',
+                   last_error = 'the token expired and there is no refresh token', updated_at = now()
+             WHERE id = a.id RETURNING * INTO a;
+            PERFORM tokenvault._emit('auth.needs_reauth', a, NULL, a.last_error);
+        END IF;
+        plan.outcome := 'needs_reauth';
+        plan.message := 'the token expired and there is no refresh token';
+        RETURN plan;
     END IF;
-    IF a.status <> 'needs_reauth' THEN
-        UPDATE tokenvault.auths SET status = 'needs_reauth',
-               last_error = 'the token expired and there is no refresh token', updated_at = now()
-         WHERE id = a.id RETURNING * INTO a;
-        PERFORM tokenvault._emit('auth.needs_reauth', a, NULL, a.last_error);
-    END IF;
-    RETURN '{"skip": "needs_reauth", "message": "the token expired and there is no refresh token"}';
+    plan.version := a.version;
+    plan.config := tokenvault._client_config(c, cred);
+    -- the old token's own fields go; credentials (username, password) and
+    -- an unrotated refresh token stay
+    plan.keep := cred - ARRAY['access_token', 'id_token'];
+    RETURN plan;
 END
 $$;
 
--- Store a token request's verdict, unless the auth changed meanwhile (an
--- edit wins over a refresh).  A new token replaces the old fields; an
--- omitted refresh token keeps the old one.
-CREATE FUNCTION _refresh_apply(auth_id uuid, version bigint, verdict jsonb) RETURNS jsonb
+-- Store a refresh's verdict, if the auth's version is still the planned
+-- one.  keep is the plan's, so the credential is not opened again (NULL:
+-- it is).  The outcome is the refresh's, for its waiters.
+CREATE FUNCTION _refresh_apply(auth_id uuid, version bigint, keep jsonb, v tokenvault.verdict,
+                               OUT outcome tokenvault.outcome, OUT message text)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     a tokenvault.auths;
     c tokenvault.clients;
     t jsonb;
-    cred jsonb;
     f jsonb;
     failures integer;
 BEGIN
+    outcome := 'done';
     SELECT x AS a, y AS c INTO r
       FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id
        FOR UPDATE OF x;
     IF NOT FOUND THEN
-        RETURN '{"outcome": "stale", "message": "the auth was deleted"}';
+        message := 'the auth was deleted';
+        RETURN;
     END IF;
     a := r.a;
     c := r.c;
     IF a.version <> _refresh_apply.version THEN
-        RETURN '{"outcome": "stale", "message": "the auth was changed meanwhile"}';
+        message := 'the auth was changed meanwhile';
+        RETURN;
     END IF;
     failures := a.failure_count;
-    IF (verdict->>'ok')::boolean THEN
-        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+    IF v.outcome = 'done' THEN
         -- A token the provider sent that cannot be stored (a field of the
         -- wrong type, a date that is none) is a failed refresh like any
         -- other: recorded, announced and backed off.  As an error it would
         -- leave the auth claimed, to be tried again each time the lease ran
         -- out, without an event.
         BEGIN
-            t := tokenvault._normalize_token(c, verdict->'token');
-            -- the old token's own fields go; credentials (username,
-            -- password) and an unrotated refresh token stay
-            f := tokenvault._auth_fields(c, (cred - ARRAY['access_token', 'id_token']) || t,
+            t := tokenvault._normalize_token(c, v.token);
+            f := tokenvault._auth_fields(c, coalesce(keep, tokenvault._open_auth(a.secret, a.id)
+                                                          - ARRAY['access_token', 'id_token']) || t,
                                          CASE WHEN t ? 'scope' THEN NULL ELSE a.scopes END);
         EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
-            verdict := jsonb_build_object('ok', false, 'class', 'error',
-                                          'message', 'the provider''s token cannot be stored: ' || SQLERRM);
+            v := ROW('error', v.status, NULL, 'the provider''s token cannot be stored: ' || SQLERRM, NULL, NULL);
         END;
     END IF;
-    IF NOT (verdict->>'ok')::boolean THEN
+    IF v.outcome <> 'done' THEN
         UPDATE tokenvault.auths SET
-            status = CASE verdict->>'class' WHEN 'needs_reauth' THEN 'needs_reauth'
-                                            WHEN 'error' THEN 'error' ELSE status END,
+            status = CASE v.outcome WHEN 'needs_reauth' THEN 'needs_reauth'
+                                    WHEN 'error' THEN 'error' ELSE status END,
             failure_count = failure_count + 1,
-            last_error = verdict->>'message',
-            refresh_at = CASE WHEN verdict->>'class' <> 'needs_reauth'
-                              THEN tokenvault._backoff(failure_count + 1, (verdict->>'retry_after')::integer) END,
+            last_error = v.message,
+            refresh_at = CASE WHEN v.outcome <> 'needs_reauth'
+                              THEN tokenvault._backoff(failure_count + 1, v.retry_after) END,
             updated_at = now()
          WHERE id = a.id RETURNING * INTO a;
         PERFORM tokenvault._emit(CASE WHEN a.status = 'needs_reauth' THEN 'auth.needs_reauth' ELSE 'auth.refresh_failed' END,
                                  a, NULL, a.last_error);
-        RETURN jsonb_build_object('outcome', verdict->>'class', 'message', verdict->>'message');
+        outcome := v.outcome;
+        message := v.message;
+        RETURN;
     END IF;
 
     UPDATE tokenvault.auths SET
-        secret = tokenvault._seal_jsonb(f->'secret', 'auth:' || a.id),
+        secret = tokenvault._seal_auth(f->'secret', a.id),
         token_type = f->>'token_type',
         scopes = ARRAY(SELECT jsonb_array_elements_text(f->'scopes')),
         expires_at = (f->>'expires_at')::timestamptz,
@@ -117,7 +132,6 @@ BEGIN
         refresh_at = tokenvault._schedule(c, f->'secret' ? 'refresh_token', (f->>'expires_at')::timestamptz, now())
      WHERE id = a.id RETURNING * INTO a;
     PERFORM tokenvault._emit(CASE WHEN failures > 0 THEN 'auth.recovered' ELSE 'auth.refreshed' END, a);
-    RETURN '{"outcome": "refreshed"}';
 END
 $$;
 
@@ -163,7 +177,7 @@ BEGIN
     -- not open (a missing key, a copied value) cannot be refreshed either
     IF c.grant_type NOT IN ('client_credentials', 'password') THEN
         BEGIN
-            refreshable := tokenvault._open_jsonb(a.secret, 'auth:' || a.id) ? 'refresh_token';
+            refreshable := tokenvault._open_auth(a.secret, a.id) ? 'refresh_token';
         EXCEPTION WHEN data_corrupted OR undefined_object OR object_not_in_prerequisite_state THEN
             refreshable := false;
         END;

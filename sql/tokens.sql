@@ -19,15 +19,6 @@ BEGIN
 END
 $$;
 
--- The associated data of a sealed token: where the value belongs.  The
--- lengths keep one (owner, related id, key) from reading as another; the C
--- side (tokens.c) forms the same.
-CREATE FUNCTION _token_aad(store text, owner text, related_id text, key text) RETURNS text
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT store || ':' || pg_catalog.octet_length(owner) || ':' || owner || ':'
-           || pg_catalog.octet_length(related_id) || ':' || related_id || ':' || key
-$$;
-
 CREATE FUNCTION put_private_token(related_id text, key text, value text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -36,7 +27,7 @@ BEGIN
     PERFORM tokenvault._check_token(related_id, key, value);
     INSERT INTO tokenvault.private_tokens AS t (owner, owner_name, related_id, key, value)
     VALUES (tokenvault._role(me), me, related_id, key,
-            tokenvault._seal_text(value, tokenvault._token_aad('private', me, related_id, key)))
+            tokenvault._seal_private(value, me, related_id, key))
     ON CONFLICT ON CONSTRAINT private_tokens_pkey
         DO UPDATE SET owner_name = EXCLUDED.owner_name, value = EXCLUDED.value, updated_at = now();
 END
@@ -107,7 +98,7 @@ BEGIN
             tokenvault._user_token_access(user_id, related_id, 'write');
     INSERT INTO tokenvault.user_tokens AS t (user_id, related_id, key, value)
     VALUES (user_id, related_id, key,
-            tokenvault._seal_text(value, tokenvault._token_aad('user', user_id::text, related_id, key)))
+            tokenvault._seal_user_token(value, user_id, related_id, key))
     ON CONFLICT ON CONSTRAINT user_tokens_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
 END
 $$;
@@ -116,7 +107,7 @@ CREATE FUNCTION get_user_token(user_id uuid, related_id text, key text) RETURNS 
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM tokenvault._check_token(related_id, key), tokenvault._user_token_access(user_id, related_id, 'read');
-    RETURN (SELECT tokenvault._open_text(t.value, tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key))
+    RETURN (SELECT tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
               FROM tokenvault.user_tokens t
              WHERE t.user_id = get_user_token.user_id AND t.related_id = get_user_token.related_id
                AND t.key = get_user_token.key);
@@ -141,7 +132,7 @@ CREATE FUNCTION list_user_tokens(user_id uuid, related_id text DEFAULT NULL)
     RETURNS TABLE (related_id text, key text, value text)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT tokenvault._user_token_list_access($1, $2);
-    SELECT t.related_id, t.key, tokenvault._open_text(t.value, tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key))
+    SELECT t.related_id, t.key, tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
       FROM tokenvault.user_tokens t
      WHERE t.user_id = $1 AND ($2 IS NULL OR t.related_id = $2)
        AND EXISTS (SELECT FROM tokenvault.user_token_grants g

@@ -22,7 +22,7 @@ BEGIN
                   HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
     END IF;
     INSERT INTO tokenvault.webhooks (id, url, secret, kinds)
-    VALUES (new_id, url, tokenvault._seal_text(secret, 'webhook:' || new_id), kinds);
+    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds);
     RETURN new_id;
 END
 $$;
@@ -45,8 +45,9 @@ END
 $$;
 
 -- Claim up to n deliveries that may go now: the oldest undelivered one of
--- each (webhook, auth), so that one auth's events arrive in order.
-CREATE FUNCTION _webhook_claim(n integer) RETURNS jsonb
+-- each (webhook, auth), so that one auth's events arrive in order.  Also
+-- when the next one not yet due may go.
+CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH heads AS (
         SELECT DISTINCT ON (webhook_id, auth_id) id, next_attempt_at
@@ -60,20 +61,18 @@ CREATE FUNCTION _webhook_claim(n integer) RETURNS jsonb
           FROM due WHERE d.id = due.id
         RETURNING d.id, d.webhook_id, d.event_id
     )
-    SELECT jsonb_build_object(
-        'deliveries', coalesce((
-            SELECT jsonb_agg(jsonb_build_object(
-                'id', c.id::text, 'url', w.url, 'event', e.kind, 'body', e.payload::text,
-                'secret', tokenvault._open_text(w.secret, 'webhook:' || w.id)))
-              FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
-              JOIN tokenvault.events e ON e.id = c.event_id), '[]'),
-        'next_at', (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now()))
+    SELECT coalesce((
+               SELECT array_agg(ROW(c.id, w.url, e.kind, e.payload::text,
+                                    tokenvault._open_webhook(w.secret, w.id))::tokenvault.delivery)
+                 FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
+                 JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
+           (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())
 $$;
 
 -- A delivery's answer: 2xx delivers it (and its event, once every webhook
 -- has it); anything else is tried again later: 2 s doubling, capped at an
 -- hour, times a jitter in [0.5, 1].
-CREATE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS jsonb
+CREATE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d tokenvault.webhook_deliveries;
@@ -95,6 +94,5 @@ BEGIN
          WHERE id = delivery_id RETURNING * INTO d;
         PERFORM tokenvault._wake_worker(d.next_attempt_at);
     END IF;
-    RETURN '{}';
 END
 $$;

@@ -13,13 +13,11 @@ CREATE FUNCTION _lease() RETURNS interval
 $$;
 
 -- Claim up to n due auths: their refresh_at moves a lease ahead (the
--- refresh's result sets the real one).  Returns their ids and, unless it
--- claimed n, the next refresh_at after them.
-CREATE FUNCTION _worker_claim(n integer) RETURNS jsonb
+-- refresh's result sets the real one).  Unless it claimed n, also the next
+-- refresh_at after them.
+CREATE FUNCTION _worker_claim(n integer, OUT ids uuid[], OUT next_at timestamptz)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 -- (plpgsql rather than sql: its plan is kept between calls)
-DECLARE
-    ids jsonb;
 BEGIN
     WITH due AS (
         SELECT id FROM tokenvault.auths
@@ -28,34 +26,32 @@ BEGIN
         UPDATE tokenvault.auths a SET refresh_at = now() + tokenvault._lease()
           FROM due WHERE a.id = due.id RETURNING a.id
     )
-    SELECT coalesce(jsonb_agg(id), '[]') INTO ids FROM claimed;
+    SELECT coalesce(array_agg(id), '{}') INTO ids FROM claimed;
     -- a full claim is followed by another one at once: no need to look ahead
-    IF jsonb_array_length(ids) >= n THEN
-        RETURN jsonb_build_object('ids', ids);
+    IF cardinality(ids) < n THEN
+        next_at := (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now());
     END IF;
-    RETURN jsonb_build_object(
-        'ids', ids,
-        'next_at', (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now()));
 END
 $$;
 
 -- When the worker starts nothing is in flight: auths a previous worker
 -- claimed (and crashed or restarted on) are due again now rather than when
--- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules in the lease window are made again, which leaves the
--- others as they were.
-CREATE FUNCTION _worker_start() RETURNS jsonb
+-- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules
+-- in the lease window are made again, which leaves the others as they
+-- were.  Returns how many were released.
+CREATE FUNCTION _worker_start() RETURNS bigint
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH released AS (
         UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
          WHERE refresh_at > now() AND refresh_at <= now() + tokenvault._lease() AND failure_count = 0
         RETURNING 1
     )
-    SELECT jsonb_build_object('released', (SELECT count(*) FROM released))
+    SELECT count(*) FROM released
 $$;
 
 -- Expiry notices (auth.expiring, once, expiry_notice ahead), expired auths
 -- (auth.expired), old delivered events.  Returns when it is next needed.
-CREATE FUNCTION _worker_tick() RETURNS jsonb
+CREATE FUNCTION _worker_tick() RETURNS timestamptz
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     notice constant interval := tokenvault._setting_interval('tokenvault.expiry_notice');
@@ -81,24 +77,25 @@ BEGIN
     END LOOP;
     DELETE FROM tokenvault.events
      WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
-    RETURN jsonb_build_object('next_at', least(
+    RETURN least(
         (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
         (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
           WHERE expiry_notified_at IS NULL AND tokenvault._dies_at(auths) - notice > now()),
         (SELECT min(delivered_at) + tokenvault._setting_interval('tokenvault.event_retention')
            FROM tokenvault.events WHERE delivered_at IS NOT NULL),
-        now() + interval '1 hour'));
+        now() + interval '1 hour');
 END
 $$;
 
--- A changed refresh_lead: every stored schedule made again.
-CREATE FUNCTION _reschedule() RETURNS jsonb
+-- A changed refresh_lead: every stored schedule made again.  Returns how
+-- many moved.
+CREATE FUNCTION _reschedule() RETURNS bigint
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH moved AS (
         UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
          WHERE refresh_at IS NOT NULL AND failure_count = 0 RETURNING 1
     )
-    SELECT jsonb_build_object('moved', count(*)) FROM moved
+    SELECT count(*) FROM moved
 $$;
 
 CREATE FUNCTION _worker_stats(OUT worker_pid integer, OUT worker_state text, OUT last_loop_at timestamptz,

@@ -154,25 +154,25 @@ refuse_if_locked_here(pg_uuid_t *id, AuthRow *row)
 }
 
 static void
-refresh_failed(pg_uuid_t *id, TvRefreshOutcome outcome, const char *message)
+refresh_failed(pg_uuid_t *id, TvOutcome outcome, const char *message)
 {
 	switch (outcome)
 	{
-		case TV_REFRESH_NEEDS_REAUTH:
+		case TV_OUTCOME_NEEDS_REAUTH:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 					 errmsg("auth %s needs to be authorized again: %s", auth_id_string(id), message),
 					 errhint("Send the user through tokenvault.authorize_url(..., auth_id => '%s').",
 							 auth_id_string(id))));
 			break;
-		case TV_REFRESH_IN_RECOVERY:
+		case TV_OUTCOME_IN_RECOVERY:
 			ereport(ERROR,
 					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 					 errmsg("cannot refresh auth %s during recovery", auth_id_string(id)),
 					 errhint("Tokens are refreshed on the primary and reach a standby by replication; "
 							 "ask the primary.")));
 			break;
-		case TV_REFRESH_RETRYABLE:
+		case TV_OUTCOME_RETRYABLE:
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_EXCEPTION),
 					 errmsg("could not refresh auth %s: %s", auth_id_string(id), message),
@@ -226,7 +226,7 @@ tv_auth_access_token(pg_uuid_t *id)
 	AuthRow		row;
 	text	   *token;
 	char		message[TV_REFRESH_MESSAGE_LEN];
-	TvRefreshOutcome outcome;
+	TvOutcome outcome;
 
 	token = stored_token(id, &row, query_snapshot(), tv_min_validity);
 	if (token)
@@ -243,11 +243,11 @@ tv_auth_access_token(pg_uuid_t *id)
 	outcome = tv_refresh_wait(id, false, message);
 	/* the refresher committed: read what it stored, not what the query saw */
 	token = stored_token(id, &row, GetLatestSnapshot(), tv_min_validity);
-	if (token == NULL && outcome != TV_REFRESH_DONE)
+	if (token == NULL && outcome != TV_OUTCOME_DONE)
 		token = stored_token(id, &row, GetLatestSnapshot(), 1);
 	if (token)
 		return token;
-	if (outcome == TV_REFRESH_DONE)
+	if (outcome == TV_OUTCOME_DONE)
 		no_valid_token(id, &row);
 	refresh_failed(id, outcome, message);
 	return NULL;				/* keep compiler quiet */
@@ -259,7 +259,7 @@ tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 {
 	AuthRow		row;
 	char		message[TV_REFRESH_MESSAGE_LEN];
-	TvRefreshOutcome outcome;
+	TvOutcome outcome;
 
 	(void) stored_token(id, &row, query_snapshot(), 0);
 	if (strcmp(require_token_type(id, &row), "oauth2") != 0)
@@ -268,7 +268,7 @@ tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 				 errmsg("auth %s is not an oauth2 auth and has nothing to refresh", auth_id_string(id))));
 	refuse_if_locked_here(id, &row);
 	outcome = tv_refresh_wait(id, true, message);
-	if (outcome != TV_REFRESH_DONE)
+	if (outcome != TV_OUTCOME_DONE)
 		refresh_failed(id, outcome, message);
 	(void) stored_token(id, &row, GetLatestSnapshot(), 0);
 	*has_expiry = row.has_expiry;

@@ -17,13 +17,15 @@
 #include <openssl/hmac.h>
 
 #include "catalog/pg_type_d.h"
+#include "access/htup_details.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
+#include "utils/typcache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "events.h"
-#include "refresh.h"
+#include "spi.h"
 
 #define MAX_DELIVERIES 16		/* webhook requests in flight at once */
 
@@ -77,7 +79,11 @@ on_delivered(TvHttpResponse *resp, void *arg)
 								  : resp->error ? resp->error : "request failed");
 	PG_TRY();
 	{
-		(void) tv_call_in_transaction("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, d->cxt);
+		TupleDesc	desc;
+
+		tv_spi_begin();
+		(void) tv_spi_row("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, NULL, &desc);
+		tv_spi_end();
 	}
 	PG_FINALLY();
 	{
@@ -87,19 +93,46 @@ on_delivered(TvHttpResponse *resp, void *arg)
 	PG_END_TRY();
 }
 
-static char *
-member_string(JsonbContainer *c, const char *key)
+/* the attributes of tokenvault.delivery, in order */
+enum
 {
-	JsonbValue	v;
+	DELIVERY_ID = 1,
+	DELIVERY_URL,
+	DELIVERY_EVENT,
+	DELIVERY_BODY,
+	DELIVERY_SECRET
+};
 
-	if (getKeyJsonValueFromContainer(c, key, strlen(key), &v) == NULL || v.type != jbvString)
-		elog(ERROR, "tokenvault: a webhook delivery lacks \"%s\"", key);
-	return pnstrdup(v.val.string.val, v.val.string.len);
+/*
+ * A claimed delivery's row, readable after the claim's transaction with
+ * the type's descriptor copied in it.
+ */
+typedef struct Claimed
+{
+	HeapTupleData tuple;
+	TupleDesc	desc;
+} Claimed;
+
+static Datum
+delivery_attr(Claimed *c, int attno)
+{
+	bool		isnull;
+	Datum		v = heap_getattr(&c->tuple, attno, c->desc, &isnull);
+
+	if (isnull)
+		elog(ERROR, "tokenvault: a webhook delivery lacks attribute %d", attno);
+	return v;
+}
+
+static char *
+delivery_text(Claimed *c, int attno)
+{
+	return TextDatumGetCString(delivery_attr(c, attno));
 }
 
 /* Sign one delivery and put it on the handle. */
 static void
-send_delivery(TvHttpMulti *multi, JsonbContainer *c)
+send_delivery(TvHttpMulti *multi, Claimed *c)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -114,20 +147,20 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 	cxt = AllocSetContextCreate(deliveries_cxt, "tokenvault webhook", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	d = palloc0(sizeof(Delivery));
-	secret = member_string(c, "secret");
+	secret = delivery_text(c, DELIVERY_SECRET);
 	timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
-	body = member_string(c, "body");
+	body = delivery_text(c, DELIVERY_BODY);
 	signature = tv_webhook_signature(secret, timestamp, body);
 	explicit_bzero(secret, strlen(secret));
 	d->cxt = cxt;
-	d->id = pg_strtoint64(member_string(c, "id"));
-	d->req.url = member_string(c, "url");
+	d->id = DatumGetInt64(delivery_attr(c, DELIVERY_ID));
+	d->req.url = delivery_text(c, DELIVERY_URL);
 	d->req.body = body;
 	d->req.body_len = strlen(body);
 	d->req.content_type = "application/json";
 	/* a receiver's 2xx is the whole answer: a page it sends along must not fail the delivery */
 	d->req.discard_body = true;
-	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", member_string(c, "event")),
+	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", delivery_text(c, DELIVERY_EVENT)),
 								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
 								psprintf("X-Tokenvault-Timestamp: %s", timestamp),
 								psprintf("X-Tokenvault-Signature: %s", signature));
@@ -144,42 +177,44 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 TimestampTz
 tv_webhooks_send(TvHttpMulti *multi)
 {
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault webhooks", ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MemoryContext cxt;
+	MemoryContext old;
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
-	Jsonb	   *claimed;
-	JsonbValue	v;
-	TimestampTz next_at = DT_NOEND;
-	char	   *next;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum	   *deliveries;
+	int			n;
+	int			i;
+	TimestampTz next_at;
+	Claimed		claimed;
 
+	if (in_flight >= MAX_DELIVERIES)
+		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault webhooks", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	args[0] = Int32GetDatum(MAX_DELIVERIES - in_flight);
-	if (in_flight < MAX_DELIVERIES)
+	tv_spi_begin();
+	/* (deliveries tokenvault.delivery[], next_at timestamptz) */
+	row = tv_spi_row("SELECT * FROM tokenvault._webhook_claim($1)", 1, types, args, NULL, &desc);
+	claimed.desc = lookup_rowtype_tupdesc_copy(tv_type_oid("delivery"), -1);
+	deconstruct_array(DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull)),
+					  claimed.desc->tdtypeid, -1, false, TYPALIGN_DOUBLE, &deliveries, NULL, &n);
+	next_at = tv_spi_timestamptz(row, desc, 2);
+	tv_spi_end();
+	for (i = 0; i < n; i++)
 	{
-		claimed = tv_call_in_transaction("SELECT tokenvault._webhook_claim($1)", 1, types, args, cxt);
-		if (getKeyJsonValueFromContainer(&claimed->root, "deliveries", 10, &v) != NULL && v.type == jbvBinary)
-		{
-			uint32		n = JsonContainerSize(v.val.binary.data);
-			uint32		i;
+		HeapTupleHeader h = DatumGetHeapTupleHeader(deliveries[i]);
 
-			for (i = 0; i < n; i++)
-			{
-				JsonbValue *d = getIthJsonbValueFromContainer(v.val.binary.data, i);
-
-				if (d != NULL && d->type == jbvBinary)
-				{
-					MemoryContextSwitchTo(old);
-					send_delivery(multi, d->val.binary.data);
-					MemoryContextSwitchTo(cxt);
-				}
-			}
-		}
-		if ((next = tv_member_text(claimed, "next_at")) != NULL)
-			next_at = DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(next),
-															  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+		claimed.tuple.t_len = HeapTupleHeaderGetDatumLength(h);
+		claimed.tuple.t_data = h;
+		ItemPointerSetInvalid(&claimed.tuple.t_self);
+		claimed.tuple.t_tableOid = InvalidOid;
+		MemoryContextSwitchTo(old);
+		send_delivery(multi, &claimed);
+		MemoryContextSwitchTo(cxt);
 	}
-	else
-		next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	return next_at;

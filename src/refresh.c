@@ -39,6 +39,7 @@
 
 #include "oauth2.h"
 #include "refresh.h"
+#include "spi.h"
 #include "tokenvault.h"
 #include "worker.h"
 
@@ -68,7 +69,7 @@ typedef struct Flight
 	bool		background;		/* filed by the worker's schedule, served after callers' */
 	int			min_validity;
 	TimestampTz done_at;
-	TvRefreshOutcome outcome;
+	TvOutcome outcome;
 	char		message[TV_REFRESH_MESSAGE_LEN];
 } Flight;
 
@@ -266,13 +267,13 @@ wake_refresher(void)
  * the outcome, at most tokenvault.http_timeout and a margin.  *message gets
  * what went wrong, never a secret.
  */
-TvRefreshOutcome
+TvOutcome
 tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 {
 	Flight	   *f;
 	uint64		ticket;
 	TimestampTz deadline;
-	TvRefreshOutcome outcome = TV_REFRESH_FAILED;
+	TvOutcome outcome = TV_OUTCOME_ERROR;
 	bool		done = false;
 
 	if (shared == NULL)
@@ -282,7 +283,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 				 errhint("Add tokenvault to shared_preload_libraries and restart the server.")));
 	/* no refresher runs on a standby, and none could store a token there */
 	if (RecoveryInProgress())
-		return TV_REFRESH_IN_RECOVERY;
+		return TV_OUTCOME_IN_RECOVERY;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	f = join_flight(auth_id, force, false);
@@ -295,7 +296,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 		 */
 		strlcpy(message, "no background worker slot is free for a tokenvault refresher (max_worker_processes)",
 				TV_REFRESH_MESSAGE_LEN);
-		return TV_REFRESH_RETRYABLE;
+		return TV_OUTCOME_RETRYABLE;
 	}
 
 	/* the refresher may be slow to start; beyond that, one request's worth */
@@ -313,7 +314,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 		else if (f->ticket != ticket)
 		{
 			/* finished and reused long ago: the row tells */
-			outcome = TV_REFRESH_DONE;
+			outcome = TV_OUTCOME_DONE;
 			done = true;
 		}
 		LWLockRelease(shared->lock);
@@ -347,11 +348,31 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
  * responses are stored, so that storing them does not leave the provider
  * idle.
  */
+/* tokenvault._refresh_plan's row: tokenvault.refresh_plan, by attribute number */
+enum
+{
+	PLAN_OUTCOME = 1,
+	PLAN_MESSAGE,
+	PLAN_KIND,
+	PLAN_VERSION,
+	PLAN_CONFIG,
+	PLAN_PARAMS,
+	PLAN_KEEP,
+	PLAN_NATTS = PLAN_KEEP
+};
+
+typedef struct JobPlan
+{
+	bool		read;			/* the auth was read: a failure from here on is its own */
+	int64		version;
+	Jsonb	   *keep;			/* what of the credential a new token leaves in place */
+} JobPlan;
+
 typedef struct Job
 {
 	Flight		copy;
 	Flight	   *slot;
-	Jsonb	   *plan;
+	JobPlan		plan;
 	TvTokenCall call;
 	TvHttpResponse resp;
 	MemoryContext cxt;			/* everything of this job, gone when it finishes */
@@ -371,105 +392,13 @@ typedef struct Engine
 static Refresher *my_slot = NULL;
 static Engine *engine = NULL;
 
-static void finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message);
-
-/*
- * The statements a refresher runs over and over, planned once.  Keyed by
- * the SQL text's address: callers pass string constants.
- */
-#define MAX_PLANS 16
-
-typedef struct KeptPlan
-{
-	const char *sql;
-	SPIPlanPtr	plan;
-} KeptPlan;
-
-static KeptPlan kept_plans[MAX_PLANS];
-
-static SPIPlanPtr
-plan_for(const char *sql, int nargs, Oid *types)
-{
-	SPIPlanPtr	plan;
-	int			i;
-
-	for (i = 0; i < MAX_PLANS && kept_plans[i].sql != NULL; i++)
-		if (kept_plans[i].sql == sql)
-			return kept_plans[i].plan;
-	plan = SPI_prepare(sql, nargs, types);
-	if (plan == NULL)
-		elog(ERROR, "tokenvault: could not plan \"%s\"", sql);
-	if (i < MAX_PLANS && SPI_keepplan(plan) == 0)
-	{
-		kept_plans[i].sql = sql;
-		kept_plans[i].plan = plan;
-	}
-	return plan;
-}
-
-/* Run one statement "SELECT f($1, ...)" returning jsonb, in its own transaction. */
-Jsonb *
-tv_call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values, MemoryContext into)
-{
-	Jsonb	   *result = NULL;
-	bool		isnull;
-
-	MemoryContext caller = CurrentMemoryContext;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_connect();
-	if (SPI_execute_plan(plan_for(sql, nargs, types), values, NULL, false, 1) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "tokenvault: \"%s\" failed", sql);
-	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (!isnull)
-		{
-			MemoryContext old = MemoryContextSwitchTo(into);
-
-			result = DatumGetJsonbPCopy(d);
-			MemoryContextSwitchTo(old);
-		}
-	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	/* commit leaves TopMemoryContext current; what follows belongs to the caller */
-	MemoryContextSwitchTo(caller);
-	pgstat_report_stat(false);
-	return result;
-}
-
-char *
-tv_member_text(Jsonb *j, const char *key)
-{
-	JsonbValue	v;
-
-	if (j == NULL || getKeyJsonValueFromContainer(&j->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvString)
-		return NULL;
-	return pnstrdup(v.val.string.val, v.val.string.len);
-}
-
-static Jsonb *
-member_object(Jsonb *j, const char *key)
-{
-	JsonbValue	v;
-
-	if (j == NULL || getKeyJsonValueFromContainer(&j->root, key, strlen(key), &v) == NULL ||
-		v.type != jbvBinary)
-		return NULL;
-	return JsonbValueToJsonb(&v);
-}
+static void finish_flight(Flight *slot, uint64 ticket, TvOutcome outcome, const char *message);
 
 static void
-count_outcome(TvRefreshOutcome outcome, double seconds)
+count_outcome(TvOutcome outcome, double seconds)
 {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (outcome == TV_REFRESH_DONE)
+	if (outcome == TV_OUTCOME_DONE)
 		shared->succeeded++;
 	else
 		shared->failed++;
@@ -479,7 +408,7 @@ count_outcome(TvRefreshOutcome outcome, double seconds)
 }
 
 static void
-finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
+finish_job(Job *job, TvOutcome outcome, const char *message)
 {
 	finish_flight(job->slot, job->copy.ticket, outcome, message);
 	MemoryContextDelete(job->cxt);
@@ -488,64 +417,79 @@ finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
 	engine->busy--;
 }
 
+static Jsonb *
+jsonb_attr(HeapTuple row, TupleDesc desc, int attno)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(row, attno, desc, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
+}
+
 /* Plan a job; true if it has a request to send, else it is finished. */
 static bool
 plan_job(Job *job)
 {
 	Oid			types[3] = {UUIDOID, BOOLOID, INT4OID};
 	Datum		args[3];
-	char	   *skip;
-	char	   *msg;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		outcome;
+	char	   *message;
 
 	args[0] = UUIDPGetDatum(&job->copy.auth_id);
 	args[1] = BoolGetDatum(job->copy.force);
 	args[2] = Int32GetDatum(job->copy.min_validity);
-	job->plan = tv_call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args,
-									   job->cxt);
-	if ((skip = tv_member_text(job->plan, "skip")) != NULL)
+	tv_spi_begin();
+	row = tv_spi_row("SELECT * FROM tokenvault._refresh_plan($1, $2, $3)", 3, types, args, NULL, &desc);
+	if (desc->natts != PLAN_NATTS)
+		elog(ERROR, "tokenvault._refresh_plan returned %d columns, not %d", desc->natts, PLAN_NATTS);
+	outcome = heap_getattr(row, PLAN_OUTCOME, desc, &isnull);
+	if (!isnull)
 	{
-		msg = tv_member_text(job->plan, "message");
-		finish_job(job, strcmp(skip, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE,
-				   msg ? msg : "");
+		TvOutcome	skip = tv_outcome_from_datum(outcome);
+
+		message = tv_spi_text(row, desc, PLAN_MESSAGE);
+		tv_spi_end();
+		finish_job(job, skip, message ? message : "");
 		return false;
 	}
-	tv_oauth2_prepare(&job->call, member_object(job->plan, "config"), tv_member_text(job->plan, "kind"),
-					  member_object(job->plan, "params"));
+	job->plan.version = DatumGetInt64(heap_getattr(row, PLAN_VERSION, desc, &isnull));
+	job->plan.keep = jsonb_attr(row, desc, PLAN_KEEP);
+	tv_oauth2_prepare(&job->call, jsonb_attr(row, desc, PLAN_CONFIG), tv_spi_text(row, desc, PLAN_KIND),
+					  jsonb_attr(row, desc, PLAN_PARAMS));
+	job->plan.read = true;
+	tv_spi_end();
 	return true;
-}
-
-static TvRefreshOutcome
-outcome_of(const char *applied)
-{
-	if (applied == NULL || strcmp(applied, "refreshed") == 0 || strcmp(applied, "stale") == 0)
-		return TV_REFRESH_DONE;
-	if (strcmp(applied, "needs_reauth") == 0)
-		return TV_REFRESH_NEEDS_REAUTH;
-	if (strcmp(applied, "retryable") == 0)
-		return TV_REFRESH_RETRYABLE;
-	return TV_REFRESH_FAILED;
 }
 
 /* Store a job's verdict, if the auth's version is unchanged. */
 static void
-apply_job(Job *job, Jsonb *verdict, double seconds)
+apply_job(Job *job, TvVerdict *verdict, double seconds)
 {
-	Oid			types[3] = {UUIDOID, INT8OID, JSONBOID};
-	Datum		args[3];
-	Jsonb	   *applied;
-	char	   *msg;
-	TvRefreshOutcome outcome;
+	Oid			types[4] = {UUIDOID, INT8OID, JSONBOID, InvalidOid};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *message;
+	TvOutcome	outcome;
 
+	tv_spi_begin();
+	types[3] = tv_type_oid("verdict");
 	args[0] = UUIDPGetDatum(&job->copy.auth_id);
-	args[1] = DirectFunctionCall1(numeric_int8,
-								  DirectFunctionCall3(numeric_in, CStringGetDatum(tv_member_text(job->plan, "version")),
-													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-	args[2] = JsonbPGetDatum(verdict);
-	applied = tv_call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, job->cxt);
-	msg = tv_member_text(applied, "message");
-	outcome = outcome_of(tv_member_text(applied, "outcome"));
+	args[1] = Int64GetDatum(job->plan.version);
+	args[2] = JsonbPGetDatum(job->plan.keep);
+	nulls[2] = job->plan.keep ? ' ' : 'n';
+	args[3] = tv_verdict_datum(verdict);
+	row = tv_spi_row("SELECT * FROM tokenvault._refresh_apply($1, $2, $3, $4)", 4, types, args, nulls, &desc);
+	outcome = tv_outcome_from_datum(heap_getattr(row, 1, desc, &isnull));
+	message = tv_spi_text(row, desc, 2);
+	tv_spi_end();
 	count_outcome(outcome, seconds);
-	finish_job(job, outcome, msg ? msg : "");
+	finish_job(job, outcome, message ? message : "");
 }
 
 /*
@@ -561,7 +505,7 @@ record_failure(Job *job, const char *message)
 
 	PG_TRY();
 	{
-		apply_job(job, tv_oauth2_failure("error", message), -1);
+		apply_job(job, tv_verdict_failure(TV_OUTCOME_ERROR, 0, NULL, message, -1), -1);
 		recorded = true;
 	}
 	PG_CATCH();
@@ -588,11 +532,11 @@ fail_job(Job *job)
 	/* the error is tokenvault's own wording, never a secret */
 	ereport(LOG, (errmsg("tokenvault refresher: %s", edata->message)));
 	/* a cancel is no fault of the auth's; nor is an error before its plan was read */
-	if (job->plan != NULL && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
+	if (job->plan.read && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
 		record_failure(job, edata->message))
 		return;
-	count_outcome(TV_REFRESH_FAILED, -1);
-	finish_job(job, TV_REFRESH_FAILED, edata->message);
+	count_outcome(TV_OUTCOME_ERROR, -1);
+	finish_job(job, TV_OUTCOME_ERROR, edata->message);
 }
 
 /* A response is in: its request's place is free, the response waits to be stored. */
@@ -756,7 +700,7 @@ refresher_detach(int code, Datum arg)
 	if (engine != NULL)
 		for (i = 0; i < MAX_JOBS; i++)
 			if (engine->jobs[i].busy)
-				finish_flight(engine->jobs[i].slot, engine->jobs[i].copy.ticket, TV_REFRESH_RETRYABLE,
+				finish_flight(engine->jobs[i].slot, engine->jobs[i].copy.ticket, TV_OUTCOME_RETRYABLE,
 							  "the tokenvault refresher exited");
 	engine = NULL;
 	if (my_slot == NULL)
@@ -899,7 +843,7 @@ tv_refresh_stats(uint64 *succeeded, uint64 *failed, double *p50, double *p90, do
 }
 
 static void
-finish_flight(Flight *slot, uint64 ticket, TvRefreshOutcome outcome, const char *message)
+finish_flight(Flight *slot, uint64 ticket, TvOutcome outcome, const char *message)
 {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	if (slot->ticket == ticket)

@@ -6,24 +6,15 @@
 
 #include "postgres.h"
 
-#include "utils/jsonb.h"
 #include "utils/uuid.h"
 
-/* What became of a refresh, as the refresher reports it to its waiters. */
-typedef enum TvRefreshOutcome
-{
-	TV_REFRESH_DONE,			/* a new token is stored, or the stored one is valid */
-	TV_REFRESH_NEEDS_REAUTH,
-	TV_REFRESH_RETRYABLE,
-	TV_REFRESH_FAILED,
-	TV_REFRESH_IN_RECOVERY		/* a standby: the primary refreshes */
-} TvRefreshOutcome;
+#include "verdict.h"
 
 #define TV_REFRESH_MESSAGE_LEN 256
 
 extern void tv_refresh_shmem_request(void);
 extern void tv_refresh_shmem_startup(void);
-extern TvRefreshOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message);
+extern TvOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message);
 extern PGDLLEXPORT void tv_refresher_main(Datum main_arg);
 
 /* For the worker, which is the refresher of its database and more. */
@@ -35,10 +26,7 @@ extern int	tv_refresh_file_background(pg_uuid_t *ids, int n);
 extern void tv_refresh_stats(uint64 *succeeded, uint64 *failed, double *p50, double *p90, double *p99);
 extern struct TvHttpMulti *tv_refresh_multi(void);
 
-/* Shared with the worker: a statement in a transaction of its own, and reloads. */
-extern Jsonb *tv_call_in_transaction(const char *sql, int nargs, Oid *types, Datum *values,
-									 MemoryContext into);
-extern char *tv_member_text(Jsonb *j, const char *key);
+/* Shared with the worker. */
 extern void tv_reload_if_asked(void);
 
 #endif

@@ -21,10 +21,6 @@
 #include "oauth2.h"
 
 PG_FUNCTION_INFO_V1(tv_access_token);
-PG_FUNCTION_INFO_V1(tv_seal_jsonb);
-PG_FUNCTION_INFO_V1(tv_open_jsonb);
-PG_FUNCTION_INFO_V1(tv_seal_text);
-PG_FUNCTION_INFO_V1(tv_open_text);
 PG_FUNCTION_INFO_V1(tv_key_id);
 PG_FUNCTION_INFO_V1(tv_key_ring);
 PG_FUNCTION_INFO_V1(tv_add_key_sql);
@@ -49,50 +45,6 @@ tv_access_token(PG_FUNCTION_ARGS)
 {
 	require_arg(fcinfo, 0, "auth id");
 	PG_RETURN_TEXT_P(tv_auth_access_token(PG_GETARG_UUID_P(0)));
-}
-
-/* _seal_jsonb(value jsonb, aad text) returns bytea */
-Datum
-tv_seal_jsonb(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *value = PG_GETARG_JSONB_P(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_JSONB, VARDATA(value), VARSIZE(value) - VARHDRSZ,
-							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
-
-/* _open_jsonb(sealed bytea, aad text) returns jsonb */
-Datum
-tv_open_jsonb(PG_FUNCTION_ARGS)
-{
-	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_POINTER(tv_open(TV_SEAL_JSONB, sealed,
-							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
-
-/* _seal_text(value text, aad text) returns bytea */
-Datum
-tv_seal_text(PG_FUNCTION_ARGS)
-{
-	text	   *value = PG_GETARG_TEXT_PP(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_TEXT, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
-							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
-
-/* _open_text(sealed bytea, aad text) returns text */
-Datum
-tv_open_text(PG_FUNCTION_ARGS)
-{
-	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_TEXT_P(tv_open(TV_SEAL_TEXT, sealed,
-							 VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
 }
 
 /* _key_id(sealed bytea) returns bigint: the key that sealed it */

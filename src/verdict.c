@@ -9,13 +9,11 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
-#include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "spi.h"
 #include "verdict.h"
 
 static const char *const outcome_labels[TV_OUTCOME_SQL_LABELS] = {
@@ -24,18 +22,6 @@ static const char *const outcome_labels[TV_OUTCOME_SQL_LABELS] = {
 	[TV_OUTCOME_RETRYABLE] = "retryable",
 	[TV_OUTCOME_ERROR] = "error",
 };
-
-/* tokenvault.<name>, a type of the extension's */
-Oid
-tv_type_oid(const char *name)
-{
-	Oid			oid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid, CStringGetDatum(name),
-									  ObjectIdGetDatum(get_namespace_oid("tokenvault", false)));
-
-	if (!OidIsValid(oid))
-		elog(ERROR, "type tokenvault.%s does not exist", name);
-	return oid;
-}
 
 /*
  * The OIDs of the outcome labels, looked up again whenever the type is not

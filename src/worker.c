@@ -31,12 +31,14 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 
 #include "events.h"
 #include "refresh.h"
+#include "spi.h"
 #include "tokenvault.h"
 #include "worker.h"
 
@@ -194,17 +196,6 @@ tv_wake_worker(PG_FUNCTION_ARGS)
 
 /* ---- the worker's steps ---- */
 
-static TimestampTz
-timestamp_member(Jsonb *j, const char *key)
-{
-	char	   *text = tv_member_text(j, key);
-
-	if (text == NULL)
-		return DT_NOEND;
-	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(text),
-												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-}
-
 /*
  * Is the extension there to work with?  A yes holds for a second: the
  * worker is woken for every on-demand refresh, and a transaction of its own
@@ -235,62 +226,73 @@ extension_ready(void)
  * none: they come due again.  Returns when to claim again.
  */
 static TimestampTz
-claim_due(MemoryContext cxt)
+claim_due(void)
 {
 	int			room = tv_refresh_room();
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
-	Jsonb	   *claimed;
-	JsonbValue	v;
-	pg_uuid_t  *ids;
-	int			n = 0;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	ArrayType  *ids;
+	int			n;
+	TimestampTz next_at;
 
 	if (room == 0)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CLAIM_RECHECK_MS);
 	args[0] = Int32GetDatum(room);
-	claimed = tv_call_in_transaction("SELECT tokenvault._worker_claim($1)", 1, types, args, cxt);
-	if (getKeyJsonValueFromContainer(&claimed->root, "ids", 3, &v) != NULL && v.type == jbvBinary)
-	{
-		uint32		count = JsonContainerSize(v.val.binary.data);
-		uint32		i;
-
-		ids = palloc(sizeof(pg_uuid_t) * Max(count, 1));
-		for (i = 0; i < count; i++)
-		{
-			JsonbValue *id = getIthJsonbValueFromContainer(v.val.binary.data, i);
-
-			if (id && id->type == jbvString)
-				ids[n++] = *DatumGetUUIDP(DirectFunctionCall1(uuid_in,
-															  CStringGetDatum(pnstrdup(id->val.string.val, id->val.string.len))));
-		}
-		tv_refresh_file_background(ids, n);
-	}
+	tv_spi_begin();
+	/* (ids uuid[], next_at timestamptz) */
+	row = tv_spi_row("SELECT * FROM tokenvault._worker_claim($1)", 1, types, args, NULL, &desc);
+	ids = DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull));
+	next_at = tv_spi_timestamptz(row, desc, 2);
+	tv_spi_end();
+	n = ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids));
+	tv_refresh_file_background((pg_uuid_t *) ARR_DATA_PTR(ids), n);
 	/* a full claim means more may be due: claim again as soon as there is room */
 	if (n >= room)
 		return GetCurrentTimestamp();
-	return timestamp_member(claimed, "next_at");
+	return next_at;
+}
+
+/* Run a step's statement that returns nothing the worker needs. */
+static void
+run_statement(const char *sql)
+{
+	TupleDesc	desc;
+
+	tv_spi_begin();
+	(void) tv_spi_row(sql, 0, NULL, NULL, NULL, &desc);
+	tv_spi_end();
 }
 
 /* Take back what a previous worker had claimed. */
 static void
-release_claims(MemoryContext cxt)
+release_claims(void)
 {
-	(void) tv_call_in_transaction("SELECT tokenvault._worker_start()", 0, NULL, NULL, cxt);
+	run_statement("SELECT tokenvault._worker_start()");
 }
 
 /* Expiry notices, expired auths, old events: returns when next needed. */
 static TimestampTz
-tick(MemoryContext cxt)
+tick(void)
 {
-	return timestamp_member(tv_call_in_transaction("SELECT tokenvault._worker_tick()", 0, NULL, NULL, cxt),
-							"next_at");
+	HeapTuple	row;
+	TupleDesc	desc;
+	TimestampTz next_at;
+
+	tv_spi_begin();
+	row = tv_spi_row("SELECT tokenvault._worker_tick()", 0, NULL, NULL, NULL, &desc);
+	next_at = tv_spi_timestamptz(row, desc, 1);
+	tv_spi_end();
+	return next_at;
 }
 
 /* A changed refresh_lead moves every stored schedule. */
 static void
-reschedule(MemoryContext cxt)
+reschedule(void)
 {
-	(void) tv_call_in_transaction("SELECT tokenvault._reschedule()", 0, NULL, NULL, cxt);
+	run_statement("SELECT tokenvault._reschedule()");
 }
 
 /* What committed transactions asked for since the last look: each step no later than that. */
@@ -323,21 +325,21 @@ run_steps(Schedule *s, MemoryContext cxt)
 	{
 		if (!s->started)
 		{
-			release_claims(cxt);
+			release_claims();
 			s->started = true;
 		}
 		if (s->lead != tv_refresh_lead)
 		{
-			reschedule(cxt);
+			reschedule();
 			s->lead = tv_refresh_lead;
 			s->claim = now;
 		}
 		if (s->claim <= now)
-			s->claim = claim_due(cxt);
+			s->claim = claim_due();
 		if (s->tick <= now && TimestampDifferenceExceeds(s->last_tick, now, TICK_MIN_MS))
 		{
 			s->last_tick = now;
-			s->tick = tick(cxt);
+			s->tick = tick();
 		}
 		else if (s->tick <= now)
 			s->tick = TimestampTzPlusMilliseconds(s->last_tick, TICK_MIN_MS);

@@ -75,7 +75,7 @@ CREATE TABLE auths (
     service            text NOT NULL,
     scopes             text[] NOT NULL DEFAULT '{}',
     status             text NOT NULL DEFAULT 'active'
-                       CHECK (status IN ('active', 'refreshing', 'needs_reauth', 'expired', 'revoked', 'error')),
+                       CHECK (status IN ('active', 'needs_reauth', 'expired', 'revoked', 'error')),
     token_type         text,
     expires_at         timestamptz,
     refresh_expires_at timestamptz,
@@ -283,6 +283,42 @@ SELECT pg_catalog.pg_extension_config_dump('user_token_grants', '');
 -- are in privileges.sql).
 ALTER TABLE private_tokens ENABLE ROW LEVEL SECURITY;
 
+-- What C and SQL pass each other: typed rows, not JSON (src/verdict.h, src/engine.c, src/webhooks.c)
+
+-- What became of a token request or a refresh.  src/verdict.h lists the
+-- same labels in the same order.
+CREATE TYPE outcome AS ENUM ('done', 'needs_reauth', 'retryable', 'error');
+
+-- A token request's verdict, as oauth2.c judges the provider's answer.
+CREATE TYPE verdict AS (
+    outcome     outcome,
+    status      integer,    -- HTTP status, 0 when none came
+    error       text,       -- the provider's OAuth2 error code
+    message     text,       -- what went wrong, never a secret
+    retry_after integer,    -- seconds, from Retry-After
+    token       jsonb       -- the provider's token object, when done
+);
+
+-- A refresh's request, or (outcome set) why none is needed.
+CREATE TYPE refresh_plan AS (
+    outcome outcome,        -- NULL: send the request
+    message text,
+    kind    text,           -- 'refresh' or 'token': which URL and extra parameters
+    version bigint,         -- the auth's, for _refresh_apply
+    config  jsonb,          -- the client's settings, for oauth2.c
+    params  jsonb,          -- the grant's parameters
+    keep    jsonb           -- what of the credential a new token leaves in place
+);
+
+-- A webhook delivery to send, signed with the webhook's secret.
+CREATE TYPE delivery AS (
+    id     bigint,
+    url    text,
+    event  text,
+    body   text,
+    secret text
+);
+
 -- Small helpers the other files use: the caller, NULL checks, settings, restores
 
 CREATE FUNCTION _caller() RETURNS name
@@ -317,19 +353,42 @@ CREATE FUNCTION _restoring() RETURNS boolean
     SELECT pg_catalog.current_setting('row_security') = 'off'
 $$;
 
--- Sealing and opening secrets, and the key ring, in C (keyring.c, crypto.c)
+-- Sealing and opening secrets where they belong, and the key ring, in C (envelope.c, crypto.c, keyring.c)
 
-CREATE FUNCTION _seal_jsonb(value jsonb, aad text) RETURNS bytea
-    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_jsonb';
+-- A sealed value opens only in its place: _seal_<place> and _open_<place>
+-- take the value and who it belongs to (src/envelope.c spells the
+-- associated data; SQL never does).
+CREATE FUNCTION _seal_auth(secret jsonb, auth_id uuid) RETURNS bytea
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_auth';
+CREATE FUNCTION _open_auth(sealed bytea, auth_id uuid) RETURNS jsonb
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_auth';
 
-CREATE FUNCTION _open_jsonb(sealed bytea, aad text) RETURNS jsonb
-    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_jsonb';
+CREATE FUNCTION _seal_client(secret jsonb, client_id uuid) RETURNS bytea
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_client';
+CREATE FUNCTION _open_client(sealed bytea, client_id uuid) RETURNS jsonb
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_client';
 
-CREATE FUNCTION _seal_text(value text, aad text) RETURNS bytea
-    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_text';
+CREATE FUNCTION _seal_webhook(secret text, webhook_id uuid) RETURNS bytea
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_webhook';
+CREATE FUNCTION _open_webhook(sealed bytea, webhook_id uuid) RETURNS text
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_webhook';
 
-CREATE FUNCTION _open_text(sealed bytea, aad text) RETURNS text
-    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_text';
+-- a pending authorization's PKCE verifier, by its state
+CREATE FUNCTION _seal_state(verifier text, state text) RETURNS bytea
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_state';
+CREATE FUNCTION _open_state(sealed bytea, state text) RETURNS text
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_state';
+
+-- an app-private token, by its owner's name when sealed
+CREATE FUNCTION _seal_private(value text, owner_name name, related_id text, key text) RETURNS bytea
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_private';
+CREATE FUNCTION _open_private(sealed bytea, owner_name name, related_id text, key text) RETURNS text
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_private';
+
+CREATE FUNCTION _seal_user_token(value text, user_id uuid, related_id text, key text) RETURNS bytea
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_seal_user_token';
+CREATE FUNCTION _open_user_token(sealed bytea, user_id uuid, related_id text, key text) RETURNS text
+    LANGUAGE c STRICT STABLE AS 'MODULE_PATHNAME', 'tv_open_user_token';
 
 CREATE FUNCTION _key_id(sealed bytea) RETURNS bigint
     LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'tv_key_id';
@@ -559,8 +618,7 @@ BEGIN
             coalesce(s->>'client_auth', 'basic'), (s->>'token_lifetime')::integer,
             coalesce(s->'extra_params', '{}'), s->>'api_key_header', s->>'api_key_prefix',
             CASE WHEN s ? 'client_secret'
-                 THEN tokenvault._seal_jsonb(jsonb_build_object('client_secret', s->'client_secret'),
-                                             'client:' || new_id) END,
+                 THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), new_id) END,
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every);
     RETURN new_id;
@@ -619,8 +677,7 @@ BEGIN
         api_key_prefix = CASE WHEN 'api_key_prefix' = ANY (cleared) THEN NULL ELSE coalesce(s->>'api_key_prefix', t.api_key_prefix) END,
         visibility     = coalesce(s->>'visibility', t.visibility),
         secret         = CASE WHEN s ? 'client_secret'
-                              THEN tokenvault._seal_jsonb(jsonb_build_object('client_secret', s->'client_secret'),
-                                                          'client:' || t.id)
+                              THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), t.id)
                               WHEN 'client_secret' = ANY (cleared) THEN NULL ELSE t.secret END,
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
@@ -849,7 +906,7 @@ BEGIN
     VALUES (new_id, user_id, c.id, coalesce(name, c.name), c.service,
             ARRAY(SELECT jsonb_array_elements_text(f->'scopes')), f->>'token_type',
             (f->>'expires_at')::timestamptz, (f->>'refresh_expires_at')::timestamptz,
-            tokenvault._seal_jsonb(f->'secret', 'auth:' || new_id),
+            tokenvault._seal_auth(f->'secret', new_id),
             CASE WHEN data ? 'access_token' AND c.grant_type IN ('client_credentials', 'password') THEN now() END);
     RETURN new_id;
 END
@@ -890,7 +947,7 @@ BEGIN
             token_type = f->>'token_type',
             expires_at = (f->>'expires_at')::timestamptz,
             refresh_expires_at = (f->>'refresh_expires_at')::timestamptz,
-            secret = tokenvault._seal_jsonb(f->'secret', 'auth:' || a.id),
+            secret = tokenvault._seal_auth(f->'secret', a.id),
             status = 'active', failure_count = 0, last_error = NULL, expiry_notified_at = NULL
          WHERE id = a.id;
     END IF;
@@ -912,7 +969,7 @@ DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
     c tokenvault.clients;
     cred jsonb;
-    v jsonb;
+    v tokenvault.verdict;
 BEGIN
     -- before the provider hears of it
     IF coalesce(force, false) THEN
@@ -926,12 +983,12 @@ BEGIN
                 USING ERRCODE = 'object_not_in_prerequisite_state',
                       HINT = 'Set one with tokenvault.update_client(), or delete without revoke.';
         END IF;
-        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+        cred := tokenvault._open_auth(a.secret, a.id);
         IF cred ? 'refresh_token' OR cred ? 'access_token' THEN
             v := tokenvault._revoke_request(tokenvault._client_config(c, cred), jsonb_build_object(
                      'token', coalesce(cred->>'refresh_token', cred->>'access_token'),
                      'token_type_hint', CASE WHEN cred ? 'refresh_token' THEN 'refresh_token' ELSE 'access_token' END));
-            IF NOT (v->>'ok')::boolean THEN
+            IF v.outcome <> 'done' THEN
                 PERFORM tokenvault._raise_refusal(c, v, 'revocation');
             END IF;
         END IF;
@@ -950,7 +1007,7 @@ CREATE FUNCTION credentials(auth_id uuid) RETURNS jsonb
 DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
 BEGIN
-    RETURN tokenvault._open_jsonb(a.secret, 'auth:' || a.id)
+    RETURN tokenvault._open_auth(a.secret, a.id)
         || jsonb_strip_nulls(jsonb_build_object(
                'token_type', a.token_type,
                'expires_at', a.expires_at,
@@ -977,7 +1034,7 @@ BEGIN
             RETURN jsonb_build_object(coalesce(c.api_key_header, 'X-API-Key'),
                 coalesce(c.api_key_prefix || ' ', '') || tokenvault.access_token(a.id));
         WHEN 'basic' THEN
-            s := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+            s := tokenvault._open_auth(a.secret, a.id);
             RETURN jsonb_build_object('Authorization', 'Basic ' ||
                 translate(encode(convert_to((s->>'username') || ':' || (s->>'password'), 'UTF8'), 'base64'), E'\n', ''));
         ELSE
@@ -988,7 +1045,7 @@ $$;
 
 -- OAuth2 token requests, the authorization code flow with PKCE, and revocation
 
-CREATE FUNCTION _token_request(config jsonb, kind text, params jsonb) RETURNS jsonb
+CREATE FUNCTION _token_request(config jsonb, kind text, params jsonb) RETURNS tokenvault.verdict
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_token_request';
 
 CREATE FUNCTION _random_token(bytes integer) RETURNS text
@@ -1002,7 +1059,7 @@ CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NU
     SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
         'token_url', c.token_url, 'refresh_url', c.refresh_url, 'revoke_url', c.revoke_url, 'client_id', c.client_id,
         'client_secret', CASE WHEN c.secret IS NOT NULL
-                              THEN tokenvault._open_jsonb(c.secret, pg_catalog.textcat('client:', c.id::text))
+                              THEN tokenvault._open_client(c.secret, c.id)
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
         'extra_params', c.extra_params, 'template_values', credential))
@@ -1013,10 +1070,10 @@ CREATE FUNCTION _fetch_token(c tokenvault.clients, kind text, params jsonb, cred
     RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    v jsonb := tokenvault._token_request(tokenvault._client_config(c, credential), kind, params);
+    v tokenvault.verdict := tokenvault._token_request(tokenvault._client_config(c, credential), kind, params);
 BEGIN
-    IF (v->>'ok')::boolean THEN
-        RETURN tokenvault._normalize_token(c, v->'token');
+    IF v.outcome = 'done' THEN
+        RETURN tokenvault._normalize_token(c, v.token);
     END IF;
     PERFORM tokenvault._raise_refusal(c, v);
 END
@@ -1024,23 +1081,23 @@ $$;
 
 -- A provider's failure as an error: needs_reauth 28000, retryable 08000,
 -- anything else 38000.  The message never holds a secret (oauth2.c).
-CREATE FUNCTION _raise_refusal(c tokenvault.clients, v jsonb, what text DEFAULT 'token request') RETURNS void
+CREATE FUNCTION _raise_refusal(c tokenvault.clients, v tokenvault.verdict, what text DEFAULT 'token request') RETURNS void
     LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    CASE v->>'class'
+    CASE v.outcome
         WHEN 'needs_reauth' THEN
-            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'invalid_authorization_specification',
-                      HINT = CASE WHEN v->>'error' = 'invalid_client'
+                      HINT = CASE WHEN v.error = 'invalid_client'
                                   THEN 'The provider does not accept the client''s credentials; check its client_id and client_secret.'
                                   ELSE 'The grant is no longer valid: the user must authorize again.' END;
         WHEN 'retryable' THEN
-            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'connection_exception',
-                      HINT = CASE WHEN v ? 'retry_after' THEN format('The provider asks to retry after %s s.', v->>'retry_after')
+                      HINT = CASE WHEN v.retry_after IS NOT NULL THEN format('The provider asks to retry after %s s.', v.retry_after)
                                   ELSE 'The failure is temporary; try again later.' END;
         ELSE
-            RAISE EXCEPTION '% to % failed: %', what, c.service, v->>'message'
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'external_routine_exception',
                       HINT = 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.';
     END CASE;
@@ -1127,7 +1184,7 @@ BEGIN
     INSERT INTO tokenvault.auth_states (state, client_id, user_id, auth_id, name, scopes, redirect_uri,
                                         verifier, expires_at)
     VALUES (st, c.id, user_id, auth_id, name, scopes, redirect_uri,
-            tokenvault._seal_text(verifier, 'state:' || st), now() + interval '10 minutes');
+            tokenvault._seal_state(verifier, st), now() + interval '10 minutes');
 
     params := jsonb_strip_nulls(jsonb_build_object(
         'response_type', 'code', 'client_id', c.client_id, 'redirect_uri', redirect_uri,
@@ -1176,7 +1233,7 @@ BEGIN
     t := tokenvault._fetch_token(c, 'token', jsonb_strip_nulls(jsonb_build_object(
              'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
              'code_verifier', CASE WHEN s.verifier IS NOT NULL
-                                   THEN tokenvault._open_text(s.verifier, 'state:' || s.state) END)));
+                                   THEN tokenvault._open_state(s.verifier, s.state) END)));
     IF s.auth_id IS NOT NULL THEN
         PERFORM tokenvault.update_auth(s.auth_id, s.name, t || jsonb_build_object('scope', coalesce(t->>'scope',
                     array_to_string(s.scopes, ' '))));
@@ -1188,7 +1245,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS jsonb
+CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS tokenvault.verdict
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_revoke_request';
 
 -- The refresh schedule (refresh_at, kept by a trigger), backoff, and refreshing a token
@@ -1199,107 +1256,122 @@ CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS jsonb
 -- GUC save and restore per call, and keeps a SQL function from being
 -- inlined), no query where an expression does.
 
--- What request would renew this auth's token, or {"skip": why} when none
--- is needed ("valid") or none can be made ("needs_reauth").
-CREATE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS jsonb
+-- What a refresh of this auth must send, or why it sends nothing (outcome
+-- set: done when the token is valid or the auth is gone).  The credential
+-- is opened here once: what of it a new token leaves in place travels with
+-- the plan to _refresh_apply.
+CREATE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS tokenvault.refresh_plan
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     a tokenvault.auths;
     c tokenvault.clients;
     cred jsonb;
+    plan tokenvault.refresh_plan;
 BEGIN
     SELECT x AS a, y AS c INTO r
       FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id;
     IF NOT FOUND THEN
-        RETURN '{"skip": "gone", "message": "the auth was deleted"}';
+        plan.outcome := 'done';
+        plan.message := 'the auth was deleted';
+        RETURN plan;
     END IF;
     a := r.a;
     c := r.c;
     IF NOT force AND a.expires_at > now() + min_validity * interval '1 second' THEN
-        RETURN '{"skip": "valid"}';
+        plan.outcome := 'done';
+        RETURN plan;
     END IF;
-    cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+    cred := tokenvault._open_auth(a.secret, a.id);
     IF cred ? 'refresh_token' THEN
-        RETURN jsonb_build_object('kind', 'refresh', 'version', a.version::text,
-            'config', tokenvault._client_config(c, cred),
-            'params', jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token'));
+        plan.kind := 'refresh';
+        plan.params := jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token');
     ELSIF c.grant_type IN ('client_credentials', 'password') THEN
-        RETURN jsonb_build_object('kind', 'token', 'version', a.version::text,
-            'config', tokenvault._client_config(c, cred),
-            'params', tokenvault._direct_grant_params(c, cred, a.scopes));
+        plan.kind := 'token';
+        plan.params := tokenvault._direct_grant_params(c, cred, a.scopes);
+    ELSE
+        IF a.status <> 'needs_reauth' THEN
+            UPDATE tokenvault.auths SET status = 'needs_reauth',
+                   last_error = 'the token expired and there is no refresh token', updated_at = now()
+             WHERE id = a.id RETURNING * INTO a;
+            PERFORM tokenvault._emit('auth.needs_reauth', a, NULL, a.last_error);
+        END IF;
+        plan.outcome := 'needs_reauth';
+        plan.message := 'the token expired and there is no refresh token';
+        RETURN plan;
     END IF;
-    IF a.status <> 'needs_reauth' THEN
-        UPDATE tokenvault.auths SET status = 'needs_reauth',
-               last_error = 'the token expired and there is no refresh token', updated_at = now()
-         WHERE id = a.id RETURNING * INTO a;
-        PERFORM tokenvault._emit('auth.needs_reauth', a, NULL, a.last_error);
-    END IF;
-    RETURN '{"skip": "needs_reauth", "message": "the token expired and there is no refresh token"}';
+    plan.version := a.version;
+    plan.config := tokenvault._client_config(c, cred);
+    -- the old token's own fields go; credentials (username, password) and
+    -- an unrotated refresh token stay
+    plan.keep := cred - ARRAY['access_token', 'id_token'];
+    RETURN plan;
 END
 $$;
 
--- Store a token request's verdict, unless the auth changed meanwhile (an
--- edit wins over a refresh).  A new token replaces the old fields; an
--- omitted refresh token keeps the old one.
-CREATE FUNCTION _refresh_apply(auth_id uuid, version bigint, verdict jsonb) RETURNS jsonb
+-- Store a refresh's verdict, if the auth's version is still the planned
+-- one.  keep is the plan's, so the credential is not opened again (NULL:
+-- it is).  The outcome is the refresh's, for its waiters.
+CREATE FUNCTION _refresh_apply(auth_id uuid, version bigint, keep jsonb, v tokenvault.verdict,
+                               OUT outcome tokenvault.outcome, OUT message text)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r record;
     a tokenvault.auths;
     c tokenvault.clients;
     t jsonb;
-    cred jsonb;
     f jsonb;
     failures integer;
 BEGIN
+    outcome := 'done';
     SELECT x AS a, y AS c INTO r
       FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id
        FOR UPDATE OF x;
     IF NOT FOUND THEN
-        RETURN '{"outcome": "stale", "message": "the auth was deleted"}';
+        message := 'the auth was deleted';
+        RETURN;
     END IF;
     a := r.a;
     c := r.c;
     IF a.version <> _refresh_apply.version THEN
-        RETURN '{"outcome": "stale", "message": "the auth was changed meanwhile"}';
+        message := 'the auth was changed meanwhile';
+        RETURN;
     END IF;
     failures := a.failure_count;
-    IF (verdict->>'ok')::boolean THEN
-        cred := tokenvault._open_jsonb(a.secret, 'auth:' || a.id);
+    IF v.outcome = 'done' THEN
         -- A token the provider sent that cannot be stored (a field of the
         -- wrong type, a date that is none) is a failed refresh like any
         -- other: recorded, announced and backed off.  As an error it would
         -- leave the auth claimed, to be tried again each time the lease ran
         -- out, without an event.
         BEGIN
-            t := tokenvault._normalize_token(c, verdict->'token');
-            -- the old token's own fields go; credentials (username,
-            -- password) and an unrotated refresh token stay
-            f := tokenvault._auth_fields(c, (cred - ARRAY['access_token', 'id_token']) || t,
+            t := tokenvault._normalize_token(c, v.token);
+            f := tokenvault._auth_fields(c, coalesce(keep, tokenvault._open_auth(a.secret, a.id)
+                                                          - ARRAY['access_token', 'id_token']) || t,
                                          CASE WHEN t ? 'scope' THEN NULL ELSE a.scopes END);
         EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
-            verdict := jsonb_build_object('ok', false, 'class', 'error',
-                                          'message', 'the provider''s token cannot be stored: ' || SQLERRM);
+            v := ROW('error', v.status, NULL, 'the provider''s token cannot be stored: ' || SQLERRM, NULL, NULL);
         END;
     END IF;
-    IF NOT (verdict->>'ok')::boolean THEN
+    IF v.outcome <> 'done' THEN
         UPDATE tokenvault.auths SET
-            status = CASE verdict->>'class' WHEN 'needs_reauth' THEN 'needs_reauth'
-                                            WHEN 'error' THEN 'error' ELSE status END,
+            status = CASE v.outcome WHEN 'needs_reauth' THEN 'needs_reauth'
+                                    WHEN 'error' THEN 'error' ELSE status END,
             failure_count = failure_count + 1,
-            last_error = verdict->>'message',
-            refresh_at = CASE WHEN verdict->>'class' <> 'needs_reauth'
-                              THEN tokenvault._backoff(failure_count + 1, (verdict->>'retry_after')::integer) END,
+            last_error = v.message,
+            refresh_at = CASE WHEN v.outcome <> 'needs_reauth'
+                              THEN tokenvault._backoff(failure_count + 1, v.retry_after) END,
             updated_at = now()
          WHERE id = a.id RETURNING * INTO a;
         PERFORM tokenvault._emit(CASE WHEN a.status = 'needs_reauth' THEN 'auth.needs_reauth' ELSE 'auth.refresh_failed' END,
                                  a, NULL, a.last_error);
-        RETURN jsonb_build_object('outcome', verdict->>'class', 'message', verdict->>'message');
+        outcome := v.outcome;
+        message := v.message;
+        RETURN;
     END IF;
 
     UPDATE tokenvault.auths SET
-        secret = tokenvault._seal_jsonb(f->'secret', 'auth:' || a.id),
+        secret = tokenvault._seal_auth(f->'secret', a.id),
         token_type = f->>'token_type',
         scopes = ARRAY(SELECT jsonb_array_elements_text(f->'scopes')),
         expires_at = (f->>'expires_at')::timestamptz,
@@ -1310,7 +1382,6 @@ BEGIN
         refresh_at = tokenvault._schedule(c, f->'secret' ? 'refresh_token', (f->>'expires_at')::timestamptz, now())
      WHERE id = a.id RETURNING * INTO a;
     PERFORM tokenvault._emit(CASE WHEN failures > 0 THEN 'auth.recovered' ELSE 'auth.refreshed' END, a);
-    RETURN '{"outcome": "refreshed"}';
 END
 $$;
 
@@ -1356,7 +1427,7 @@ BEGIN
     -- not open (a missing key, a copied value) cannot be refreshed either
     IF c.grant_type NOT IN ('client_credentials', 'password') THEN
         BEGIN
-            refreshable := tokenvault._open_jsonb(a.secret, 'auth:' || a.id) ? 'refresh_token';
+            refreshable := tokenvault._open_auth(a.secret, a.id) ? 'refresh_token';
         EXCEPTION WHEN data_corrupted OR undefined_object OR object_not_in_prerequisite_state THEN
             refreshable := false;
         END;
@@ -1499,7 +1570,7 @@ BEGIN
                   HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
     END IF;
     INSERT INTO tokenvault.webhooks (id, url, secret, kinds)
-    VALUES (new_id, url, tokenvault._seal_text(secret, 'webhook:' || new_id), kinds);
+    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds);
     RETURN new_id;
 END
 $$;
@@ -1522,8 +1593,9 @@ END
 $$;
 
 -- Claim up to n deliveries that may go now: the oldest undelivered one of
--- each (webhook, auth), so that one auth's events arrive in order.
-CREATE FUNCTION _webhook_claim(n integer) RETURNS jsonb
+-- each (webhook, auth), so that one auth's events arrive in order.  Also
+-- when the next one not yet due may go.
+CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH heads AS (
         SELECT DISTINCT ON (webhook_id, auth_id) id, next_attempt_at
@@ -1537,20 +1609,18 @@ CREATE FUNCTION _webhook_claim(n integer) RETURNS jsonb
           FROM due WHERE d.id = due.id
         RETURNING d.id, d.webhook_id, d.event_id
     )
-    SELECT jsonb_build_object(
-        'deliveries', coalesce((
-            SELECT jsonb_agg(jsonb_build_object(
-                'id', c.id::text, 'url', w.url, 'event', e.kind, 'body', e.payload::text,
-                'secret', tokenvault._open_text(w.secret, 'webhook:' || w.id)))
-              FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
-              JOIN tokenvault.events e ON e.id = c.event_id), '[]'),
-        'next_at', (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now()))
+    SELECT coalesce((
+               SELECT array_agg(ROW(c.id, w.url, e.kind, e.payload::text,
+                                    tokenvault._open_webhook(w.secret, w.id))::tokenvault.delivery)
+                 FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
+                 JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
+           (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())
 $$;
 
 -- A delivery's answer: 2xx delivers it (and its event, once every webhook
 -- has it); anything else is tried again later: 2 s doubling, capped at an
 -- hour, times a jitter in [0.5, 1].
-CREATE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS jsonb
+CREATE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     d tokenvault.webhook_deliveries;
@@ -1572,7 +1642,6 @@ BEGIN
          WHERE id = delivery_id RETURNING * INTO d;
         PERFORM tokenvault._wake_worker(d.next_attempt_at);
     END IF;
-    RETURN '{}';
 END
 $$;
 
@@ -1591,13 +1660,11 @@ CREATE FUNCTION _lease() RETURNS interval
 $$;
 
 -- Claim up to n due auths: their refresh_at moves a lease ahead (the
--- refresh's result sets the real one).  Returns their ids and, unless it
--- claimed n, the next refresh_at after them.
-CREATE FUNCTION _worker_claim(n integer) RETURNS jsonb
+-- refresh's result sets the real one).  Unless it claimed n, also the next
+-- refresh_at after them.
+CREATE FUNCTION _worker_claim(n integer, OUT ids uuid[], OUT next_at timestamptz)
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 -- (plpgsql rather than sql: its plan is kept between calls)
-DECLARE
-    ids jsonb;
 BEGIN
     WITH due AS (
         SELECT id FROM tokenvault.auths
@@ -1606,34 +1673,32 @@ BEGIN
         UPDATE tokenvault.auths a SET refresh_at = now() + tokenvault._lease()
           FROM due WHERE a.id = due.id RETURNING a.id
     )
-    SELECT coalesce(jsonb_agg(id), '[]') INTO ids FROM claimed;
+    SELECT coalesce(array_agg(id), '{}') INTO ids FROM claimed;
     -- a full claim is followed by another one at once: no need to look ahead
-    IF jsonb_array_length(ids) >= n THEN
-        RETURN jsonb_build_object('ids', ids);
+    IF cardinality(ids) < n THEN
+        next_at := (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now());
     END IF;
-    RETURN jsonb_build_object(
-        'ids', ids,
-        'next_at', (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now()));
 END
 $$;
 
 -- When the worker starts nothing is in flight: auths a previous worker
 -- claimed (and crashed or restarted on) are due again now rather than when
--- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules in the lease window are made again, which leaves the
--- others as they were.
-CREATE FUNCTION _worker_start() RETURNS jsonb
+-- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules
+-- in the lease window are made again, which leaves the others as they
+-- were.  Returns how many were released.
+CREATE FUNCTION _worker_start() RETURNS bigint
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH released AS (
         UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
          WHERE refresh_at > now() AND refresh_at <= now() + tokenvault._lease() AND failure_count = 0
         RETURNING 1
     )
-    SELECT jsonb_build_object('released', (SELECT count(*) FROM released))
+    SELECT count(*) FROM released
 $$;
 
 -- Expiry notices (auth.expiring, once, expiry_notice ahead), expired auths
 -- (auth.expired), old delivered events.  Returns when it is next needed.
-CREATE FUNCTION _worker_tick() RETURNS jsonb
+CREATE FUNCTION _worker_tick() RETURNS timestamptz
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     notice constant interval := tokenvault._setting_interval('tokenvault.expiry_notice');
@@ -1659,24 +1724,25 @@ BEGIN
     END LOOP;
     DELETE FROM tokenvault.events
      WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
-    RETURN jsonb_build_object('next_at', least(
+    RETURN least(
         (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
         (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
           WHERE expiry_notified_at IS NULL AND tokenvault._dies_at(auths) - notice > now()),
         (SELECT min(delivered_at) + tokenvault._setting_interval('tokenvault.event_retention')
            FROM tokenvault.events WHERE delivered_at IS NOT NULL),
-        now() + interval '1 hour'));
+        now() + interval '1 hour');
 END
 $$;
 
--- A changed refresh_lead: every stored schedule made again.
-CREATE FUNCTION _reschedule() RETURNS jsonb
+-- A changed refresh_lead: every stored schedule made again.  Returns how
+-- many moved.
+CREATE FUNCTION _reschedule() RETURNS bigint
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
     WITH moved AS (
         UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
          WHERE refresh_at IS NOT NULL AND failure_count = 0 RETURNING 1
     )
-    SELECT jsonb_build_object('moved', count(*)) FROM moved
+    SELECT count(*) FROM moved
 $$;
 
 CREATE FUNCTION _worker_stats(OUT worker_pid integer, OUT worker_state text, OUT last_loop_at timestamptz,
@@ -1691,7 +1757,7 @@ CREATE VIEW stats AS
            (SELECT count(*) FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL) AS webhook_backlog
       FROM tokenvault._worker_stats() s;
 
--- Solutions, slots and instances, and the rules that hold them together (triggers)
+-- Solutions, slots and instances: the rules that hold them together (triggers), and lookups
 
 CREATE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -2054,6 +2120,8 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Solutions, slots and instances: what an application calls to embed them
 
 -- The table's limits on a title and a description, said in words (a NULL
 -- is not checked: update_solution() keeps that field).
@@ -2498,15 +2566,6 @@ BEGIN
 END
 $$;
 
--- The associated data of a sealed token: where the value belongs.  The
--- lengths keep one (owner, related id, key) from reading as another; the C
--- side (tokens.c) forms the same.
-CREATE FUNCTION _token_aad(store text, owner text, related_id text, key text) RETURNS text
-    LANGUAGE sql IMMUTABLE AS $$
-    SELECT store || ':' || pg_catalog.octet_length(owner) || ':' || owner || ':'
-           || pg_catalog.octet_length(related_id) || ':' || related_id || ':' || key
-$$;
-
 CREATE FUNCTION put_private_token(related_id text, key text, value text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -2515,7 +2574,7 @@ BEGIN
     PERFORM tokenvault._check_token(related_id, key, value);
     INSERT INTO tokenvault.private_tokens AS t (owner, owner_name, related_id, key, value)
     VALUES (tokenvault._role(me), me, related_id, key,
-            tokenvault._seal_text(value, tokenvault._token_aad('private', me, related_id, key)))
+            tokenvault._seal_private(value, me, related_id, key))
     ON CONFLICT ON CONSTRAINT private_tokens_pkey
         DO UPDATE SET owner_name = EXCLUDED.owner_name, value = EXCLUDED.value, updated_at = now();
 END
@@ -2586,7 +2645,7 @@ BEGIN
             tokenvault._user_token_access(user_id, related_id, 'write');
     INSERT INTO tokenvault.user_tokens AS t (user_id, related_id, key, value)
     VALUES (user_id, related_id, key,
-            tokenvault._seal_text(value, tokenvault._token_aad('user', user_id::text, related_id, key)))
+            tokenvault._seal_user_token(value, user_id, related_id, key))
     ON CONFLICT ON CONSTRAINT user_tokens_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
 END
 $$;
@@ -2595,7 +2654,7 @@ CREATE FUNCTION get_user_token(user_id uuid, related_id text, key text) RETURNS 
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM tokenvault._check_token(related_id, key), tokenvault._user_token_access(user_id, related_id, 'read');
-    RETURN (SELECT tokenvault._open_text(t.value, tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key))
+    RETURN (SELECT tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
               FROM tokenvault.user_tokens t
              WHERE t.user_id = get_user_token.user_id AND t.related_id = get_user_token.related_id
                AND t.key = get_user_token.key);
@@ -2620,7 +2679,7 @@ CREATE FUNCTION list_user_tokens(user_id uuid, related_id text DEFAULT NULL)
     RETURNS TABLE (related_id text, key text, value text)
     LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT tokenvault._user_token_list_access($1, $2);
-    SELECT t.related_id, t.key, tokenvault._open_text(t.value, tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key))
+    SELECT t.related_id, t.key, tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
       FROM tokenvault.user_tokens t
      WHERE t.user_id = $1 AND ($2 IS NULL OR t.related_id = $2)
        AND EXISTS (SELECT FROM tokenvault.user_token_grants g
@@ -2752,18 +2811,17 @@ BEGIN
 END
 $$;
 
--- Where secrets are sealed: the table, the column, the associated data (an
--- expression over the row "t") and what the value is.
-CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, aad text, kind text)
+-- Where secrets are sealed: the table, the column, the place it belongs
+-- (_seal_<place>, _open_<place>) and who in that place, as an expression
+-- over the row "t".
+CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, place text, place_args text)
     LANGUAGE sql STABLE AS $$
-    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, $a$'client:' || t.id$a$, 'jsonb'),
-           ('tokenvault.auths', 'secret', $a$'auth:' || t.id$a$, 'jsonb'),
-           ('tokenvault.webhooks', 'secret', $a$'webhook:' || t.id$a$, 'text'),
-           ('tokenvault.auth_states', 'verifier', $a$'state:' || t.state$a$, 'text'),
-           ('tokenvault.private_tokens', 'value',
-            $a$tokenvault._token_aad('private', t.owner_name, t.related_id, t.key)$a$, 'text'),
-           ('tokenvault.user_tokens', 'value',
-            $a$tokenvault._token_aad('user', t.user_id::text, t.related_id, t.key)$a$, 'text')
+    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, 'client', 't.id'),
+           ('tokenvault.auths', 'secret', 'auth', 't.id'),
+           ('tokenvault.webhooks', 'secret', 'webhook', 't.id'),
+           ('tokenvault.auth_states', 'verifier', 'state', 't.state'),
+           ('tokenvault.private_tokens', 'value', 'private', 't.owner_name, t.related_id, t.key'),
+           ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')
 $$;
 
 -- Re-seal what a range of a table's pages holds under an older key.  Rows
@@ -2780,7 +2838,7 @@ BEGIN
             UPDATE %1$s t SET %2$I = tokenvault._seal_%4$s(tokenvault._open_%4$s(t.%2$I, %3$s), %3$s)
              WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL AND tokenvault._key_id(t.%2$I) <> $3
             RETURNING 1)
-        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.aad, s.kind)
+        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.place_args, s.place)
     INTO n USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + pages)::tid, newest;
     RETURN n;
 END

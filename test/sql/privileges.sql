@@ -24,7 +24,7 @@ SELECT name, status FROM tokenvault.auths;
 SELECT secret FROM tokenvault.auths;
 SELECT tokenvault.create_client('X', 'x', 'noauth');
 SELECT tokenvault.rotate_key();
-SELECT tokenvault._open_jsonb('\x01'::bytea, 'auth:x');
+SELECT tokenvault._open_auth('\x01'::bytea, gen_random_uuid());
 UPDATE tokenvault.auths SET status = 'revoked';
 RESET ROLE;
 
