@@ -10,7 +10,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tokenvault.con
 # The install script of the current version is built from sql/, a file per
 # concern, in this order (what depends on something comes after it).
 SQL_SOURCES = $(addprefix sql/,$(addsuffix .sql,roles tables types common crypto users clients auths \
-              oauth2 refresh events webhooks worker solutions tokens keys privileges))
+              oauth2 refresh events webhooks worker solution_rules solutions tokens keys privileges))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Earlier releases install from their frozen scripts, and update through the
 # deltas sql/tokenvault--OLD--NEW.sql (see README, "Shipping a change").
