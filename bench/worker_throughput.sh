@@ -198,7 +198,7 @@ fault_start
 [ $pin = 1 ] && taskset -apc 0 "${TV_PEER_PIDS[-1]}" >/dev/null
 psql_q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 SELECT tokenvault.create_client('instant', 'instant', 'oauth2', jsonb_build_object(
-    'client_id', 'tv-instant', 'token_url', :'url' || '/ok/token')) AS c \gset
+    'client_id', 'tv-instant', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
 SELECT count(tokenvault.create_auth(tokenvault.create_user('instant-' || i), :'c', 'instant',
            jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
                               'refresh_token', 'TVSECRET-rt-' || md5(random()::text), 'expires_in', 3600)))
