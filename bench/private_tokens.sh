@@ -37,7 +37,7 @@ load() {
 		psql_q -v role="$r" <<'SQL'
 INSERT INTO tokenvault.private_tokens (owner, owner_name, related_id, key, value)
     SELECT tokenvault._role(:'role'), :'role', 'rel-' || r, 'key-' || k,
-           tokenvault._seal_text(v, tokenvault._token_aad('private', :'role', 'rel-' || r, 'key-' || k))
+           tokenvault._seal_private(v, :'role', 'rel-' || r, 'key-' || k)
       FROM generate_series(1, 1000) r, generate_series(1, 100) k,
            LATERAL (SELECT md5(r || ':' || k || :'role') || md5(k || ':' || r) AS v) x;
 INSERT INTO plain_tokens

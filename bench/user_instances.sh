@@ -36,7 +36,7 @@ INSERT INTO bench_users SELECT n, tokenvault.create_user('bench-' || n) FROM gen
 CREATE TABLE bench_clients AS
     SELECT s, tokenvault.create_client('Service ' || s, 'svc' || s, 'api_key') AS id FROM generate_series(1, 5) s;
 INSERT INTO tokenvault.auths (user_id, client_id, name, service, secret)
-    SELECT u.id, c.id, 'svc' || c.s || ' of ' || u.n, 'svc' || c.s, tokenvault._seal_jsonb('{}', 'bench')
+    SELECT u.id, c.id, 'svc' || c.s || ' of ' || u.n, 'svc' || c.s, tokenvault._seal_auth('{}', u.id)
       FROM bench_users u, bench_clients c ORDER BY u.n, c.s;
 CREATE TABLE bench_solutions AS
     SELECT k, tokenvault.create_solution('Solution ' || k) AS id FROM generate_series(0, 9) k;

@@ -38,7 +38,7 @@
 # run shows how much of the ratio that is.
 # BENCH_PIN=0 lets everything share every core.
 # The last line printed:
-#   worker_throughput: worker <w>/s vs raw <r>/s (medians), median of the rounds' ratios <x> (target >= 0.9); worker RSS <+d> KiB per 100 000 refreshes (target < 1024)
+#   worker_throughput: worker <w>/s vs raw <r>/s (medians), median of the rounds' ratios <x> (target >= 0.9); worker RSS <+d> KiB per 100 000 refreshes (target < 1024); <c> refreshes per second of the worker's CPU against an instant provider
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,7 +126,7 @@ SQL
 # replayed), same client, Basic auth.  The refresh tokens go to a file only
 # this user can read, removed with the cluster.
 mkdir -m 700 "$TV_TMP/bench"
-psql_q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths" >"$TV_TMP/bench/rts"
+psql_q -c "SELECT tokenvault._open_auth(secret, id)->>'refresh_token' FROM tokenvault.auths" >"$TV_TMP/bench/rts"
 raw_round() {
 	RTS="$TV_TMP/bench/rts" URL="$TV_OIDC_URL/token" N="$n" CONC="$CONC" node -e '
 const autocannon = require("./test/node_modules/autocannon");
@@ -189,6 +189,48 @@ for i in $(seq 1 "$ROUNDS"); do
 	fi
 done
 rss1=$hwm
+
+# The worker's own cost per refresh, with next to nothing for a provider to
+# do: the fault peer's instant "ok" token endpoint answers each refresh at
+# once, and the worker's CPU time (utime + stime) over BENCH_CPU_ROUNDS (3)
+# rounds of $N due auths gives its refreshes per second of its own CPU.
+fault_start
+[ $pin = 1 ] && taskset -apc 0 "${TV_PEER_PIDS[-1]}" >/dev/null
+psql_q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
+SELECT tokenvault.create_client('instant', 'instant', 'oauth2', jsonb_build_object(
+    'client_id', 'tv-instant', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
+SELECT count(tokenvault.create_auth(tokenvault.create_user('instant-' || i), :'c', 'instant',
+           jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
+                              'refresh_token', 'TVSECRET-rt-' || md5(random()::text), 'expires_in', 3600)))
+  FROM generate_series(1, (SELECT count(*) FROM tokenvault.auths)) i;
+SQL
+worker_ticks() { awk '{print $14 + $15}' "/proc/$worker/stat"; }
+cpu_round() {
+	local done0 t0
+	done0=$(psql_q -c "SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats")
+	t0=$(worker_ticks)
+	psql_q -c "UPDATE tokenvault.auths a SET refresh_at = now() FROM tokenvault.clients c
+	            WHERE c.id = a.client_id AND c.service = 'instant'" >/dev/null
+	psql_q -v target=$((done0 + n)) <<'SQL' >/dev/null
+SELECT set_config('bench.target', :'target', false);
+DO $$
+BEGIN
+    FOR i IN 1..1200 LOOP
+        EXIT WHEN (SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats)
+                  >= current_setting('bench.target')::bigint;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END
+$$;
+SQL
+	awk -v n="$n" -v d="$(($(worker_ticks) - t0))" -v hz="$hz" 'BEGIN {printf "%d", d > 0 ? n * hz / d : 0}'
+}
+c=()
+for i in $(seq 1 "${BENCH_CPU_ROUNDS:-3}"); do
+	c+=("$(cpu_round)")
+	echo "instant provider round $i: $n refreshes, ${c[-1]} per second of the worker's CPU"
+done
+cpu=$(printf '%s\n' "${c[@]}" | median)
 [ -n "${BENCH_LOG_MEMORY:-}" ] && psql_q -c "SELECT pg_log_backend_memory_contexts($worker)" >/dev/null && sleep 1 && cp "$TV_LOG" "$BENCH_LOG_MEMORY"
 wm=$(printf '%s\n' "${w[@]}" | median)
 rm_=$(printf '%s\n' "${r[@]}" | median)
@@ -198,4 +240,4 @@ psql_q -c "SELECT refreshes_succeeded, refreshes_failed, http_p50_ms::int, http_
 	awk -F'|' '{print "worker stats: " $1 " refreshed, " $2 " failed, request p50 " $3 " ms, p99 " $4 " ms"}'
 echo "worker RssAnon, highest so far: ${rss0} kB after round 1, ${rss1} kB after $measured more refreshes"
 ratio=$(printf '%s\n' "${q[@]}" | median | awk '{printf "%.2f", $1}')
-echo "worker_throughput: worker ${wm}/s vs raw ${rm_}/s (medians), median of the rounds' ratios ${ratio} (target >= 0.9); worker RSS $( [ $per100k -ge 0 ] && echo +)${per100k} KiB per 100 000 refreshes (target < 1024)"
+echo "worker_throughput: worker ${wm}/s vs raw ${rm_}/s (medians), median of the rounds' ratios ${ratio} (target >= 0.9); worker RSS $( [ $per100k -ge 0 ] && echo +)${per100k} KiB per 100 000 refreshes (target < 1024); ${cpu} refreshes per second of the worker's CPU against an instant provider"

@@ -1,48 +1,243 @@
--- Clients: how the application reaches a service.
-\set SHOW_CONTEXT never
-SELECT 'TVSECRET-' || md5(random()::text) AS client_secret \gset
+-- Clients: OAuth2 clients and credential shapes, their settings and provider quirks
 
-SELECT tokenvault.create_client('GitHub', 'github', 'oauth2', jsonb_build_object(
-    'client_id', 'gh-app-1',
-    'client_secret', :'client_secret',
-    'auth_url', 'https://github.com/login/oauth/authorize',
-    'token_url', 'https://github.com/login/oauth/access_token',
-    'scopes', jsonb_build_array('repo', 'read:user'))) AS github \gset
-SELECT tokenvault.create_client('Stripe', 'stripe', 'api_key',
-    '{"api_key_header": "Authorization", "api_key_prefix": "Bearer"}') AS stripe \gset
-SELECT tokenvault.create_client('FTP', 'ftp', 'basic') AS ftp \gset
-SELECT tokenvault.create_client('Weather', 'weather', 'noauth') AS weather \gset
+-- Check a settings object and return it with defaults filled in for a type.
+-- Unknown keys are refused: a misspelt "client_secert" must not pass silently.
+CREATE FUNCTION _client_settings(type text, settings jsonb, creating boolean) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
+        'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
+        'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
+        'api_key_header', 'api_key_prefix', 'visibility'];
+    oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
+        'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
+        'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every'];
+    choices constant jsonb := '{"client_auth": ["basic", "post"], "visibility": ["private", "shared"],
+        "body_format": ["form", "json"], "expires_in_unit": ["seconds", "milliseconds"],
+        "scope_separator": [" ", ","]}';
+    k text;
+    g text;
+BEGIN
+    settings := coalesce(settings, '{}');
+    IF jsonb_typeof(settings) <> 'object' THEN
+        RAISE EXCEPTION 'client settings must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF pg_column_size(settings) > 65536 THEN
+        RAISE EXCEPTION 'client settings are larger than 64 kB' USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(settings) LOOP
+        IF NOT k = ANY (known) THEN
+            RAISE EXCEPTION 'unknown client setting "%"', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known settings: ' || array_to_string(known, ', ') || '.';
+        END IF;
+        IF type <> 'oauth2' AND k = ANY (oauth2_only) THEN
+            RAISE EXCEPTION 'setting "%" does not apply to a client of type %', k, type
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF type <> 'api_key' AND k IN ('api_key_header', 'api_key_prefix') THEN
+            RAISE EXCEPTION 'setting "%" applies only to api_key clients', k
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF k = 'scopes' THEN
+            IF jsonb_typeof(settings->k) <> 'array'
+               OR EXISTS (SELECT FROM jsonb_array_elements(settings->k) e WHERE jsonb_typeof(e) <> 'string') THEN
+                RAISE EXCEPTION 'setting "scopes" must be an array of strings' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'extra_params' THEN
+            IF jsonb_typeof(settings->k) <> 'object'
+               OR EXISTS (SELECT FROM jsonb_each(settings->k) e
+                           WHERE e.key NOT IN ('authorize', 'token', 'refresh') OR jsonb_typeof(e.value) <> 'object'
+                              OR EXISTS (SELECT FROM jsonb_each(e.value) p WHERE jsonb_typeof(p.value) <> 'string')) THEN
+                RAISE EXCEPTION 'setting "extra_params" must map "authorize", "token" or "refresh" to objects of strings'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'For example {"authorize": {"access_type": "offline", "prompt": "consent"}}.';
+            END IF;
+        ELSIF k IN ('token_lifetime', 'refresh_every') THEN
+            IF jsonb_typeof(settings->k) <> 'number' OR (settings->>k)::numeric <= 0
+               OR (settings->>k)::numeric <> trunc((settings->>k)::numeric) OR (settings->>k)::numeric > 2147483647 THEN
+                RAISE EXCEPTION 'setting "%" must be a positive whole number of seconds', k
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'pkce' THEN
+            IF jsonb_typeof(settings->k) <> 'boolean' THEN
+                RAISE EXCEPTION 'setting "pkce" must be true or false' USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
+            RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
+        ELSIF choices ? k AND NOT choices->k ? (settings->>k) THEN
+            RAISE EXCEPTION 'setting "%" must be one of %', k,
+                (SELECT string_agg(format('"%s"', c), ', ') FROM jsonb_array_elements_text(choices->k) c)
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END LOOP;
 
-SELECT name, service, type, grant_type, client_id, scopes, client_auth, api_key_header,
-       secret IS NOT NULL AS has_secret, owner = current_user AS owned_by_me, visibility
-  FROM tokenvault.clients ORDER BY name;
+    g := settings->>'grant';
+    IF g IS NOT NULL AND g NOT IN ('authorization_code', 'client_credentials', 'password') THEN
+        RAISE EXCEPTION 'unknown grant "%"', g
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use authorization_code, client_credentials or password.';
+    END IF;
+    FOR k IN SELECT unnest(ARRAY['auth_url', 'token_url', 'refresh_url', 'revoke_url']) LOOP
+        IF settings ? k AND settings->>k !~* '^https?://[^/?#[:space:]]+' THEN
+            RAISE EXCEPTION 'setting "%" must be an http or https URL', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A URL may name the auth''s own fields in braces, as in https://{subdomain}.example.com/token.';
+        END IF;
+    END LOOP;
+    IF creating AND type = 'oauth2' THEN
+        g := coalesce(g, 'authorization_code');
+        IF NOT settings ? 'token_url' THEN
+            RAISE EXCEPTION 'an oauth2 client needs a token_url' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NOT settings ? 'client_id' THEN
+            RAISE EXCEPTION 'an oauth2 client needs a client_id' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF g = 'authorization_code' AND NOT settings ? 'auth_url' THEN
+            RAISE EXCEPTION 'an authorization_code client needs an auth_url' USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        settings := settings || jsonb_build_object('grant', g);
+    END IF;
+    RETURN settings;
+END
+$$;
 
--- the client secret is sealed, not stored as it was given
-SELECT position(convert_to(:'client_secret', 'UTF8') IN secret) = 0 AS secret_not_in_plaintext
-  FROM tokenvault.clients WHERE id = :'github';
+CREATE FUNCTION create_client(name text, service text, type text, settings jsonb DEFAULT '{}')
+    RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s jsonb;
+    t tokenvault.clients;
+    new_id uuid := gen_random_uuid();
+BEGIN
+    PERFORM tokenvault._require(name, 'name'), tokenvault._require(service, 'service'),
+            tokenvault._require(type, 'type');
+    IF type NOT IN ('oauth2', 'basic', 'api_key', 'noauth') THEN
+        RAISE EXCEPTION 'unknown client type "%"', type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use oauth2, basic, api_key or noauth.';
+    END IF;
+    IF name = '' OR service = '' THEN
+        RAISE EXCEPTION 'name and service must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    s := tokenvault._client_settings(type, settings, true);
+    t := tokenvault._client_quirks(s, t);
+    INSERT INTO tokenvault.clients (id, name, service, type, grant_type, client_id, auth_url, token_url,
+            refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
+            api_key_header, api_key_prefix, secret, owner, visibility,
+            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every)
+    VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
+            s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
+            coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
+            coalesce(s->>'client_auth', 'basic'), (s->>'token_lifetime')::integer,
+            coalesce(s->'extra_params', '{}'), s->>'api_key_header', s->>'api_key_prefix',
+            CASE WHEN s ? 'client_secret'
+                 THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), new_id) END,
+            tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
+            t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every);
+    RETURN new_id;
+END
+$$;
 
--- settings are checked: unknown keys, wrong types, what a type needs
-SELECT tokenvault.create_client('X', 'x', 'oauth2', '{"client_id": "a", "token_url": "https://x/t", "auth_url": "https://x/a", "client_secert": "s"}');
-SELECT tokenvault.create_client('X', 'x', 'oauth2', '{"client_id": "a", "auth_url": "https://x/a"}');
-SELECT tokenvault.create_client('X', 'x', 'oauth2', '{"client_id": "a", "token_url": "ftp://x/t", "grant": "client_credentials"}');
-SELECT tokenvault.create_client('X', 'x', 'oauth2', '{"client_id": "a", "token_url": "https://x/t", "grant": "implicit"}');
-SELECT tokenvault.create_client('X', 'x', 'oauth2', '{"client_id": "a", "token_url": "https://x/t", "grant": "password", "token_lifetime": -5}');
-SELECT tokenvault.create_client('X', 'x', 'basic', '{"token_url": "https://x/t"}');
-SELECT tokenvault.create_client('X', 'x', 'smtp');
-SELECT tokenvault.create_client('X', 'x', NULL);
-SELECT tokenvault.create_client('X', 'x', 'noauth', '[]');
-SELECT count(*) AS clients FROM tokenvault.clients;
+CREATE FUNCTION _client_must_exist(client_id uuid) RETURNS tokenvault.clients
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c tokenvault.clients;
+BEGIN
+    PERFORM tokenvault._require(client_id, 'client id');
+    SELECT * INTO c FROM tokenvault.clients t WHERE t.id = _client_must_exist.client_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'client % does not exist', client_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List clients with: SELECT id, name, service FROM tokenvault.clients;';
+    END IF;
+    RETURN c;
+END
+$$;
 
--- update: given settings replace stored ones, null clears
-SELECT tokenvault.update_client(:'github', '{"scopes": ["repo"], "revoke_url": "https://github.com/revoke", "client_auth": "post"}');
-SELECT scopes, revoke_url, client_auth FROM tokenvault.clients WHERE id = :'github';
-SELECT tokenvault.update_client(:'github', '{"revoke_url": null}');
-SELECT revoke_url IS NULL AS revoke_url_cleared FROM tokenvault.clients WHERE id = :'github';
-SELECT tokenvault.update_client(:'github', '{"token_url": null}');
-SELECT tokenvault.update_client(:'stripe', '{"client_id": "x"}');
-SELECT tokenvault.update_client('00000000-0000-0000-0000-000000000001', '{}');
+-- Settings given replace those stored; a key set to null clears it.
+CREATE FUNCTION update_client(client_id uuid, settings jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c tokenvault.clients := tokenvault._client_must_exist(client_id);
+    s jsonb;
+    q tokenvault.clients;
+    cleared text[];
+BEGIN
+    PERFORM tokenvault._require(settings, 'settings');
+    IF jsonb_typeof(settings) = 'object' THEN
+        cleared := ARRAY(SELECT key FROM jsonb_each(settings) WHERE jsonb_typeof(value) = 'null');
+        q := tokenvault._client_quirks(settings, c);
+        settings := jsonb_strip_nulls(settings);
+    END IF;
+    IF 'grant' = ANY (cleared) OR 'token_url' = ANY (cleared) OR 'client_id' = ANY (cleared) THEN
+        RAISE EXCEPTION 'grant, token_url and client_id cannot be cleared' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    s := tokenvault._client_settings(c.type, settings, false);
+    UPDATE tokenvault.clients t SET
+        grant_type     = coalesce(s->>'grant', t.grant_type),
+        client_id      = coalesce(s->>'client_id', t.client_id),
+        auth_url       = CASE WHEN 'auth_url' = ANY (cleared) THEN NULL ELSE coalesce(s->>'auth_url', t.auth_url) END,
+        token_url      = coalesce(s->>'token_url', t.token_url),
+        refresh_url    = CASE WHEN 'refresh_url' = ANY (cleared) THEN NULL ELSE coalesce(s->>'refresh_url', t.refresh_url) END,
+        revoke_url     = CASE WHEN 'revoke_url' = ANY (cleared) THEN NULL ELSE coalesce(s->>'revoke_url', t.revoke_url) END,
+        scopes         = CASE WHEN s ? 'scopes' THEN ARRAY(SELECT jsonb_array_elements_text(s->'scopes'))
+                              WHEN 'scopes' = ANY (cleared) THEN '{}' ELSE t.scopes END,
+        client_auth    = CASE WHEN 'client_auth' = ANY (cleared) THEN 'basic' ELSE coalesce(s->>'client_auth', t.client_auth) END,
+        token_lifetime = CASE WHEN 'token_lifetime' = ANY (cleared) THEN NULL
+                              ELSE coalesce((s->>'token_lifetime')::integer, t.token_lifetime) END,
+        extra_params   = CASE WHEN 'extra_params' = ANY (cleared) THEN '{}' ELSE coalesce(s->'extra_params', t.extra_params) END,
+        api_key_header = CASE WHEN 'api_key_header' = ANY (cleared) THEN NULL ELSE coalesce(s->>'api_key_header', t.api_key_header) END,
+        api_key_prefix = CASE WHEN 'api_key_prefix' = ANY (cleared) THEN NULL ELSE coalesce(s->>'api_key_prefix', t.api_key_prefix) END,
+        visibility     = coalesce(s->>'visibility', t.visibility),
+        secret         = CASE WHEN s ? 'client_secret'
+                              THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), t.id)
+                              WHEN 'client_secret' = ANY (cleared) THEN NULL ELSE t.secret END,
+        body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
+        scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
+        updated_at     = now()
+     WHERE t.id = c.id;
+END
+$$;
 
-SELECT tokenvault.delete_client(:'weather');
-SELECT try(format('SELECT tokenvault.delete_client(%L)', :'weather'));
-SELECT name FROM tokenvault.clients ORDER BY name;
-DELETE FROM tokenvault.clients;
+CREATE FUNCTION delete_client(client_id uuid, force boolean DEFAULT false) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c tokenvault.clients := tokenvault._client_must_exist(client_id);
+    n bigint;
+    slots text;
+BEGIN
+    SELECT string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ') INTO slots
+      FROM tokenvault.slots s WHERE s.client_id = c.id;
+    IF slots IS NOT NULL THEN
+        RAISE EXCEPTION 'client % is used by slot %', c.id, slots
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete those slots, or give them another client with tokenvault.update_slot().';
+    END IF;
+    SELECT count(*) INTO n FROM tokenvault.auths a WHERE a.client_id = c.id;
+    IF n > 0 AND NOT coalesce(force, false) THEN
+        RAISE EXCEPTION 'client % is used by % auth(s)', c.id, n
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Delete those auths first, or call tokenvault.delete_client(id, force => true) to delete them too (instances using them are disabled).';
+    END IF;
+    PERFORM tokenvault._release_auths(ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.client_id = c.id));
+    DELETE FROM tokenvault.auths a WHERE a.client_id = c.id;
+    DELETE FROM tokenvault.clients WHERE id = c.id;
+END
+$$;
+
+-- The quirk columns, from settings; NULL where a setting is absent.
+CREATE FUNCTION _client_quirks(s jsonb, t tokenvault.clients) RETURNS tokenvault.clients
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cleared text[] := ARRAY(SELECT key FROM jsonb_each(s) WHERE jsonb_typeof(value) = 'null');
+BEGIN
+    t.body_format     := CASE WHEN 'body_format' = ANY (cleared) THEN 'form' ELSE coalesce(s->>'body_format', t.body_format, 'form') END;
+    t.token_path      := CASE WHEN 'token_path' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_path', t.token_path) END;
+    t.expires_in_unit := CASE WHEN 'expires_in_unit' = ANY (cleared) THEN 'seconds' ELSE coalesce(s->>'expires_in_unit', t.expires_in_unit, 'seconds') END;
+    t.scope_separator := CASE WHEN 'scope_separator' = ANY (cleared) THEN ' ' ELSE coalesce(s->>'scope_separator', t.scope_separator, ' ') END;
+    t.pkce            := CASE WHEN 'pkce' = ANY (cleared) THEN true ELSE coalesce((s->>'pkce')::boolean, t.pkce, true) END;
+    t.refresh_every   := CASE WHEN 'refresh_every' = ANY (cleared) THEN NULL ELSE coalesce((s->>'refresh_every')::integer, t.refresh_every) END;
+    RETURN t;
+END
+$$;

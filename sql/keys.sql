@@ -1,34 +1,107 @@
--- The key ring: list it, add a key, re-seal under it, drop the old one.
-\set SHOW_CONTEXT never
--- Key ids are random, so only their shape is shown.
-SET client_min_messages = warning;
-SELECT set_config('tokenvault.key_file', 'regress-ring-' || md5(random()::text), false) IS NOT NULL AS fresh_ring;
-SELECT 'TVSECRET-' || md5(random()::text) AS token \gset
-SELECT tokenvault.create_user('user-3001') AS u \gset
-SELECT tokenvault.create_client('API', 'api', 'api_key') AS c \gset
-SELECT count(tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('api_key', :'token' || g))) AS auths
-  FROM generate_series(1, 5) g;
+-- Keys: the key ring, key usage and rotation over every sealed column
 
-SELECT count(*) AS keys, bool_and(newest) AS newest FROM tokenvault.key_ring();
-SELECT key_id AS old_key FROM tokenvault.key_ring() \gset
-SELECT tokenvault.add_key() AS new_key \gset
-SELECT key_id = :new_key AS is_new, newest, secrets FROM tokenvault.key_usage() ORDER BY newest;
+CREATE FUNCTION key_ring() RETURNS TABLE (key_id bigint, newest boolean)
+    LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'tv_key_ring';
 
-SELECT try(format('SELECT tokenvault.drop_key(%s)', :old_key));
-SELECT tokenvault.rotate_key() AS resealed;
-SELECT tokenvault.rotate_key() AS resealed_again;
-SELECT key_id = :new_key AS is_new, newest, secrets FROM tokenvault.key_usage() ORDER BY newest;
-SELECT tokenvault.drop_key(:old_key);
-SELECT count(*) AS keys FROM tokenvault.key_ring();
-SELECT count(*) FILTER (WHERE tokenvault.access_token(id) LIKE :'token' || '%') AS still_open
-  FROM tokenvault.auths;
-SELECT try(format('SELECT tokenvault.drop_key(%s)', :new_key));
-SELECT tokenvault.drop_key(NULL);
+-- How many secrets each key seals.
+CREATE FUNCTION key_usage() RETURNS TABLE (key_id bigint, newest boolean, secrets bigint)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        WITH used AS (%s)
+        SELECT coalesce(r.key_id, u.key_id), coalesce(r.newest, false), count(u.key_id)
+          FROM tokenvault.key_ring() r
+          FULL JOIN used u ON u.key_id = r.key_id
+         GROUP BY 1, 2
+         ORDER BY 2, 1 $q$,
+        (SELECT string_agg(format('SELECT tokenvault._key_id(%I) AS key_id FROM %s WHERE %I IS NOT NULL',
+                                  s.col, s.tbl, s.col), ' UNION ALL ')
+           FROM tokenvault._sealed_columns() s));
+END
+$$;
 
--- a ring without the key that sealed a secret says which key is missing
-SELECT set_config('tokenvault.key_file', 'regress-other-ring-' || md5(random()::text), false) IS NOT NULL AS other_ring;
-SELECT count(*) FROM tokenvault.key_ring();
-SELECT try(format('SELECT tokenvault.access_token(%L)', id)) FROM tokenvault.auths LIMIT 1;
-RESET tokenvault.key_file;
-SELECT tokenvault.delete_user(:'u');
-DELETE FROM tokenvault.clients;
+CREATE FUNCTION add_key() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- one writer of the key file at a time
+    PERFORM pg_advisory_xact_lock(hashtext('tokenvault.key_file'));
+    RETURN tokenvault._add_key();
+END
+$$;
+
+CREATE FUNCTION drop_key(key_id bigint) RETURNS void
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM tokenvault._require(key_id, 'key id');
+    PERFORM pg_advisory_xact_lock(hashtext('tokenvault.key_file'));
+    SELECT u.secrets INTO n FROM tokenvault.key_usage() u WHERE u.key_id = drop_key.key_id;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'key % still seals % secret(s)', key_id, n
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Run tokenvault.rotate_key() first to re-seal them with the newest key.';
+    END IF;
+    PERFORM tokenvault._drop_key(key_id);
+END
+$$;
+
+-- Re-seal every secret not under the newest key, 100 pages at a time.
+CREATE FUNCTION rotate_key() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    newest bigint := (SELECT r.key_id FROM tokenvault.key_ring() r WHERE r.newest);
+    total bigint := 0;
+    s record;
+    last_page bigint;
+    page bigint;
+    n bigint;
+BEGIN
+    FOR s IN SELECT * FROM tokenvault._sealed_columns() LOOP
+        last_page := pg_relation_size(s.tbl) / current_setting('block_size')::bigint;
+        page := 0;
+        WHILE page <= last_page LOOP
+            n := tokenvault._reseal_pages(s, page, 100, newest);
+            page := page + 100;
+            CONTINUE WHEN n = 0;
+            total := total + n;
+            RAISE NOTICE 'rotate_key: % secret(s) re-sealed with key % so far', total, newest;
+        END LOOP;
+    END LOOP;
+    RETURN total;
+END
+$$;
+
+-- Where secrets are sealed: the table, the column, the place it belongs
+-- (_seal_<place>, _open_<place>) and who in that place, as an expression
+-- over the row "t".
+CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, place text, place_args text)
+    LANGUAGE sql STABLE AS $$
+    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, 'client', 't.id'),
+           ('tokenvault.auths', 'secret', 'auth', 't.id'),
+           ('tokenvault.webhooks', 'secret', 'webhook', 't.id'),
+           ('tokenvault.auth_states', 'verifier', 'state', 't.state'),
+           ('tokenvault.private_tokens', 'value', 'private', 't.owner_name, t.related_id, t.key'),
+           ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')
+$$;
+
+-- Re-seal what a range of a table's pages holds under an older key.  Rows
+-- are found by their place (a TID range scan), which needs no key of the
+-- table's own; a re-sealed row that moves further on is under the newest
+-- key and passed over.
+CREATE FUNCTION _reseal_pages(s record, first_page bigint, pages bigint, newest bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        WITH resealed AS (
+            UPDATE %1$s t SET %2$I = tokenvault._seal_%4$s(tokenvault._open_%4$s(t.%2$I, %3$s), %3$s)
+             WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL AND tokenvault._key_id(t.%2$I) <> $3
+            RETURNING 1)
+        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.place_args, s.place)
+    INTO n USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + pages)::tid, newest;
+    RETURN n;
+END
+$$;

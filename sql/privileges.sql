@@ -1,55 +1,68 @@
--- Who may do what: nothing for PUBLIC, tokens for tokenvault_app,
-\set SHOW_CONTEXT never
--- clients and keys for tokenvault_admin.
-SELECT 'TVSECRET-' || md5(random()::text) AS token \gset
-CREATE ROLE regress_nobody;
-CREATE ROLE regress_app IN ROLE tokenvault_app;
-CREATE ROLE regress_admin IN ROLE tokenvault_admin;
+-- Privileges: nothing for PUBLIC; the application reads, the administrator also manages; the row level security policies.
+-- Secrets leave only through the functions.
 
-SELECT tokenvault.create_user('user-4001') AS u \gset
-SELECT tokenvault.create_client('API', 'api', 'api_key') AS c \gset
-SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('api_key', :'token')) AS a \gset
+REVOKE ALL ON ALL TABLES IN SCHEMA tokenvault FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
+GRANT USAGE ON SCHEMA tokenvault TO tokenvault_app, tokenvault_admin;
 
--- no grants: nothing at all
-SET ROLE regress_nobody;
-SELECT count(*) FROM tokenvault.auths;
-SELECT try(format('SELECT tokenvault.access_token(%L)', :'a'));
-RESET ROLE;
+------------------------------------------------------------------------------
+-- Tables: the plain columns, never a sealed one
+------------------------------------------------------------------------------
 
--- the application: users and tokens, never the sealed column, no clients or keys
-SET ROLE regress_app;
-SELECT tokenvault.access_token(:'a') = :'token' AS app_reads_token;
-SELECT count(*) AS auths_visible FROM tokenvault.user_auths(:'u');
-SELECT name, status FROM tokenvault.auths;
-SELECT secret FROM tokenvault.auths;
-SELECT tokenvault.create_client('X', 'x', 'noauth');
-SELECT tokenvault.rotate_key();
-SELECT tokenvault._open_jsonb('\x01'::bytea, 'auth:x');
-UPDATE tokenvault.auths SET status = 'revoked';
-RESET ROLE;
+GRANT SELECT ON users TO tokenvault_app;
+GRANT SELECT (id, user_id, client_id, name, service, scopes, status, token_type, expires_at,
+              refresh_expires_at, refresh_at, last_refreshed_at, failure_count, last_error,
+              version, expiry_notified_at, created_at, updated_at)
+    ON auths TO tokenvault_app;
+GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_url, refresh_url,
+              revoke_url, scopes, client_auth, token_lifetime, extra_params, api_key_header,
+              api_key_prefix, owner, visibility, created_at, updated_at,
+              body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every)
+    ON clients TO tokenvault_app;
+GRANT SELECT ON events, stats TO tokenvault_app, tokenvault_admin;
+GRANT SELECT (id, url, kinds, enabled, created_at) ON webhooks TO tokenvault_admin;
+GRANT SELECT ON webhook_deliveries TO tokenvault_admin;
+GRANT SELECT ON solutions, slots, instances, instance_auth_values, instance_config_values TO tokenvault_app;
+GRANT SELECT (owner, owner_name, related_id, key, created_at, updated_at) ON private_tokens TO tokenvault_app;
+GRANT SELECT ON user_token_grants TO tokenvault_admin;
 
--- the administrator: clients and keys as well
-SET ROLE regress_admin;
-SELECT tokenvault.create_client('Admin made', 'x', 'noauth') IS NOT NULL AS admin_creates_clients;
-SELECT count(*) > 0 AS admin_lists_keys FROM tokenvault.key_ring();   -- (how many depends on the cluster's past)
-SELECT tokenvault.access_token(:'a') = :'token' AS admin_reads_token;
-SELECT owner FROM tokenvault.clients WHERE name = 'Admin made';
-RESET ROLE;
+------------------------------------------------------------------------------
+-- Functions: the application's, then the administrator's (who is a member
+-- of tokenvault_app); the internal ones (_*) are granted to no one
+------------------------------------------------------------------------------
 
--- PUBLIC has nothing on any table or function of the schema
-SELECT count(*) AS public_table_grants
-  FROM pg_class c, aclexplode(c.relacl) a
- WHERE c.relnamespace = 'tokenvault'::regnamespace AND a.grantee = 0;
-SELECT count(*) AS public_function_grants
-  FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a
- WHERE p.pronamespace = 'tokenvault'::regnamespace AND a.grantee = 0;
--- every function that opens a secret runs as its owner with a fixed search_path
-SELECT proname, prosecdef, proconfig
-  FROM pg_proc
- WHERE pronamespace = 'tokenvault'::regnamespace
-   AND proname IN ('access_token', 'credentials', 'http_headers', 'rotate_key', 'create_auth')
- ORDER BY proname;
+GRANT EXECUTE ON FUNCTION
+    create_user(text, text), find_user(text), delete_user(uuid), user_auths(uuid),
+    delete_user_auths(uuid, boolean), create_auth(uuid, uuid, text, jsonb, text[]),
+    update_auth(uuid, text, jsonb), delete_auth(uuid, boolean, boolean),
+    access_token(uuid), credentials(uuid), http_headers(uuid),
+    authorize_url(uuid, uuid, text, text, text[], uuid), complete_authorization(text, text),
+    refresh_auth(uuid),
+    create_instance(uuid, uuid, text, jsonb, jsonb), update_instance(uuid, text, boolean, jsonb, jsonb),
+    delete_instance(uuid), instance(uuid), user_instances(uuid),
+    authorize_url_for_slot(uuid, text, uuid, text, text, uuid),
+    put_private_token(text, text, text), get_private_token(text, text), list_private_tokens(text),
+    delete_private_token(text, text),
+    put_user_token(uuid, text, text, text), get_user_token(uuid, text, text), list_user_tokens(uuid, text),
+    delete_user_token(uuid, text, text)
+    TO tokenvault_app;
 
-SELECT tokenvault.delete_user(:'u');
-DELETE FROM tokenvault.clients;
-DROP ROLE regress_nobody, regress_app, regress_admin;
+GRANT EXECUTE ON FUNCTION
+    create_client(text, text, text, jsonb), update_client(uuid, jsonb), delete_client(uuid, boolean),
+    key_ring(), key_usage(), add_key(), drop_key(bigint), rotate_key(),
+    add_webhook(text, text, text[]), delete_webhook(uuid),
+    create_solution(text, text), update_solution(uuid, text, text), delete_solution(uuid, boolean),
+    add_slot(uuid, text, text, jsonb), update_slot(uuid, text, jsonb), delete_slot(uuid, text),
+    grant_user_tokens(uuid, name, text, text), revoke_user_tokens(uuid, name, text)
+    TO tokenvault_admin;
+
+------------------------------------------------------------------------------
+-- Row level security (enabled in tables.sql)
+------------------------------------------------------------------------------
+
+-- Through the table, too, a role sees its own private tokens only (sealed);
+-- an administrator sees every role's, and writes none: the functions write.
+CREATE POLICY private_tokens_own ON private_tokens FOR SELECT TO tokenvault_app
+    USING (owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_admin
+    USING (true);

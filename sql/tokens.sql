@@ -1,117 +1,190 @@
--- Private token stores: {relatedId, key, value} tokens private to a role,
--- and an end user's tokens shared with roles by grants.
-\set SHOW_CONTEXT never
-CREATE ROLE regress_tv_crm IN ROLE tokenvault_app;
-CREATE ROLE regress_tv_billing IN ROLE tokenvault_app;
-CREATE ROLE regress_tv_admin IN ROLE tokenvault_admin;
+-- Token stores: app-private tokens per role, and user tokens shared by grants
 
-------------------------------------------------------------------------------
--- The reference's projects, products and employees, as one role's tokens:
--- the entity id is the related id, an attribute the key, its value the
--- value (lists and objects as JSON text)
-------------------------------------------------------------------------------
+-- 16 MiB, as the reference's store takes.
+CREATE FUNCTION _check_token(related_id text, key text, value text DEFAULT '') RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._require(related_id, 'related_id'), tokenvault._require(key, 'key'),
+            tokenvault._require(value, 'value');
+    IF related_id = '' OR key = '' THEN
+        RAISE EXCEPTION 'related_id and key must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF length(related_id) > 1024 OR length(key) > 1024 THEN
+        RAISE EXCEPTION 'related_id and key are limited to 1024 characters' USING ERRCODE = 'invalid_parameter_value';
+    ELSIF octet_length(value) > 16777216 THEN
+        RAISE EXCEPTION 'token value is % bytes, more than the 16 MiB (16777216 bytes) a token may hold',
+                octet_length(value)
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Split it over several keys.';
+    END IF;
+END
+$$;
 
-SET ROLE regress_tv_crm;
-SELECT tokenvault.put_private_token('project1', 'name', 'The project number one');
-SELECT tokenvault.put_private_token('project1', 'key_words', '["eggs", "ham"]');
-SELECT tokenvault.put_private_token('project1', 'products', '["product1"]');
-SELECT tokenvault.put_private_token('project1', 'employees', '["employee1", "employee2"]');
-SELECT tokenvault.put_private_token('product1', 'name', 'Spam');
-SELECT tokenvault.put_private_token('employee1', 'name', 'Jane Doe');
-SELECT tokenvault.put_private_token('employee1', 'email', 'jane@example.com');
-SELECT tokenvault.put_private_token('employee1', 'projects', '["project1"]');
-SELECT tokenvault.put_private_token('employee2', 'name', 'John Doe');
-SELECT tokenvault.put_private_token('employee2', 'projects', '["project1"]');
+CREATE FUNCTION put_private_token(related_id text, key text, value text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    me name := tokenvault._caller();
+BEGIN
+    PERFORM tokenvault._check_token(related_id, key, value);
+    INSERT INTO tokenvault.private_tokens AS t (owner, owner_name, related_id, key, value)
+    VALUES (tokenvault._role(me), me, related_id, key,
+            tokenvault._seal_private(value, me, related_id, key))
+    ON CONFLICT ON CONSTRAINT private_tokens_pkey
+        DO UPDATE SET owner_name = EXCLUDED.owner_name, value = EXCLUDED.value, updated_at = now();
+END
+$$;
 
-SELECT * FROM tokenvault.list_private_tokens('project1');
-SELECT tokenvault.get_private_token('employee1', 'email');
--- the project's employees' names, by following the ids in the tokens
-SELECT e AS employee, tokenvault.get_private_token(e, 'name') AS name
-  FROM jsonb_array_elements_text(tokenvault.get_private_token('project1', 'employees')::jsonb) e;
--- a put replaces; a missing token is NULL; a delete says whether there was one
-SELECT tokenvault.put_private_token('product1', 'name', 'Spam, eggs and ham');
-SELECT tokenvault.get_private_token('product1', 'name');
-SELECT tokenvault.get_private_token('product1', 'price') IS NULL AS missing_is_null;
-SELECT tokenvault.delete_private_token('product1', 'name') AS deleted,
-       tokenvault.delete_private_token('product1', 'name') AS deleted_again;
--- dots mean nothing to tokenvault; empty ids do not pass
-SELECT tokenvault.put_private_token('org.example.project1', 'owner.email', 'a@b.c');
-SELECT tokenvault.get_private_token('org.example.project1', 'owner.email');
-SELECT try('SELECT tokenvault.put_private_token('''', ''name'', ''x'')');
-SELECT try('SELECT tokenvault.put_private_token(''p'', NULL, ''x'')');
-SELECT try('SELECT tokenvault.put_private_token(''p'', ''k'', NULL)');
-SELECT count(*) AS tokens FROM tokenvault.list_private_tokens();
--- the table shows the role's own rows, never a value
-SELECT related_id, key FROM tokenvault.private_tokens WHERE related_id = 'employee1' ORDER BY key;
-SELECT try('SELECT value FROM tokenvault.private_tokens');
-RESET ROLE;
+-- The reads are C (tokens.c): one probe of the primary key and a decryption.
+-- NULL when the role has no such token.
+CREATE FUNCTION get_private_token(related_id text, key text) RETURNS text
+    LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'tv_get_private_token';
 
--- another role sees none of them, and keeps its own apart
-SET ROLE regress_tv_billing;
-SELECT count(*) AS seen_through_functions FROM tokenvault.list_private_tokens();
-SELECT count(*) AS seen_through_the_table FROM tokenvault.private_tokens;
-SELECT tokenvault.get_private_token('project1', 'name') IS NULL AS not_visible;
-SELECT tokenvault.put_private_token('project1', 'name', 'Billing''s own project1');
-SELECT tokenvault.delete_private_token('project1', 'key_words') AS deleted_theirs;
-RESET ROLE;
-SET ROLE regress_tv_crm;
-SELECT tokenvault.get_private_token('project1', 'name') AS still_crm_s,
-       tokenvault.get_private_token('project1', 'key_words') AS still_there;
-RESET ROLE;
+-- In related id and key order.
+CREATE FUNCTION list_private_tokens(related_id text DEFAULT NULL)
+    RETURNS TABLE (related_id text, key text, value text)
+    LANGUAGE c STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp ROWS 100
+    AS 'MODULE_PATHNAME', 'tv_list_private_tokens';
 
--- an administrator lists every role's tokens (keys, not values) and changes none
-SET ROLE regress_tv_admin;
-SELECT owner, count(*) FROM tokenvault.private_tokens GROUP BY owner ORDER BY owner::text;
-SELECT try('UPDATE tokenvault.private_tokens SET key = ''x''');
-SELECT try('DELETE FROM tokenvault.private_tokens');
-RESET ROLE;
+-- Whether there was one to delete.
+CREATE FUNCTION delete_private_token(related_id text, key text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM tokenvault.private_tokens t
+     WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.related_id = delete_private_token.related_id
+       AND t.key = delete_private_token.key;
+    RETURN FOUND;
+END
+$$;
 
-------------------------------------------------------------------------------
--- User tokens: an end user's, shared with roles by an administrator
-------------------------------------------------------------------------------
+-- A role by its exact name (no identifier quoting or case folding), NULL
+-- when there is none.
+CREATE FUNCTION _role(name name) RETURNS regrole
+    LANGUAGE sql STABLE AS $$
+    SELECT r.oid::pg_catalog.regrole FROM pg_catalog.pg_roles r WHERE r.rolname = $1
+$$;
 
-SELECT tokenvault.create_user('user-3001', 'Ada') AS ada \gset
-SET ROLE regress_tv_crm;
-SELECT try(format('SELECT tokenvault.put_user_token(%L, ''settings'', ''theme'', ''dark'')', :'ada'));
-RESET ROLE;
-SET ROLE regress_tv_admin;
-SELECT tokenvault.grant_user_tokens(:'ada', 'regress_tv_crm', 'write');
-SELECT tokenvault.grant_user_tokens(:'ada', 'regress_tv_billing', 'read', 'invoices');
-SELECT grantee, privilege, related_id FROM tokenvault.user_token_grants WHERE user_id = :'ada' ORDER BY grantee::text;
-RESET ROLE;
+-- Whether a role has what is granted to another (it, or a role it inherits
+-- from); false for a role dropped since the grant.
+CREATE FUNCTION _holds(member name, grantee regrole) RETURNS boolean
+    LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_roles r
+                    WHERE r.oid = grantee::pg_catalog.oid AND pg_catalog.pg_has_role(member, r.oid, 'USAGE'))
+$$;
 
-SET ROLE regress_tv_crm;
-SELECT tokenvault.put_user_token(:'ada', 'settings', 'theme', 'dark');
-SELECT tokenvault.put_user_token(:'ada', 'invoices', 'address', '1 Analytical Way');
-SELECT * FROM tokenvault.list_user_tokens(:'ada');
-RESET ROLE;
--- read means read; for one related id, that one only
-SET ROLE regress_tv_billing;
-SELECT tokenvault.get_user_token(:'ada', 'invoices', 'address');
-SELECT * FROM tokenvault.list_user_tokens(:'ada');
-SELECT try(format('SELECT tokenvault.get_user_token(%L, ''settings'', ''theme'')', :'ada'));
-SELECT try(format('SELECT tokenvault.put_user_token(%L, ''invoices'', ''address'', ''elsewhere'')', :'ada'));
-SELECT try(format('SELECT tokenvault.delete_user_token(%L, ''invoices'', ''address'')', :'ada'));
-RESET ROLE;
--- a revoke applies to the next statement
-SET ROLE regress_tv_admin;
-SELECT tokenvault.revoke_user_tokens(:'ada', 'regress_tv_billing', 'invoices') AS revoked;
-RESET ROLE;
-SET ROLE regress_tv_billing;
-SELECT try(format('SELECT tokenvault.get_user_token(%L, ''invoices'', ''address'')', :'ada'));
-RESET ROLE;
--- grants are an administrator's
-SET ROLE regress_tv_crm;
-SELECT try(format('SELECT tokenvault.grant_user_tokens(%L, ''regress_tv_billing'', ''write'')', :'ada'));
-RESET ROLE;
-SELECT try(format('SELECT tokenvault.grant_user_tokens(%L, ''regress_tv_billing'', ''admin'')', :'ada'));
-SELECT try(format('SELECT tokenvault.grant_user_tokens(%L, ''regress_tv_nobody'', ''read'')', :'ada'));
+-- Refuse unless the calling role (or a role it inherits from) holds a grant
+-- that covers the related id: "write" for writing, either for reading.
+-- Read afresh in every call, so a revoke applies from the next statement on.
+CREATE FUNCTION _user_token_access(user_id uuid, related_id text, need text) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    IF NOT EXISTS (SELECT FROM tokenvault.user_token_grants g
+                    WHERE g.user_id = _user_token_access.user_id
+                      AND (g.related_id IS NULL OR g.related_id = _user_token_access.related_id)
+                      AND (g.privilege = 'write' OR need = 'read')
+                      AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+        RAISE EXCEPTION 'role % may not % the tokens of user %', tokenvault._caller(), need,
+                user_id || CASE WHEN related_id IS NULL THEN '' ELSE format(' with related id "%s"', related_id) END
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = format('An administrator shares them with tokenvault.grant_user_tokens(user_id, role, ''%s'').', need);
+    END IF;
+END
+$$;
 
--- deleting the user deletes its tokens and the grants on them
-SELECT tokenvault.delete_user(:'ada');
-SELECT (SELECT count(*) FROM tokenvault.user_tokens WHERE user_id = :'ada') AS tokens,
-       (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'ada') AS grants;
+CREATE FUNCTION put_user_token(user_id uuid, related_id text, key text, value text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._check_token(related_id, key, value),
+            tokenvault._user_token_access(user_id, related_id, 'write');
+    INSERT INTO tokenvault.user_tokens AS t (user_id, related_id, key, value)
+    VALUES (user_id, related_id, key,
+            tokenvault._seal_user_token(value, user_id, related_id, key))
+    ON CONFLICT ON CONSTRAINT user_tokens_pkey DO UPDATE SET value = EXCLUDED.value, updated_at = now();
+END
+$$;
 
--- Roles outlive the database: clean up
-DELETE FROM tokenvault.private_tokens WHERE owner_name LIKE 'regress_tv_%';
-DROP ROLE regress_tv_crm, regress_tv_billing, regress_tv_admin;
+CREATE FUNCTION get_user_token(user_id uuid, related_id text, key text) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._check_token(related_id, key), tokenvault._user_token_access(user_id, related_id, 'read');
+    RETURN (SELECT tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
+              FROM tokenvault.user_tokens t
+             WHERE t.user_id = get_user_token.user_id AND t.related_id = get_user_token.related_id
+               AND t.key = get_user_token.key);
+END
+$$;
+
+-- The tokens the caller may read: those of one related id, or, without
+-- one, every token a grant of the caller's covers.  (SQL, not PL/pgSQL,
+-- whose variables could not be named like both the argument and a column.)
+CREATE FUNCTION _user_token_list_access(user_id uuid, related_id text) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF related_id IS NOT NULL OR NOT EXISTS (
+            SELECT FROM tokenvault.user_token_grants g
+             WHERE g.user_id = _user_token_list_access.user_id AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+        PERFORM tokenvault._user_token_access(user_id, related_id, 'read');
+    END IF;
+END
+$$;
+
+CREATE FUNCTION list_user_tokens(user_id uuid, related_id text DEFAULT NULL)
+    RETURNS TABLE (related_id text, key text, value text)
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tokenvault._user_token_list_access($1, $2);
+    SELECT t.related_id, t.key, tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
+      FROM tokenvault.user_tokens t
+     WHERE t.user_id = $1 AND ($2 IS NULL OR t.related_id = $2)
+       AND EXISTS (SELECT FROM tokenvault.user_token_grants g
+                    WHERE g.user_id = t.user_id AND (g.related_id IS NULL OR g.related_id = t.related_id)
+                      AND tokenvault._holds(tokenvault._caller(), g.grantee))
+     ORDER BY t.related_id, t.key
+$$;
+
+CREATE FUNCTION delete_user_token(user_id uuid, related_id text, key text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._check_token(related_id, key), tokenvault._user_token_access(user_id, related_id, 'write');
+    DELETE FROM tokenvault.user_tokens t
+     WHERE t.user_id = delete_user_token.user_id AND t.related_id = delete_user_token.related_id
+       AND t.key = delete_user_token.key;
+    RETURN FOUND;
+END
+$$;
+
+-- Share a user's tokens with a role: 'read', or 'write' (which reads too),
+-- for all of them or for one related id.  A new grant for the same role and
+-- related id replaces the old one.
+CREATE FUNCTION grant_user_tokens(user_id uuid, role name, privilege text, related_id text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(role, 'role');
+    IF privilege IS NULL OR privilege NOT IN ('read', 'write') THEN
+        RAISE EXCEPTION 'unknown privilege "%"', privilege
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Grant read, or write (which reads too).';
+    ELSIF tokenvault._role(role) IS NULL THEN
+        RAISE EXCEPTION 'role "%" does not exist', role USING ERRCODE = 'undefined_object';
+    ELSIF related_id = '' THEN
+        RAISE EXCEPTION 'related_id must not be empty (NULL grants all of the user''s tokens)'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by)
+    VALUES (user_id, tokenvault._role(role), privilege, related_id, tokenvault._caller())
+    ON CONFLICT ON CONSTRAINT user_token_grants_user_id_grantee_related_id_key DO UPDATE
+        SET privilege = EXCLUDED.privilege, granted_by = EXCLUDED.granted_by, created_at = now();
+END
+$$;
+
+-- Take a grant back (the one for that related id, or the one for all the
+-- user's tokens when NULL); whether there was one.
+CREATE FUNCTION revoke_user_tokens(user_id uuid, role name, related_id text DEFAULT NULL) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(role, 'role');
+    DELETE FROM tokenvault.user_token_grants g
+     WHERE g.user_id = revoke_user_tokens.user_id AND g.grantee = tokenvault._role(role)
+       AND g.related_id IS NOT DISTINCT FROM revoke_user_tokens.related_id;
+    RETURN FOUND;
+END
+$$;

@@ -1,23 +1,84 @@
--- Users: one per end user of the application, found by its external id.
-\set SHOW_CONTEXT never
-SELECT tokenvault.create_user('user-1001', 'Ada Lovelace') AS ada \gset
-SELECT tokenvault.create_user('user-1002') AS bob \gset
+-- Users: the application's end users, and deleting them with what they hold
 
-SELECT tokenvault.find_user('user-1001') = :'ada' AS found_ada;
-SELECT tokenvault.find_user('USER-1001') IS NULL AS external_ids_are_case_sensitive;
-SELECT tokenvault.find_user('nobody') IS NULL AS unknown_is_null;
-SELECT external_user_id, name FROM tokenvault.users ORDER BY external_user_id;
+CREATE FUNCTION create_user(external_user_id text, name text DEFAULT NULL) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_id uuid;
+BEGIN
+    PERFORM tokenvault._require(external_user_id, 'external_user_id');
+    IF external_user_id = '' OR length(external_user_id) > 1024 THEN
+        RAISE EXCEPTION 'external_user_id must be 1 to 1024 characters long'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO tokenvault.users (external_user_id, name)
+    VALUES (create_user.external_user_id, create_user.name)
+    ON CONFLICT ON CONSTRAINT users_external_user_id_key DO NOTHING
+    RETURNING id INTO new_id;
+    IF new_id IS NULL THEN
+        RAISE EXCEPTION 'user with external id "%" already exists', external_user_id
+            USING ERRCODE = 'unique_violation',
+                  HINT = 'Look it up with tokenvault.find_user().';
+    END IF;
+    RETURN new_id;
+END
+$$;
 
--- a duplicate external id, an empty one, a missing one
-SELECT tokenvault.create_user('user-1001');
-SELECT tokenvault.create_user('');
-SELECT tokenvault.create_user(NULL);
+CREATE FUNCTION find_user(external_user_id text) RETURNS uuid
+    LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT id FROM tokenvault.users u WHERE u.external_user_id = find_user.external_user_id
+$$;
 
--- a user with no auths has an empty list; an unknown user is an error
-SELECT count(*) FROM tokenvault.user_auths(:'bob');
-SELECT * FROM tokenvault.user_auths('00000000-0000-0000-0000-000000000001');
+CREATE FUNCTION _user_must_exist(user_id uuid) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._require(user_id, 'user id');
+    IF NOT EXISTS (SELECT FROM tokenvault.users WHERE id = user_id) THEN
+        RAISE EXCEPTION 'user % does not exist', user_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Create it with tokenvault.create_user(), or look it up with tokenvault.find_user().';
+    END IF;
+END
+$$;
 
-SELECT tokenvault.delete_user(:'bob');
-SELECT tokenvault.find_user('user-1002') IS NULL AS bob_is_gone;
-SELECT try(format('SELECT tokenvault.delete_user(%L)', :'bob'));
-SELECT tokenvault.delete_user(:'ada');
+-- The user's instances go before its auths, which they may use.
+CREATE FUNCTION delete_user(user_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    DELETE FROM tokenvault.instances i WHERE i.owner = delete_user.user_id;
+    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user.user_id;
+    DELETE FROM tokenvault.users WHERE id = user_id;
+END
+$$;
+
+CREATE FUNCTION user_auths(user_id uuid)
+    RETURNS TABLE (id uuid, name text, service text, client_id uuid, scopes text[],
+                   status text, expires_at timestamptz, created_at timestamptz)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    RETURN QUERY
+        SELECT a.id, a.name, a.service, a.client_id, a.scopes, a.status, a.expires_at, a.created_at
+          FROM tokenvault.auths a
+         WHERE a.user_id = user_auths.user_id
+         ORDER BY a.created_at, a.id;
+END
+$$;
+
+CREATE FUNCTION delete_user_auths(user_id uuid, force boolean DEFAULT false) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids uuid[];
+    n integer;
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id);
+    ids := ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.user_id = delete_user_auths.user_id);
+    IF coalesce(force, false) THEN
+        PERFORM tokenvault._release_auths(ids);
+    END IF;
+    PERFORM tokenvault._refuse_auths_in_use(ids);
+    DELETE FROM tokenvault.auths a WHERE a.user_id = delete_user_auths.user_id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;

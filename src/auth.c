@@ -7,23 +7,18 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
 #include "access/htup_details.h"
-#include "access/stratnum.h"
-#include "access/table.h"
 #include "access/xact.h"
 #include "utils/builtins.h"
-#include "utils/fmgroids.h"
 #include "utils/jsonb.h"
-#include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include "crypto.h"
+#include "envelope.h"
 #include "flight.h"
 #include "jsonb_member.h"
+#include "probe.h"
 #include "settings.h"
-#include "table.h"
 
 typedef struct AuthRow
 {
@@ -35,79 +30,45 @@ typedef struct AuthRow
 	bool		locked_here;	/* written or locked by this transaction */
 } AuthRow;
 
-/* The associated data that binds a sealed secret to its row: "auth:<uuid>". */
-static char *
-tv_aad_for(const char *table, pg_uuid_t *id)
-{
-	char	   *uuid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
-
-	return psprintf("%s:%s", table, uuid);
-}
-
 static char *
 auth_id_string(pg_uuid_t *id)
 {
 	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 }
 
-static AttrNumber
-column(TupleDesc desc, const char *name)
+enum
 {
-	int			i;
+	AUTH_ID,
+	AUTH_CLIENT_ID,
+	AUTH_STATUS,
+	AUTH_EXPIRES_AT,
+	AUTH_SECRET
+};
 
-	for (i = 0; i < desc->natts; i++)
-	{
-		Form_pg_attribute att = TupleDescAttr(desc, i);
+static TvTable auths = {"auths", {"id", "client_id", "status", "expires_at", "secret"}};
 
-		if (!att->attisdropped && strcmp(NameStr(att->attname), name) == 0)
-			return att->attnum;
-	}
-	elog(ERROR, "tokenvault table has no column \"%s\"", name);
-	return InvalidAttrNumber;	/* keep compiler quiet */
-}
-
-/*
- * Look up a row of a tokenvault table by its uuid primary key, and hand it
- * to fill() while the table is open.  Returns false when there is no such
- * row.  This is the hot path of access_token(): a direct index probe costs a
- * fraction of planning and running a query through SPI.
- */
-static bool
-row_by_id(const char *table, pg_uuid_t *id, Snapshot snapshot,
-		  void (*fill) (HeapTuple tup, TupleDesc desc, void *arg), void *arg)
+enum
 {
-	Relation	rel = tv_table_open(table, AccessShareLock);
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-	bool		found;
+	CLIENT_ID,
+	CLIENT_TYPE
+};
 
-	ScanKeyInit(&key, column(RelationGetDescr(rel), "id"), BTEqualStrategyNumber,
-				F_UUID_EQ, UUIDPGetDatum(id));
-	scan = systable_beginscan(rel, RelationGetPrimaryKeyIndex(rel), true, snapshot, 1, &key);
-	tup = systable_getnext(scan);
-	found = HeapTupleIsValid(tup);
-	if (found)
-		fill(tup, RelationGetDescr(rel), arg);
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	return found;
-}
+static TvTable clients = {"clients", {"id", "type"}};
 
 /* Copy out what access_token() needs, into the current memory context. */
 static void
-fill_auth(HeapTuple tup, TupleDesc desc, void *arg)
+fill_auth(TvTable *t, HeapTuple tup, TupleDesc desc, void *arg)
 {
 	AuthRow    *row = (AuthRow *) arg;
 	bool		isnull;
 	Datum		d;
 
-	row->client_id = *DatumGetUUIDP(heap_getattr(tup, column(desc, "client_id"), desc, &isnull));
-	row->status = TextDatumGetCString(heap_getattr(tup, column(desc, "status"), desc, &isnull));
-	d = heap_getattr(tup, column(desc, "expires_at"), desc, &isnull);
+	row->client_id = *DatumGetUUIDP(tv_probe_get(t, AUTH_CLIENT_ID, tup, desc, &isnull));
+	row->status = TextDatumGetCString(tv_probe_get(t, AUTH_STATUS, tup, desc, &isnull));
+	d = tv_probe_get(t, AUTH_EXPIRES_AT, tup, desc, &isnull);
 	row->has_expiry = !isnull;
 	row->expires_at = isnull ? 0 : DatumGetTimestampTz(d);
-	row->secret = DatumGetByteaPCopy(heap_getattr(tup, column(desc, "secret"), desc, &isnull));
+	row->secret = DatumGetByteaPCopy(tv_probe_get(t, AUTH_SECRET, tup, desc, &isnull));
 	row->locked_here =
 		TransactionIdIsCurrentTransactionId(HeapTupleHeaderGetRawXmin(tup->t_data)) ||
 		(!(tup->t_data->t_infomask & HEAP_XMAX_IS_MULTI) &&
@@ -122,11 +83,11 @@ query_snapshot(void)
 }
 
 static void
-fill_client_type(HeapTuple tup, TupleDesc desc, void *arg)
+fill_client_type(TvTable *t, HeapTuple tup, TupleDesc desc, void *arg)
 {
 	bool		isnull;
 
-	*(char **) arg = TextDatumGetCString(heap_getattr(tup, column(desc, "type"), desc, &isnull));
+	*(char **) arg = TextDatumGetCString(tv_probe_get(t, CLIENT_TYPE, tup, desc, &isnull));
 }
 
 /*
@@ -138,7 +99,7 @@ require_token_type(pg_uuid_t *id, AuthRow *row)
 {
 	char	   *type = NULL;
 
-	if (!row_by_id("clients", &row->client_id, query_snapshot(), fill_client_type, &type))
+	if (!tv_probe_by_id(&clients, &row->client_id, query_snapshot(), fill_client_type, &type))
 		elog(ERROR, "client of auth %s does not exist", auth_id_string(id));
 	if (strcmp(type, "oauth2") != 0 && strcmp(type, "api_key") != 0)
 		ereport(ERROR,
@@ -192,25 +153,25 @@ refuse_if_locked_here(pg_uuid_t *id, AuthRow *row)
 }
 
 static void
-refresh_failed(pg_uuid_t *id, TvRefreshOutcome outcome, const char *message)
+refresh_failed(pg_uuid_t *id, TvOutcome outcome, const char *message)
 {
 	switch (outcome)
 	{
-		case TV_REFRESH_NEEDS_REAUTH:
+		case TV_OUTCOME_NEEDS_REAUTH:
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
 					 errmsg("auth %s needs to be authorized again: %s", auth_id_string(id), message),
 					 errhint("Send the user through tokenvault.authorize_url(..., auth_id => '%s').",
 							 auth_id_string(id))));
 			break;
-		case TV_REFRESH_IN_RECOVERY:
+		case TV_OUTCOME_IN_RECOVERY:
 			ereport(ERROR,
 					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 					 errmsg("cannot refresh auth %s during recovery", auth_id_string(id)),
 					 errhint("Tokens are refreshed on the primary and reach a standby by replication; "
 							 "ask the primary.")));
 			break;
-		case TV_REFRESH_RETRYABLE:
+		case TV_OUTCOME_RETRYABLE:
 			ereport(ERROR,
 					(errcode(ERRCODE_CONNECTION_EXCEPTION),
 					 errmsg("could not refresh auth %s: %s", auth_id_string(id), message),
@@ -235,9 +196,8 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
 {
 	Jsonb	   *secret;
 	text	   *token;
-	char	   *aad;
 
-	if (!row_by_id("auths", id, snapshot, fill_auth, row))
+	if (!tv_probe_by_id(&auths, id, snapshot, fill_auth, row))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("auth %s does not exist", auth_id_string(id)),
@@ -246,8 +206,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
 		(row->has_expiry &&
 		 row->expires_at <= GetCurrentTimestamp() + (TimestampTz) min_secs * USECS_PER_SEC))
 		return NULL;
-	aad = tv_aad_for("auth", id);
-	secret = (Jsonb *) tv_open(TV_SEAL_JSONB, row->secret, aad, strlen(aad));
+	secret = tv_open_auth_secret(row->secret, id);
 	token = jsonb_string_member(secret, "access_token");
 	if (token == NULL)
 		token = jsonb_string_member(secret, "api_key");
@@ -266,7 +225,7 @@ tv_auth_access_token(pg_uuid_t *id)
 	AuthRow		row;
 	text	   *token;
 	char		message[TV_REFRESH_MESSAGE_LEN];
-	TvRefreshOutcome outcome;
+	TvOutcome outcome;
 
 	token = stored_token(id, &row, query_snapshot(), tv_min_validity);
 	if (token)
@@ -283,11 +242,11 @@ tv_auth_access_token(pg_uuid_t *id)
 	outcome = tv_refresh_wait(id, false, message);
 	/* the refresher committed: read what it stored, not what the query saw */
 	token = stored_token(id, &row, GetLatestSnapshot(), tv_min_validity);
-	if (token == NULL && outcome != TV_REFRESH_DONE)
+	if (token == NULL && outcome != TV_OUTCOME_DONE)
 		token = stored_token(id, &row, GetLatestSnapshot(), 1);
 	if (token)
 		return token;
-	if (outcome == TV_REFRESH_DONE)
+	if (outcome == TV_OUTCOME_DONE)
 		no_valid_token(id, &row);
 	refresh_failed(id, outcome, message);
 	return NULL;				/* keep compiler quiet */
@@ -299,7 +258,7 @@ tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 {
 	AuthRow		row;
 	char		message[TV_REFRESH_MESSAGE_LEN];
-	TvRefreshOutcome outcome;
+	TvOutcome outcome;
 
 	(void) stored_token(id, &row, query_snapshot(), 0);
 	if (strcmp(require_token_type(id, &row), "oauth2") != 0)
@@ -308,7 +267,7 @@ tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
 				 errmsg("auth %s is not an oauth2 auth and has nothing to refresh", auth_id_string(id))));
 	refuse_if_locked_here(id, &row);
 	outcome = tv_refresh_wait(id, true, message);
-	if (outcome != TV_REFRESH_DONE)
+	if (outcome != TV_OUTCOME_DONE)
 		refresh_failed(id, outcome, message);
 	(void) stored_token(id, &row, GetLatestSnapshot(), 0);
 	*has_expiry = row.has_expiry;

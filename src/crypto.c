@@ -28,10 +28,6 @@
 #define TAG_LEN 16
 #define HEADER_LEN (1 + 4 + NONCE_LEN)
 
-PG_FUNCTION_INFO_V1(tv_seal_jsonb);
-PG_FUNCTION_INFO_V1(tv_open_jsonb);
-PG_FUNCTION_INFO_V1(tv_seal_text);
-PG_FUNCTION_INFO_V1(tv_open_text);
 PG_FUNCTION_INFO_V1(tv_key_id);
 PG_FUNCTION_INFO_V1(tv_random_token);
 
@@ -158,7 +154,7 @@ start(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
 		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) aad, aadlen) == 1;
 }
 
-static bytea *
+bytea *
 tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 {
 	const TvKey *key = tv_keyring_newest();
@@ -253,50 +249,6 @@ tv_hmac_sha256_hex(const char *key, const char *text)
 }
 
 /* ---- SQL-callable ---- */
-
-/* _seal_jsonb(value jsonb, aad text) returns bytea */
-Datum
-tv_seal_jsonb(PG_FUNCTION_ARGS)
-{
-	Jsonb	   *value = PG_GETARG_JSONB_P(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_JSONB, VARDATA(value), VARSIZE(value) - VARHDRSZ,
-							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
-
-/* _open_jsonb(sealed bytea, aad text) returns jsonb */
-Datum
-tv_open_jsonb(PG_FUNCTION_ARGS)
-{
-	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_POINTER(tv_open(TV_SEAL_JSONB, sealed,
-							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
-
-/* _seal_text(value text, aad text) returns bytea */
-Datum
-tv_seal_text(PG_FUNCTION_ARGS)
-{
-	text	   *value = PG_GETARG_TEXT_PP(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_TEXT, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
-							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
-
-/* _open_text(sealed bytea, aad text) returns text */
-Datum
-tv_open_text(PG_FUNCTION_ARGS)
-{
-	bytea	   *sealed = PG_GETARG_BYTEA_PP(0);
-	text	   *aad = PG_GETARG_TEXT_PP(1);
-
-	PG_RETURN_TEXT_P(tv_open(TV_SEAL_TEXT, sealed,
-							 VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
-}
 
 /* _key_id(sealed bytea) returns bigint: the key that sealed it */
 Datum

@@ -13,6 +13,8 @@
 #define TV_SEAL_JSONB 'j'
 #define TV_SEAL_TEXT  't'
 
+extern bytea *tv_seal(char kind, const char *plain, Size len,
+					  const char *aad, Size aadlen);
 extern struct varlena *tv_open(char kind, bytea *sealed,
 							   const char *aad, Size aadlen);
 extern char *tv_hmac_sha256_hex(const char *key, const char *text);

@@ -13,6 +13,7 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/pg_type_d.h"
 #include "miscadmin.h"
@@ -25,18 +26,37 @@
 
 #include "engine.h"
 #include "flight.h"
-#include "jsonb_member.h"
 #include "oauth2.h"
 #include "oauth2_response.h"
-#include "spi_call.h"
 #include "settings.h"
+#include "spi.h"
 
 #define MAX_JOBS 1024			/* requests a refresher has in flight, at most */
+
+/* tokenvault._refresh_plan's row: tokenvault.refresh_plan, by attribute number */
+enum
+{
+	PLAN_OUTCOME = 1,
+	PLAN_MESSAGE,
+	PLAN_KIND,
+	PLAN_VERSION,
+	PLAN_CONFIG,
+	PLAN_PARAMS,
+	PLAN_KEEP,
+	PLAN_NATTS = PLAN_KEEP
+};
+
+typedef struct JobPlan
+{
+	bool		read;			/* the auth was read: a failure from here on is its own */
+	int64		version;
+	Jsonb	   *keep;			/* what of the credential a new token leaves in place */
+} JobPlan;
 
 typedef struct Job
 {
 	TvFlight	flight;
-	Jsonb	   *plan;
+	JobPlan		plan;
 	TvTokenCall call;
 	TvHttpResponse resp;
 	MemoryContext cxt;			/* everything of this job, gone when it finishes */
@@ -55,18 +75,8 @@ typedef struct Engine
 
 static Engine *engine = NULL;
 
-static Jsonb *
-member_object(Jsonb *j, const char *key)
-{
-	JsonbValue	v;
-
-	if (!tv_jsonb_member(tv_jsonb_root(j), key, &v) || v.type != jbvBinary)
-		return NULL;
-	return JsonbValueToJsonb(&v);
-}
-
 static void
-finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
+finish_job(Job *job, TvOutcome outcome, const char *message)
 {
 	tv_flight_finish(&job->flight, outcome, message);
 	MemoryContextDelete(job->cxt);
@@ -75,66 +85,80 @@ finish_job(Job *job, TvRefreshOutcome outcome, const char *message)
 	engine->busy--;
 }
 
+static Jsonb *
+jsonb_attr(HeapTuple row, TupleDesc desc, int attno)
+{
+	bool		isnull;
+	Datum		d = heap_getattr(row, attno, desc, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
+}
+
 /* Plan a job; true if it has a request to send, else it is finished. */
 static bool
 plan_job(Job *job)
 {
 	Oid			types[3] = {UUIDOID, BOOLOID, INT4OID};
 	Datum		args[3];
-	char	   *skip;
-	char	   *msg;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum		outcome;
+	char	   *message;
 
 	args[0] = UUIDPGetDatum(&job->flight.auth_id);
 	args[1] = BoolGetDatum(job->flight.force);
 	args[2] = Int32GetDatum(job->flight.min_validity);
-	job->plan = tv_call_in_transaction("SELECT tokenvault._refresh_plan($1, $2, $3)", 3, types, args,
-									   job->cxt);
-	if ((skip = tv_jsonb_string(tv_jsonb_root(job->plan), "skip")) != NULL)
+	tv_spi_begin();
+	row = tv_spi_row("SELECT * FROM tokenvault._refresh_plan($1, $2, $3)", 3, types, args, NULL, &desc);
+	if (desc->natts != PLAN_NATTS)
+		elog(ERROR, "tokenvault._refresh_plan returned %d columns, not %d", desc->natts, PLAN_NATTS);
+	outcome = heap_getattr(row, PLAN_OUTCOME, desc, &isnull);
+	if (!isnull)
 	{
-		msg = tv_jsonb_string(tv_jsonb_root(job->plan), "message");
-		finish_job(job, strcmp(skip, "needs_reauth") == 0 ? TV_REFRESH_NEEDS_REAUTH : TV_REFRESH_DONE,
-				   msg ? msg : "");
+		TvOutcome	skip = tv_outcome_from_datum(outcome);
+
+		message = tv_spi_text(row, desc, PLAN_MESSAGE);
+		tv_spi_end();
+		finish_job(job, skip, message ? message : "");
 		return false;
 	}
-	tv_oauth2_prepare(&job->call, member_object(job->plan, "config"),
-					  tv_jsonb_string(tv_jsonb_root(job->plan), "kind"),
-					  member_object(job->plan, "params"));
+	job->plan.version = DatumGetInt64(heap_getattr(row, PLAN_VERSION, desc, &isnull));
+	job->plan.keep = jsonb_attr(row, desc, PLAN_KEEP);
+	tv_oauth2_prepare(&job->call, jsonb_attr(row, desc, PLAN_CONFIG), tv_spi_text(row, desc, PLAN_KIND),
+					  jsonb_attr(row, desc, PLAN_PARAMS));
+	job->plan.read = true;
+	tv_spi_end();
 	return true;
-}
-
-static TvRefreshOutcome
-outcome_of(const char *applied)
-{
-	if (applied == NULL || strcmp(applied, "refreshed") == 0 || strcmp(applied, "stale") == 0)
-		return TV_REFRESH_DONE;
-	if (strcmp(applied, "needs_reauth") == 0)
-		return TV_REFRESH_NEEDS_REAUTH;
-	if (strcmp(applied, "retryable") == 0)
-		return TV_REFRESH_RETRYABLE;
-	return TV_REFRESH_FAILED;
 }
 
 /* Store a job's verdict, if the auth's version is unchanged. */
 static void
-apply_job(Job *job, Jsonb *verdict, double seconds)
+apply_job(Job *job, TvVerdict *verdict, double seconds)
 {
-	Oid			types[3] = {UUIDOID, INT8OID, JSONBOID};
-	Datum		args[3];
-	Jsonb	   *applied;
-	char	   *version = tv_jsonb_string(tv_jsonb_root(job->plan), "version");
-	char	   *msg;
-	TvRefreshOutcome outcome;
+	Oid			types[4] = {UUIDOID, INT8OID, JSONBOID, InvalidOid};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	char	   *message;
+	TvOutcome	outcome;
 
+	tv_spi_begin();
+	types[3] = tv_type_oid("verdict");
 	args[0] = UUIDPGetDatum(&job->flight.auth_id);
-	args[1] = DirectFunctionCall1(numeric_int8,
-								  DirectFunctionCall3(numeric_in, CStringGetDatum(version),
-													  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
-	args[2] = JsonbPGetDatum(verdict);
-	applied = tv_call_in_transaction("SELECT tokenvault._refresh_apply($1, $2, $3)", 3, types, args, job->cxt);
-	msg = tv_jsonb_string(tv_jsonb_root(applied), "message");
-	outcome = outcome_of(tv_jsonb_string(tv_jsonb_root(applied), "outcome"));
+	args[1] = Int64GetDatum(job->plan.version);
+	args[2] = JsonbPGetDatum(job->plan.keep);
+	nulls[2] = job->plan.keep ? ' ' : 'n';
+	args[3] = tv_verdict_datum(verdict);
+	/* (outcome tokenvault.outcome, message text) */
+	row = tv_spi_row("SELECT * FROM tokenvault._refresh_apply($1, $2, $3, $4)", 4, types, args, nulls, &desc);
+	outcome = tv_outcome_from_datum(heap_getattr(row, 1, desc, &isnull));
+	message = tv_spi_text(row, desc, 2);
+	tv_spi_end();
 	tv_flight_count(outcome, seconds);
-	finish_job(job, outcome, msg ? msg : "");
+	finish_job(job, outcome, message ? message : "");
 }
 
 /*
@@ -150,7 +174,7 @@ record_failure(Job *job, const char *message)
 
 	PG_TRY();
 	{
-		apply_job(job, tv_oauth2_failure("error", message), -1);
+		apply_job(job, tv_verdict_failure(TV_OUTCOME_ERROR, 0, NULL, message, -1), -1);
 		recorded = true;
 	}
 	PG_CATCH();
@@ -173,11 +197,11 @@ fail_job(Job *job)
 	edata = tv_log_caught_error("tokenvault refresher");
 	MemoryContextSwitchTo(job->cxt);
 	/* a cancel is no fault of the auth's; nor is an error before its plan was read */
-	if (job->plan != NULL && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
+	if (job->plan.read && edata->sqlerrcode != ERRCODE_QUERY_CANCELED &&
 		record_failure(job, edata->message))
 		return;
-	tv_flight_count(TV_REFRESH_FAILED, -1);
-	finish_job(job, TV_REFRESH_FAILED, edata->message);
+	tv_flight_count(TV_OUTCOME_ERROR, -1);
+	finish_job(job, TV_OUTCOME_ERROR, edata->message);
 }
 
 /* A response is in: its request's place is free, the response waits to be stored. */
@@ -322,7 +346,7 @@ engine_stop(int code, Datum arg)
 	if (engine != NULL)
 		for (i = 0; i < MAX_JOBS; i++)
 			if (engine->jobs[i].busy)
-				tv_flight_finish(&engine->jobs[i].flight, TV_REFRESH_RETRYABLE,
+				tv_flight_finish(&engine->jobs[i].flight, TV_OUTCOME_RETRYABLE,
 								 "the tokenvault refresher exited");
 	engine = NULL;
 }

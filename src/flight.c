@@ -56,7 +56,7 @@ typedef struct Flight
 	bool		background;		/* filed by the worker's schedule, served after callers' */
 	int			min_validity;
 	TimestampTz done_at;
-	TvRefreshOutcome outcome;
+	TvOutcome outcome;
 	char		message[TV_REFRESH_MESSAGE_LEN];
 } Flight;
 
@@ -279,13 +279,13 @@ wake_refresher(void)
  * the outcome, at most tokenvault.http_timeout and a margin.  *message gets
  * what went wrong, never a secret.
  */
-TvRefreshOutcome
+TvOutcome
 tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 {
 	Flight	   *f;
 	uint64		ticket;
 	TimestampTz deadline;
-	TvRefreshOutcome outcome = TV_REFRESH_FAILED;
+	TvOutcome outcome = TV_OUTCOME_ERROR;
 	bool		done = false;
 
 	if (shared == NULL)
@@ -295,7 +295,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 				 errhint("Add tokenvault to shared_preload_libraries and restart the server.")));
 	/* no refresher runs on a standby, and none could store a token there */
 	if (RecoveryInProgress())
-		return TV_REFRESH_IN_RECOVERY;
+		return TV_OUTCOME_IN_RECOVERY;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	f = join_flight(auth_id, force, false);
@@ -308,7 +308,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 		 */
 		strlcpy(message, "no background worker slot is free for a tokenvault refresher (max_worker_processes)",
 				TV_REFRESH_MESSAGE_LEN);
-		return TV_REFRESH_RETRYABLE;
+		return TV_OUTCOME_RETRYABLE;
 	}
 
 	/* the refresher may be slow to start; beyond that, one request's worth */
@@ -326,7 +326,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 		else if (f->ticket != ticket)
 		{
 			/* finished and reused long ago: the row tells */
-			outcome = TV_REFRESH_DONE;
+			outcome = TV_OUTCOME_DONE;
 			done = true;
 		}
 		LWLockRelease(shared->lock);
@@ -456,7 +456,7 @@ tv_flight_claim(TvFlight *claimed, int max)
 
 /* Report a flight's outcome to its waiters (unless it is long gone). */
 void
-tv_flight_finish(const TvFlight *f, TvRefreshOutcome outcome, const char *message)
+tv_flight_finish(const TvFlight *f, TvOutcome outcome, const char *message)
 {
 	Flight	   *slot = &shared->flights[f->slot];
 
@@ -474,10 +474,10 @@ tv_flight_finish(const TvFlight *f, TvRefreshOutcome outcome, const char *messag
 
 /* Count a request's outcome, and its latency if it was sent (seconds >= 0). */
 void
-tv_flight_count(TvRefreshOutcome outcome, double seconds)
+tv_flight_count(TvOutcome outcome, double seconds)
 {
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (outcome == TV_REFRESH_DONE)
+	if (outcome == TV_OUTCOME_DONE)
 		shared->succeeded++;
 	else
 		shared->failed++;

@@ -9,15 +9,7 @@
 #include "datatype/timestamp.h"
 #include "utils/uuid.h"
 
-/* What became of a refresh, as the refresher reports it to its waiters. */
-typedef enum TvRefreshOutcome
-{
-	TV_REFRESH_DONE,			/* a new token is stored, or the stored one is valid */
-	TV_REFRESH_NEEDS_REAUTH,
-	TV_REFRESH_RETRYABLE,
-	TV_REFRESH_FAILED,
-	TV_REFRESH_IN_RECOVERY		/* a standby: the primary refreshes */
-} TvRefreshOutcome;
+#include "verdict.h"
 
 #define TV_REFRESH_MESSAGE_LEN 256
 
@@ -35,7 +27,7 @@ extern void tv_flight_shmem_request(void);
 extern void tv_flight_shmem_startup(void);
 
 /* For backends: have an auth refreshed and wait. */
-extern TvRefreshOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message);
+extern TvOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message);
 
 /* For the worker's schedule. */
 extern int	tv_flight_room(void);
@@ -46,8 +38,8 @@ extern void tv_flight_reserve_database(void);
 extern bool tv_flight_attach(void);
 extern bool tv_flight_leave_if_idle(void);
 extern int	tv_flight_claim(TvFlight *claimed, int max);
-extern void tv_flight_finish(const TvFlight *f, TvRefreshOutcome outcome, const char *message);
-extern void tv_flight_count(TvRefreshOutcome outcome, double seconds);
+extern void tv_flight_finish(const TvFlight *f, TvOutcome outcome, const char *message);
+extern void tv_flight_count(TvOutcome outcome, double seconds);
 
 extern void tv_flight_stats(uint64 *succeeded, uint64 *failed, double *p50, double *p90, double *p99);
 

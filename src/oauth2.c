@@ -2,16 +2,14 @@
  * oauth2.c: token and revocation requests
  *
  * One function sends a token request (any grant) to a client's token
- * endpoint, and oauth2_response.c reads the answer.  It returns a small
- * JSON verdict that the SQL side stores:
- *
- *   {"ok": true,  "status": 200, "token": {...the provider's token object...}}
- *   {"ok": false, "class": "needs_reauth" | "retryable" | "error",
- *    "status": 400, "error": "invalid_grant", "message": "...", "retry_after": 30}
+ * endpoint, and oauth2_response.c reads the answer into a verdict
+ * (verdict.h; tokenvault.verdict in SQL): done with the provider's token
+ * object, or needs_reauth, retryable or error with the status, the
+ * provider's OAuth2 error code, a message and its Retry-After.
  *
  * The client's settings arrive as one JSON object built by SQL
  * (tokenvault._client_config), so this file knows no table.  Nothing secret
- * is ever put into "message": provider text is scrubbed of every secret the
+ * is ever put into a message: provider text is scrubbed of every secret the
  * request carried before it is quoted.
  */
 #include "postgres.h"
@@ -240,13 +238,13 @@ tv_oauth2_prepare(TvTokenCall *call, Jsonb *config_doc, const char *kind, Jsonb 
 	url = request_url(call->config, strcmp(kind, "refresh") == 0 && tv_jsonb_scalar(call->config, "refresh_url")
 					  ? "refresh_url" : "token_url", &problem);
 	if (url == NULL)
-		call->verdict = tv_oauth2_failure("error", problem);
+		call->verdict = tv_verdict_failure(TV_OUTCOME_ERROR, 0, NULL, problem, -1);
 	else
 		build_request(call, url, kind, params);
 }
 
 /* The verdict on a prepared request's response. */
-Jsonb *
+TvVerdict *
 tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
 {
 	wipe_request(call);
@@ -254,7 +252,7 @@ tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
 }
 
 /* Send a token request and judge the answer. */
-static Jsonb *
+static TvVerdict *
 tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
 {
 	TvTokenCall call;
@@ -277,9 +275,9 @@ tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
 
 /*
  * Revoke a token at the client's revoke_url (RFC 7009).  The verdict is
- * {"ok": true} for any 2xx; otherwise as for a token request.
+ * done for any 2xx; otherwise as for a token request.
  */
-static Jsonb *
+static TvVerdict *
 tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 {
 	TvTokenCall call = {0};
@@ -290,7 +288,7 @@ tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	call.config = &config_doc->root;
 	url = request_url(call.config, "revoke_url", &problem);
 	if (url == NULL)
-		return tv_oauth2_failure("error", problem);
+		return tv_verdict_failure(TV_OUTCOME_ERROR, 0, NULL, problem, -1);
 	build_request(&call, url, "revoke", params);
 	PG_TRY();
 	{
@@ -302,7 +300,14 @@ tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	}
 	PG_END_TRY();
 	if (resp.failure == TV_HTTP_OK && resp.status >= 200 && resp.status < 300)
-		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{\"ok\": true}")));
+	{
+		TvVerdict  *done = palloc0(sizeof(TvVerdict));
+
+		done->outcome = TV_OUTCOME_DONE;
+		done->status = resp.status;
+		done->retry_after = -1;
+		return done;
+	}
 	return tv_oauth2_read_response(&resp, call.config, call.secrets);
 }
 
@@ -321,8 +326,8 @@ require_arg(FunctionCallInfo fcinfo, int n, const char *what)
 }
 
 /*
- * _token_request(config jsonb, kind text, params jsonb) returns jsonb: send
- * one token request and return the verdict (see oauth2.c).
+ * _token_request(config jsonb, kind text, params jsonb) returns verdict:
+ * send one token request and judge the answer.
  */
 Datum
 tv_token_request(PG_FUNCTION_ARGS)
@@ -330,16 +335,16 @@ tv_token_request(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "client config");
 	require_arg(fcinfo, 1, "request kind");
 	require_arg(fcinfo, 2, "request parameters");
-	PG_RETURN_JSONB_P(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
-											  text_to_cstring(PG_GETARG_TEXT_PP(1)),
-											  PG_GETARG_JSONB_P(2)));
+	PG_RETURN_DATUM(tv_verdict_datum(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
+															 text_to_cstring(PG_GETARG_TEXT_PP(1)),
+															 PG_GETARG_JSONB_P(2))));
 }
 
-/* _revoke_request(config jsonb, params jsonb) returns jsonb: RFC 7009 */
+/* _revoke_request(config jsonb, params jsonb) returns verdict: RFC 7009 */
 Datum
 tv_revoke_request(PG_FUNCTION_ARGS)
 {
 	require_arg(fcinfo, 0, "client config");
 	require_arg(fcinfo, 1, "request parameters");
-	PG_RETURN_JSONB_P(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
+	PG_RETURN_DATUM(tv_verdict_datum(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1))));
 }

@@ -10,6 +10,7 @@
 #include "utils/jsonb.h"
 
 #include "http.h"
+#include "verdict.h"
 
 /* A token request made ready, sent, then judged (for sending many at once). */
 typedef struct TvTokenCall
@@ -17,10 +18,10 @@ typedef struct TvTokenCall
 	TvHttpRequest req;
 	JsonbContainer *config;
 	List	   *secrets;		/* what the request carries, scrubbed from answers */
-	Jsonb	   *verdict;		/* set when it could not even be prepared */
+	TvVerdict  *verdict;		/* set when it could not even be prepared */
 } TvTokenCall;
 
 extern void tv_oauth2_prepare(TvTokenCall *call, Jsonb *config, const char *kind, Jsonb *params);
-extern Jsonb *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
+extern TvVerdict *tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp);
 
 #endif

@@ -3,7 +3,7 @@
  *
  * Answers are read as real providers send them: JSON, or a form-encoded
  * body; an "error" even in a 200; the token nested under a path.  The
- * verdict is the small JSON object described in oauth2.c.  Provider text is
+ * verdict (verdict.h) is built as a value.  Provider text is
  * scrubbed of every secret the request carried before it is quoted.
  */
 #include "postgres.h"
@@ -57,45 +57,17 @@ json_to_jsonb(StringInfo json)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json->data)));
 }
 
-static Jsonb *
-verdict_failure(const char *class, long status, const char *error, const char *message,
-				int retry_after)
-{
-	StringInfoData j;
-
-	initStringInfo(&j);
-	appendStringInfo(&j, "{\"ok\": false, \"class\": \"%s\", \"status\": %ld", class, status);
-	if (error)
-	{
-		appendStringInfoString(&j, ", \"error\": ");
-		escape_json(&j, error);
-	}
-	appendStringInfoString(&j, ", \"message\": ");
-	escape_json(&j, message);
-	if (retry_after >= 0)
-		appendStringInfo(&j, ", \"retry_after\": %d", retry_after);
-	appendStringInfoChar(&j, '}');
-	return json_to_jsonb(&j);
-}
-
-/* A failure found on our side, not in an answer: no status, no OAuth2 error. */
-Jsonb *
-tv_oauth2_failure(const char *class, const char *message)
-{
-	return verdict_failure(class, 0, NULL, message, -1);
-}
-
 /* What an OAuth2 error code means for the auth (RFC 6749 5.2). */
-static const char *
+static TvOutcome
 error_class(const char *error, long status)
 {
 	if (strcmp(error, "invalid_grant") == 0 || strcmp(error, "invalid_client") == 0 ||
 		strcmp(error, "unauthorized_client") == 0)
-		return "needs_reauth";
+		return TV_OUTCOME_NEEDS_REAUTH;
 	if (strcmp(error, "temporarily_unavailable") == 0 || strcmp(error, "server_error") == 0 ||
 		strcmp(error, "slow_down") == 0 || status == 429 || status >= 500)
-		return "retryable";
-	return "error";
+		return TV_OUTCOME_RETRYABLE;
+	return TV_OUTCOME_ERROR;
 }
 
 /*
@@ -205,11 +177,12 @@ parse_form(StringInfo body)
 	return first ? NULL : json_to_jsonb(&j);
 }
 
-/* The token object at the client's token_path ("a.b"), or the top level. */
-static JsonbContainer *
+/* The token object at the client's token_path ("a.b"), or the top level, as a jsonb of its own. */
+static Jsonb *
 token_object(Jsonb *doc, const char *path)
 {
 	JsonbContainer *obj = &doc->root;
+	JsonbValue	v;
 	char	   *copy;
 	char	   *save = NULL;
 	char	   *part;
@@ -217,11 +190,15 @@ token_object(Jsonb *doc, const char *path)
 	if (!JsonContainerIsObject(obj))
 		return NULL;
 	if (path == NULL || path[0] == '\0')
-		return obj;
+		return doc;
 	copy = pstrdup(path);
-	for (part = strtok_r(copy, ".", &save); part && obj; part = strtok_r(NULL, ".", &save))
-		obj = tv_jsonb_object(obj, part);
-	return obj;
+	for (part = strtok_r(copy, ".", &save); part; part = strtok_r(NULL, ".", &save))
+	{
+		if (!tv_jsonb_member(obj, part, &v) || v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			return NULL;
+		obj = v.val.binary.data;
+	}
+	return JsonbValueToJsonb(&v);
 }
 
 /* ", retry after N s" when the provider said when */
@@ -244,18 +221,18 @@ unreadable(TvHttpResponse *resp)
 }
 
 /* The verdict on a token request's response, quoting no secret of the request. */
-Jsonb *
+TvVerdict *
 tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
 {
 	Jsonb	   *doc;
-	JsonbContainer *tok;
+	Jsonb	   *tok;
 	char	   *error;
 	char	   *description;
-	StringInfoData j;
+	TvVerdict  *done;
 
 	if (resp->failure != TV_HTTP_OK)
-		return verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
-							   resp->failure == TV_HTTP_TLS ? "error" : "retryable",
+		return tv_verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
+								  resp->failure == TV_HTTP_TLS ? TV_OUTCOME_ERROR : TV_OUTCOME_RETRYABLE,
 							   0, NULL, resp->error, -1);
 
 	doc = parse_json(&resp->body);
@@ -267,7 +244,7 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	if (error && error[0])
 	{
 		description = tv_jsonb_scalar(&doc->root, "error_description");
-		return verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
+		return tv_verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
 							   psprintf("the provider refused the request: %s%s%s%s", scrub(error, secrets),
 										description ? ": " : "",
 										description ? scrub(description, secrets) : "",
@@ -275,31 +252,32 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 							   resp->retry_after);
 	}
 	if (resp->status == 429 || resp->status >= 500)
-		return verdict_failure("retryable", resp->status, NULL,
+		return tv_verdict_failure(TV_OUTCOME_RETRYABLE, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld%s", resp->status,
 										retry_note(resp->retry_after)), resp->retry_after);
 	if (resp->status >= 300 && resp->status < 400)
-		return verdict_failure("error", resp->status, NULL,
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   psprintf("the provider answered with a redirect (HTTP %ld), which is not followed",
 										resp->status), -1);
 	if (resp->status < 200 || resp->status >= 300)
-		return verdict_failure("error", resp->status, NULL,
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld", resp->status), -1);
 	if (doc == NULL)
-		return verdict_failure("error", resp->status, NULL, unreadable(resp), -1);
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL, unreadable(resp), -1);
 
 	tok = token_object(doc, tv_jsonb_scalar(config, "token_path"));
-	if (tok == NULL || tv_jsonb_scalar(tok, "access_token") == NULL || tv_jsonb_scalar(tok, "access_token")[0] == '\0')
-		return verdict_failure("error", resp->status, NULL,
+	if (tok == NULL || tv_jsonb_scalar(&tok->root, "access_token") == NULL ||
+		tv_jsonb_scalar(&tok->root, "access_token")[0] == '\0')
+		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   tv_jsonb_scalar(config, "token_path")
 							   ? psprintf("the provider's answer has no access_token under \"%s\"",
 										  tv_jsonb_scalar(config, "token_path"))
 							   : "the provider's answer has no access_token", -1);
 
-	initStringInfo(&j);
-	appendStringInfo(&j, "{\"ok\": true, \"status\": %ld, \"seconds\": %.6f, \"token\": ",
-					 resp->status, resp->seconds);
-	(void) JsonbToCString(&j, tok, VARSIZE(doc));
-	appendStringInfoChar(&j, '}');
-	return json_to_jsonb(&j);
+	done = palloc0(sizeof(TvVerdict));
+	done->outcome = TV_OUTCOME_DONE;
+	done->status = resp->status;
+	done->retry_after = -1;
+	done->token = tok;
+	return done;
 }

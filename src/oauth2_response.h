@@ -10,8 +10,8 @@
 #include "utils/jsonb.h"
 
 #include "http.h"
+#include "verdict.h"
 
-extern Jsonb *tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets);
-extern Jsonb *tv_oauth2_failure(const char *class, const char *message);
+extern TvVerdict *tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets);
 
 #endif

@@ -22,45 +22,33 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#include "crypto.h"
-#include "table.h"
+#include "envelope.h"
+#include "probe.h"
 
 PG_FUNCTION_INFO_V1(tv_get_private_token);
 PG_FUNCTION_INFO_V1(tv_list_private_tokens);
 
-/* the columns of tokenvault.private_tokens, in order */
 enum
 {
-	COL_OWNER = 1,				/* regrole: who */
-	COL_OWNER_NAME,				/* its name when the value was sealed */
-	COL_RELATED_ID,
-	COL_KEY,
-	COL_VALUE
+	TOKEN_OWNER,				/* regrole: whose */
+	TOKEN_OWNER_NAME,			/* its name when the value was sealed */
+	TOKEN_RELATED_ID,
+	TOKEN_KEY,
+	TOKEN_VALUE
 };
 
-/*
- * Where a value belongs, as its associated data:
- * "private:<bytes of owner>:<owner>:<bytes of related id>:<related id>:<key>",
- * the owner's name as it was when the value was sealed.  The lengths keep one
- * (owner, related id, key) from reading as another; tokenvault._token_aad()
- * writes the same for the values it seals.
- */
+static TvTable private_tokens = {"private_tokens", {"owner", "owner_name", "related_id", "key", "value"}};
+
 static text *
-open_value(HeapTuple tup, TupleDesc desc, StringInfo aad)
+open_value(HeapTuple tup, TupleDesc desc)
 {
 	bool		isnull;
-	Name		owner = DatumGetName(heap_getattr(tup, COL_OWNER_NAME, desc, &isnull));
-	text	   *related_id = DatumGetTextPP(heap_getattr(tup, COL_RELATED_ID, desc, &isnull));
-	text	   *key = DatumGetTextPP(heap_getattr(tup, COL_KEY, desc, &isnull));
-	bytea	   *sealed = DatumGetByteaPP(heap_getattr(tup, COL_VALUE, desc, &isnull));
+	Name		owner = DatumGetName(tv_probe_get(&private_tokens, TOKEN_OWNER_NAME, tup, desc, &isnull));
+	text	   *related_id = DatumGetTextPP(tv_probe_get(&private_tokens, TOKEN_RELATED_ID, tup, desc, &isnull));
+	text	   *key = DatumGetTextPP(tv_probe_get(&private_tokens, TOKEN_KEY, tup, desc, &isnull));
+	bytea	   *sealed = DatumGetByteaPP(tv_probe_get(&private_tokens, TOKEN_VALUE, tup, desc, &isnull));
 
-	resetStringInfo(aad);
-	appendStringInfo(aad, "private:%zu:%s:%zu:", strlen(NameStr(*owner)), NameStr(*owner),
-					 (size_t) VARSIZE_ANY_EXHDR(related_id));
-	appendBinaryStringInfo(aad, VARDATA_ANY(related_id), VARSIZE_ANY_EXHDR(related_id));
-	appendStringInfoChar(aad, ':');
-	appendBinaryStringInfo(aad, VARDATA_ANY(key), VARSIZE_ANY_EXHDR(key));
-	return (text *) tv_open(TV_SEAL_TEXT, sealed, aad->data, aad->len);
+	return tv_open_private_value(sealed, NameStr(*owner), related_id, key);
 }
 
 static void
@@ -81,13 +69,13 @@ begin_scan(Relation *rel, text *related_id, text *key)
 	ScanKeyData keys[3];
 	int			nkeys = 0;
 
-	*rel = tv_table_open("private_tokens", AccessShareLock);
-	ScanKeyInit(&keys[nkeys++], COL_OWNER, BTEqualStrategyNumber, F_OIDEQ,
+	*rel = tv_probe_open(&private_tokens);
+	ScanKeyInit(&keys[nkeys++], tv_probe_attnum(&private_tokens, TOKEN_OWNER), BTEqualStrategyNumber, F_OIDEQ,
 				ObjectIdGetDatum(GetOuterUserId()));
 	if (related_id)
-		text_key(&keys[nkeys++], COL_RELATED_ID, related_id);
+		text_key(&keys[nkeys++], tv_probe_attnum(&private_tokens, TOKEN_RELATED_ID), related_id);
 	if (key)
-		text_key(&keys[nkeys++], COL_KEY, key);
+		text_key(&keys[nkeys++], tv_probe_attnum(&private_tokens, TOKEN_KEY), key);
 	return systable_beginscan(*rel, RelationGetPrimaryKeyIndex(*rel), true,
 							  GetActiveSnapshot(), nkeys, keys);
 }
@@ -100,7 +88,6 @@ tv_get_private_token(PG_FUNCTION_ARGS)
 	SysScanDesc scan;
 	HeapTuple	tup;
 	text	   *value = NULL;
-	StringInfoData aad;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -109,12 +96,9 @@ tv_get_private_token(PG_FUNCTION_ARGS)
 	scan = begin_scan(&rel, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
 	tup = systable_getnext(scan);
 	if (HeapTupleIsValid(tup))
-	{
-		initStringInfo(&aad);
-		value = open_value(tup, RelationGetDescr(rel), &aad);
-	}
+		value = open_value(tup, RelationGetDescr(rel));
 	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	tv_probe_close(rel);
 	if (value == NULL)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(value);
@@ -131,11 +115,9 @@ tv_list_private_tokens(PG_FUNCTION_ARGS)
 	Relation	rel;
 	SysScanDesc scan;
 	HeapTuple	tup;
-	StringInfoData aad;
 
 	InitMaterializedSRF(fcinfo, 0);
 	scan = begin_scan(&rel, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), NULL);
-	initStringInfo(&aad);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	desc = RelationGetDescr(rel);
@@ -143,12 +125,12 @@ tv_list_private_tokens(PG_FUNCTION_ARGS)
 		bool		nulls[3] = {false, false, false};
 		bool		isnull;
 
-		values[0] = heap_getattr(tup, COL_RELATED_ID, desc, &isnull);
-		values[1] = heap_getattr(tup, COL_KEY, desc, &isnull);
-		values[2] = PointerGetDatum(open_value(tup, desc, &aad));
+		values[0] = tv_probe_get(&private_tokens, TOKEN_RELATED_ID, tup, desc, &isnull);
+		values[1] = tv_probe_get(&private_tokens, TOKEN_KEY, tup, desc, &isnull);
+		values[2] = PointerGetDatum(open_value(tup, desc));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	tv_probe_close(rel);
 	return (Datum) 0;
 }

@@ -101,7 +101,7 @@ psql -X -q -v ON_ERROR_STOP=1 -v auth="$auth" <<'SQL'
 CREATE FUNCTION pg_temp.peek(secret text) RETURNS text LANGUAGE sql
     AS $$ SELECT left(secret, 6) || '… (' || length(secret) || ' characters)' $$;
 CREATE VIEW pg_temp.state AS
-SELECT status, expires_at - now() AS valid_for, pg_temp.peek(tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token') AS refresh_token
+SELECT status, expires_at - now() AS valid_for, pg_temp.peek(tokenvault._open_auth(secret, id)->>'refresh_token') AS refresh_token
   FROM tokenvault.auths WHERE id = :'auth';
 \echo 'This server issues tokens that live 3 seconds; its refresh tokens rotate on every use.'
 SELECT * FROM pg_temp.state;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test against a throwaway cluster, which is stopped however this ends.
-#   pg_regress (sql/, expected/), pgTAP (test/pgtap/, by pg_prove), shell-driven
+#   pg_regress (test/sql/, test/expected/), pgTAP (test/pgtap/, by pg_prove), shell-driven
 #   tests (test/shell/*.sh), then a scan of the server log for test secrets.
 # Every secret a test makes up is the marker TVSECRET, a label, then hex
 # digits ('TVSECRET-rt-' || md5(...)), so finding one anywhere in the log or
@@ -24,12 +24,12 @@ failed=0
 count() { if [ "$1" = 0 ]; then passed=$((passed + $2)); else failed=$((failed + ${3:-1})); fi; }
 
 echo "== pg_regress"
-rm -rf results regression.diffs regression.out
+rm -rf test/results test/regression.diffs test/regression.out
 make -s installcheck 2>&1 | tee "$TV_TMP/regress.out"
 rc=${PIPESTATUS[0]}
 n=$(grep -cE '^(test|ok) .* ok ' "$TV_TMP/regress.out")
 count $rc "$n" "$(grep -cE '^(test|not ok) .* FAILED' "$TV_TMP/regress.out")"
-[ $rc = 0 ] || cat regression.diffs 2>/dev/null
+[ $rc = 0 ] || cat test/regression.diffs 2>/dev/null
 
 echo "== pgTAP"
 createdb tokenvault_tap && psql -X -q -d tokenvault_tap -c 'CREATE EXTENSION pgtap; CREATE EXTENSION tokenvault;' || exit 1
@@ -54,7 +54,7 @@ done
 
 echo "== no secret in the server log or test output"
 secret='TVSECRET[-a-z]*[0-9a-f]{8}'
-if grep -lE "$secret" "$TV_LOG" results/*.out "$TV_TMP/prove.out" "$TV_TMP/shell.out" 2>/dev/null; then
+if grep -lE "$secret" "$TV_LOG" test/results/*.out "$TV_TMP/prove.out" "$TV_TMP/shell.out" 2>/dev/null; then
 	grep -nE "$secret" "$TV_LOG" | head -5 | cut -c1-200
 	count 1 0
 else

@@ -18,7 +18,7 @@ SELECT is((SELECT count(*) FROM expected e WHERE e.kind = 'basic'
              AND tokenvault.credentials(e.auth_id)->>'password' = e.token),
           100::bigint, 'every basic password opens');
 SELECT is((SELECT count(*) FROM expected_client e JOIN tokenvault.clients c ON c.id = e.client_id
-            WHERE tokenvault._open_jsonb(c.secret, 'client:' || c.id)->>'client_secret' = e.client_secret),
+            WHERE tokenvault._open_client(c.secret, c.id)->>'client_secret' = e.client_secret),
           1::bigint, 'the client secret opens');
 SELECT is((SELECT count(*) FROM expected_instances WHERE doc->>'enabled' = 'true'), 10::bigint,
           'the 10 enabled instances were dumped');

@@ -60,25 +60,30 @@ SELECT ok((SELECT bool_and(tokenvault._backoff(1000, NULL) BETWEEN now() + inter
 SELECT ok((SELECT count(DISTINCT tokenvault._backoff(3, NULL)) > 40 FROM generate_series(1, 50)), 'with jitter');
 SELECT ok(tokenvault._backoff(1, 600) >= now() + interval '600 s', 'never sooner than Retry-After');
 
+-- verdicts as oauth2.c makes them
+CREATE FUNCTION pg_temp.done(token jsonb) RETURNS tokenvault.verdict LANGUAGE sql AS
+    $$ SELECT ROW('done', 200, NULL, NULL, NULL, token)::tokenvault.verdict $$;
+CREATE FUNCTION pg_temp.failed(outcome text, message text, error text DEFAULT NULL) RETURNS tokenvault.verdict
+    LANGUAGE sql AS $$ SELECT ROW(outcome::tokenvault.outcome, 0, error, message, NULL, NULL)::tokenvault.verdict $$;
+
 -- a failed refresh: backoff and an event; a later success: recovered
 SELECT tokenvault.create_auth(:'u', :'c', 'failing', jsonb_build_object(
            'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
            'expires_in', 600)) AS a_fail \gset
-SELECT tokenvault._refresh_apply(:'a_fail', (SELECT version FROM tokenvault.auths WHERE id = :'a_fail'),
-           '{"ok": false, "class": "retryable", "message": "HTTP status 503"}');
+SELECT tokenvault._refresh_apply(:'a_fail', (SELECT version FROM tokenvault.auths WHERE id = :'a_fail'), NULL,
+           pg_temp.failed('retryable', 'HTTP status 503'));
 SELECT ok((SELECT refresh_at BETWEEN now() + interval '5 s' AND now() + interval '10 s' AND failure_count = 1
              FROM tokenvault.auths WHERE id = :'a_fail'), 'a retryable failure backs off');
 SELECT is((SELECT payload->>'error' FROM tokenvault.events WHERE auth_id = :'a_fail' AND kind = 'auth.refresh_failed'),
           'HTTP status 503', 'auth.refresh_failed carries the error');
 SELECT tokenvault._refresh_apply(:'a_fail', (SELECT version FROM tokenvault.auths WHERE id = :'a_fail'),
-           jsonb_build_object('ok', true, 'token', jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
-                                                                       'expires_in', 3600)));
+           NULL, pg_temp.done(jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text), 'expires_in', 3600)));
 SELECT is((SELECT kind FROM tokenvault.events WHERE auth_id = :'a_fail' ORDER BY id DESC LIMIT 1), 'auth.recovered',
           'a success after failures is auth.recovered');
 SELECT ok((SELECT refresh_at = expires_at - current_setting('tokenvault.refresh_lead')::interval AND failure_count = 0
              FROM tokenvault.auths WHERE id = :'a_fail'), '... and the schedule is back to normal');
-SELECT tokenvault._refresh_apply(:'a_fail', (SELECT version FROM tokenvault.auths WHERE id = :'a_fail'),
-           '{"ok": false, "class": "needs_reauth", "error": "invalid_grant", "message": "invalid_grant: grant revoked"}');
+SELECT tokenvault._refresh_apply(:'a_fail', (SELECT version FROM tokenvault.auths WHERE id = :'a_fail'), NULL,
+           pg_temp.failed('needs_reauth', 'invalid_grant: grant revoked', 'invalid_grant'));
 SELECT ok((SELECT status = 'needs_reauth' AND refresh_at IS NULL FROM tokenvault.auths WHERE id = :'a_fail'),
           'needs_reauth stops the tries');
 SELECT is((SELECT count(*) FROM tokenvault.events WHERE auth_id = :'a_fail' AND kind = 'auth.needs_reauth'), 1::bigint,
@@ -158,18 +163,17 @@ SELECT tokenvault.delete_auth(:'a_h');
 SELECT is((SELECT array_agg(w.url ORDER BY w.url) FROM tokenvault.webhook_deliveries d JOIN tokenvault.webhooks w ON w.id = d.webhook_id
             WHERE d.auth_id = :'a_h'), ARRAY['https://hooks.invalid/all', 'https://hooks.invalid/del'],
           'each webhook gets the kinds it asked for');
-SELECT tokenvault._refresh_apply(:'a_rtdies', (SELECT version FROM tokenvault.auths WHERE id = :'a_rtdies'),
-           '{"ok": false, "class": "retryable", "message": "one"}');
-SELECT tokenvault._refresh_apply(:'a_rtdies', (SELECT version FROM tokenvault.auths WHERE id = :'a_rtdies'),
-           '{"ok": false, "class": "retryable", "message": "two"}');
-CREATE TEMP TABLE claim1 AS SELECT tokenvault._webhook_claim(100) AS j;
-SELECT is((SELECT count(*) FROM claim1, jsonb_array_elements(j->'deliveries') d
-            WHERE d->>'body' LIKE '%' || :'a_rtdies' || '%'), 1::bigint,
+SELECT tokenvault._refresh_apply(:'a_rtdies', (SELECT version FROM tokenvault.auths WHERE id = :'a_rtdies'), NULL,
+           pg_temp.failed('retryable', 'one'));
+SELECT tokenvault._refresh_apply(:'a_rtdies', (SELECT version FROM tokenvault.auths WHERE id = :'a_rtdies'), NULL,
+           pg_temp.failed('retryable', 'two'));
+CREATE TEMP TABLE claim1 AS SELECT d.* FROM tokenvault._webhook_claim(100) c, unnest(c.deliveries) d;
+SELECT is((SELECT count(*) FROM claim1 d WHERE d.body LIKE '%' || :'a_rtdies' || '%'), 1::bigint,
           'of one auth''s events, one delivery goes at a time');
-SELECT is((SELECT d->>'secret' FROM claim1, jsonb_array_elements(j->'deliveries') d WHERE d->>'url' LIKE '%/del' LIMIT 1),
+SELECT is((SELECT d.secret FROM claim1 d WHERE d.url LIKE '%/del' LIMIT 1),
           'TVSECRET-wh-' || md5('del'), 'a claimed delivery carries the opened secret (for the worker to sign with)');
-SELECT tokenvault._webhook_result((SELECT (d->>'id')::bigint FROM claim1, jsonb_array_elements(j->'deliveries') d
-                                    WHERE d->>'body' LIKE '%' || :'a_rtdies' || '%'), 500, 'HTTP status 500');
+SELECT tokenvault._webhook_result((SELECT d.id FROM claim1 d WHERE d.body LIKE '%' || :'a_rtdies' || '%'),
+                                  500, 'HTTP status 500');
 SELECT ok((SELECT attempts = 1 AND last_status = 500 AND d.delivered_at IS NULL
                   AND next_attempt_at BETWEEN now() + interval '1 s' AND now() + interval '2 s'
              FROM tokenvault.webhook_deliveries d JOIN tokenvault.events e ON e.id = d.event_id

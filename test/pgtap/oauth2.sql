@@ -25,7 +25,7 @@ SELECT is((SELECT v FROM q WHERE k = 'access_type'), 'offline', 'extra authorize
 SELECT (SELECT v FROM q WHERE k = 'state') AS state, (SELECT v FROM q WHERE k = 'code_challenge') AS challenge \gset
 SELECT ok(length(:'state') >= 32 AND :'state' ~ '^[A-Za-z0-9_-]+$', 'the state is long and URL-safe');
 SELECT is((SELECT rtrim(translate(encode(sha256(convert_to(
-                  tokenvault._open_text(verifier, 'state:' || state), 'UTF8')), 'base64'), E'+/\n', '-_'), '=')
+                  tokenvault._open_state(verifier, state), 'UTF8')), 'base64'), E'+/\n', '-_'), '=')
              FROM tokenvault.auth_states WHERE state = :'state'),
           :'challenge', 'the challenge is the S256 of the verifier kept, sealed, with the state');
 SELECT ok((SELECT expires_at BETWEEN now() + interval '599 s' AND now() + interval '601 s'
@@ -81,22 +81,28 @@ SELECT is(tokenvault._normalize_token((SELECT cl FROM tokenvault.clients cl WHER
           '{"access_token": "t"}', 'an unusable expires_in and an empty refresh token are dropped');
 
 -- applying a refresh verdict
+-- verdicts as oauth2.c makes them
+CREATE FUNCTION pg_temp.done(token jsonb) RETURNS tokenvault.verdict LANGUAGE sql AS
+    $$ SELECT ROW('done', 200, NULL, NULL, NULL, token)::tokenvault.verdict $$;
+CREATE FUNCTION pg_temp.failed(outcome text, message text, error text DEFAULT NULL) RETURNS tokenvault.verdict
+    LANGUAGE sql AS $$ SELECT ROW(outcome::tokenvault.outcome, 0, error, message, NULL, NULL)::tokenvault.verdict $$;
 SELECT 'TVSECRET-at-' || md5(random()::text) AS at1, 'TVSECRET-rt-' || md5(random()::text) AS rt1,
        'TVSECRET-at-' || md5(random()::text) AS at2, 'TVSECRET-rt-' || md5(random()::text) AS rt2 \gset
 UPDATE tokenvault.clients SET expires_in_unit = 'seconds', token_path = NULL WHERE id = :'c';
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'refresh_token', :'rt1',
            'expires_in', 10, 'instance_url', 'https://eu.example')) AS a \gset
-SELECT is(tokenvault._refresh_plan(:'a', false, 30)->'params',
+SELECT is((tokenvault._refresh_plan(:'a', false, 30)).params,
           jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', :'rt1'),
           'a token about to expire plans a refresh_token grant');
-SELECT is(tokenvault._refresh_plan(:'a', false, 5)->>'skip', 'valid', 'one valid for long enough needs none');
-SELECT is(tokenvault._refresh_plan(:'a', false, 30)#>>'{config,template_values,instance_url}', 'https://eu.example',
+SELECT is((tokenvault._refresh_plan(:'a', false, 5)).outcome, 'done', 'one valid for long enough needs none');
+SELECT is((tokenvault._refresh_plan(:'a', false, 30)).config#>>'{template_values,instance_url}', 'https://eu.example',
           'the auth''s fields fill URL templates');
-SELECT is(tokenvault._refresh_apply(:'a', 7, '{"ok": true, "token": {"access_token": "x"}}')->>'outcome', 'stale',
-          'a verdict for an older version is not applied');
-SELECT is(tokenvault._refresh_apply(:'a', 1, jsonb_build_object('ok', true, 'token',
-              jsonb_build_object('access_token', :'at2', 'expires_in', 3600, 'token_type', 'bearer')))->>'outcome',
-          'refreshed', 'a verdict for the current version is applied');
+SELECT is((SELECT outcome || ': ' || message FROM tokenvault._refresh_apply(:'a', 7, NULL, pg_temp.done('{"access_token": "x"}'))),
+          'done: the auth was changed meanwhile', 'a verdict for an older version is not applied');
+SELECT is((SELECT outcome || coalesce(': ' || message, '')
+             FROM tokenvault._refresh_apply(:'a', 1, (tokenvault._refresh_plan(:'a', true, 30)).keep,
+                      pg_temp.done(jsonb_build_object('access_token', :'at2', 'expires_in', 3600, 'token_type', 'bearer')))),
+          'done', 'a verdict for the current version is applied');
 SELECT results_eq(format($q$SELECT version, status, expires_at > now() + interval '59 min', last_refreshed_at IS NOT NULL,
                                    tokenvault.credentials(id)->>'access_token' = %L,
                                    tokenvault.credentials(id)->>'refresh_token' = %L,
@@ -104,19 +110,19 @@ SELECT results_eq(format($q$SELECT version, status, expires_at > now() + interva
                               FROM tokenvault.auths WHERE id = %L$q$, :'at2', :'rt1', :'a'),
                   $$VALUES (2::bigint, 'active', true, true, true, true, 'https://eu.example')$$,
                   'the new token is stored; an omitted refresh token keeps the old one; other fields stay');
-SELECT tokenvault._refresh_apply(:'a', 2, jsonb_build_object('ok', true, 'token',
-           jsonb_build_object('access_token', :'at1', 'refresh_token', :'rt2', 'expires_in', 60))) AS applied \gset
+SELECT tokenvault._refresh_apply(:'a', 2, NULL,
+           pg_temp.done(jsonb_build_object('access_token', :'at1', 'refresh_token', :'rt2', 'expires_in', 60))) AS applied \gset
 SELECT is(tokenvault.credentials(:'a')->>'refresh_token', :'rt2', 'a rotated refresh token replaces the old one');
-SELECT is(tokenvault._refresh_apply(:'a', 3, '{"ok": false, "class": "retryable", "message": "the provider answered HTTP 503"}')->>'outcome',
+SELECT is((tokenvault._refresh_apply(:'a', 3, NULL, pg_temp.failed('retryable', 'the provider answered HTTP 503'))).outcome,
           'retryable', 'a retryable failure is reported');
 SELECT results_eq(format('SELECT status, failure_count, last_error, tokenvault.credentials(id)->>''access_token'' = %L FROM tokenvault.auths WHERE id = %L', :'at1', :'a'),
                   $$VALUES ('active', 1, 'the provider answered HTTP 503', true)$$,
                   'and keeps the token, counting the failure');
-SELECT tokenvault._refresh_apply(:'a', 3, '{"ok": false, "class": "needs_reauth", "error": "invalid_grant", "message": "the provider refused the request: invalid_grant"}') AS applied \gset
+SELECT tokenvault._refresh_apply(:'a', 3, NULL, pg_temp.failed('needs_reauth', 'the provider refused the request: invalid_grant', 'invalid_grant')) AS applied \gset
 SELECT is((SELECT status FROM tokenvault.auths WHERE id = :'a'), 'needs_reauth', 'invalid_grant marks the auth needs_reauth');
 
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'expires_in', 1)) AS noref \gset
-SELECT is(tokenvault._refresh_plan(:'noref', false, 30)->>'skip', 'needs_reauth',
+SELECT is((tokenvault._refresh_plan(:'noref', false, 30)).outcome, 'needs_reauth',
           'an expiring token with no refresh token cannot be refreshed');
 
 -- The refresher commits on its own and would wait for this transaction's

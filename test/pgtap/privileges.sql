@@ -77,7 +77,7 @@ SELECT is(tokenvault.http_headers(:'a')->>'X-API-Key', :'token', 'and its header
 SELECT is((SELECT status FROM tokenvault.auths WHERE id = :'a'), 'active', 'the app sees an auth''s plain columns');
 SELECT throws_ok('SELECT secret FROM tokenvault.auths', '42501', NULL, 'but not its sealed column');
 SELECT throws_ok('SELECT * FROM tokenvault.clients', '42501', NULL, 'nor a client''s sealed secret');
-SELECT throws_ok(format('SELECT tokenvault._open_jsonb(secret, ''auth:'' || id) FROM tokenvault.auths'),
+SELECT throws_ok(format('SELECT tokenvault._open_auth(secret, id) FROM tokenvault.auths'),
                  '42501', NULL, 'the app cannot open a sealed value itself');
 SELECT throws_ok('UPDATE tokenvault.auths SET status = ''revoked''', '42501', NULL,
                  'the app cannot write a table directly');

@@ -23,7 +23,7 @@ SELECT tokenvault.create_client('Provider', 'provider', 'oauth2', jsonb_build_ob
        tokenvault.create_client('API', 'api', 'api_key') AS k,
        tokenvault.create_client('FTP', 'ftp', 'basic') AS b \gset
 INSERT INTO expected_client
-SELECT id, tokenvault._open_jsonb(secret, 'client:' || id)->>'client_secret' FROM tokenvault.clients WHERE secret IS NOT NULL;
+SELECT id, tokenvault._open_client(secret, id)->>'client_secret' FROM tokenvault.clients WHERE secret IS NOT NULL;
 
 CREATE FUNCTION make_auths(n int, c uuid, k uuid, b uuid) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE

@@ -120,16 +120,16 @@ SQL
 )" "$(q -c "SELECT count(*) || '/' || count(*) FROM cases WHERE want_state <> 'ok' AND path NOT IN ('hang', 'dribble') AND path NOT LIKE 'slow%'")" \
 	"after a failed refresh access_token() hands out the previous token while it is valid"
 is "$(q -c "SELECT count(*) FROM cases c JOIN tokenvault.auths a ON a.id = c.auth_id
-             WHERE want_state <> 'ok' AND tokenvault._open_jsonb(a.secret, 'auth:' || a.id)->>'refresh_token' <> old_refresh")" 0 \
+             WHERE want_state <> 'ok' AND tokenvault._open_auth(a.secret, a.id)->>'refresh_token' <> old_refresh")" 0 \
 	"no failure touched a refresh token"
 
 # The odd answers that work, field by field.
 check_sql() { is "$(q -c "$1")" t "$2"; }
-tok() { echo "(SELECT tokenvault._open_jsonb(a.secret, 'auth:' || a.id) FROM cases c JOIN tokenvault.auths a ON a.id = c.auth_id WHERE c.name = '$1')"; }
+tok() { echo "(SELECT tokenvault._open_auth(a.secret, a.id) FROM cases c JOIN tokenvault.auths a ON a.id = c.auth_id WHERE c.name = '$1')"; }
 exp_in() { echo "(SELECT round(extract(epoch FROM a.expires_at - a.last_refreshed_at)) FROM cases c JOIN tokenvault.auths a ON a.id = c.auth_id WHERE c.name = '$1')"; }
 check_sql "SELECT bool_and(t->>'access_token' LIKE 'TVSECRET-at-%' AND t->>'access_token' <> old_token)
              FROM cases c JOIN tokenvault.auths a ON a.id = c.auth_id,
-                  LATERAL (SELECT tokenvault._open_jsonb(a.secret, 'auth:' || a.id) t) x WHERE want_state = 'ok'" \
+                  LATERAL (SELECT tokenvault._open_auth(a.secret, a.id) t) x WHERE want_state = 'ok'" \
 	"every well-formed answer replaced the access token"
 check_sql "SELECT $(exp_in 'plain') = 3600 AND $(exp_in 'expires_in string') = 3600 AND $(exp_in 'expires_in in ms') = 3600" \
 	"expires_in as a number, a string, or milliseconds (expires_in_unit) gives one hour"

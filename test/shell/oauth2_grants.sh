@@ -43,7 +43,7 @@ user=$(q -c "SELECT id FROM tokenvault.users WHERE external_user_id = 'alice'")
 count() { curl -sf "$1/_count" | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const c=JSON.parse(s);console.log(eval('c.'+process.argv[1])??0)})" "$2"; }
 reset() { curl -sf -X POST "$1/_reset" >/dev/null; }
 # the auth's secret, opened (for comparing digests; never printed)
-secret_md5() { q -c "SELECT md5(tokenvault._open_jsonb(secret, 'auth:' || id)->>'$2') FROM tokenvault.auths WHERE id = '$1'"; }
+secret_md5() { q -c "SELECT md5(tokenvault._open_auth(secret, id)->>'$2') FROM tokenvault.auths WHERE id = '$1'"; }
 
 # authorize CLIENT [AUTH_ID]: the whole authorization_code dance, as a browser:
 # authorize_url, log in and consent at the provider, complete_authorization
@@ -59,7 +59,7 @@ authorize() {
 
 # --- authorization_code with PKCE
 a=$(authorize code)
-is "$(q -c "SELECT status || ' ' || (expires_at > now() + interval '59 min') || ' ' || (tokenvault._open_jsonb(secret, 'auth:' || id) ? 'refresh_token')
+is "$(q -c "SELECT status || ' ' || (expires_at > now() + interval '59 min') || ' ' || (tokenvault._open_auth(secret, id) ? 'refresh_token')
              || ' ' || array_to_string(scopes, ' ') FROM tokenvault.auths WHERE id = '$a'")" \
 	"active true true openid offline_access api:read" "authorization_code + PKCE: an auth with an access token, a refresh token and the granted scopes"
 token=$(q -c "SELECT tokenvault.access_token('$a')")
@@ -106,7 +106,7 @@ is "$(count "$short" by_grant.client_credentials)" 2 "  ... with one more client
 # --- password grant
 p=$(q -v pw="$TV_USER_PASSWORD" <<<"SELECT tokenvault.create_auth('$user', '$(client pw)', 'alice at oidc',
         jsonb_build_object('username', 'alice', 'password', :'pw'))")
-is "$(q -c "SELECT status || ' ' || (tokenvault._open_jsonb(secret, 'auth:' || id) ?& ARRAY['access_token', 'refresh_token', 'password'])
+is "$(q -c "SELECT status || ' ' || (tokenvault._open_auth(secret, id) ?& ARRAY['access_token', 'refresh_token', 'password'])
              FROM tokenvault.auths WHERE id = '$p'")" "active true" \
 	"password grant: create_auth fetches a token and keeps the credentials"
 q -c "SELECT tokenvault.refresh_auth('$p')" >/dev/null && ok "  ... and refreshes it with its refresh token"
@@ -116,7 +116,7 @@ is "$(q -c "SELECT count(*) FROM tokenvault.auths WHERE name = 'wrong'")" 0 "  .
 
 # --- the provider's tokens are its own strings, without the marker the
 # harness scans for: look for each one in the server log here
-q -c "SELECT v FROM tokenvault.auths a, jsonb_each_text(tokenvault._open_jsonb(a.secret, 'auth:' || a.id)) x(k, v)
+q -c "SELECT v FROM tokenvault.auths a, jsonb_each_text(tokenvault._open_auth(a.secret, a.id)) x(k, v)
        WHERE k IN ('access_token', 'refresh_token', 'id_token')" >"$TV_TMP/issued-tokens"
 is "$(grep -cF -f "$TV_TMP/issued-tokens" "$TV_LOG" || true)" 0 \
 	"none of the $(wc -l <"$TV_TMP/issued-tokens") tokens the provider issued appears in the server log"
@@ -124,7 +124,7 @@ rm -f "$TV_TMP/issued-tokens"
 
 # --- revocation (RFC 7009)
 reset "$long"
-rt=$(q -c "SELECT tokenvault._open_jsonb(secret, 'auth:' || id)->>'refresh_token' FROM tokenvault.auths WHERE id = '$a'")
+rt=$(q -c "SELECT tokenvault._open_auth(secret, id)->>'refresh_token' FROM tokenvault.auths WHERE id = '$a'")
 q -c "SELECT tokenvault.delete_auth('$a', revoke => true)" >/dev/null
 is "$(count "$long" revoke)" 1 "delete_auth(revoke => true) revokes at the provider"
 is "$(curl -s -u "tv-code:$TV_CLIENT_SECRET" -d grant_type=refresh_token --data-urlencode "refresh_token@-" "$long/token" < <(printf %s "$rt") |

@@ -31,7 +31,7 @@ counts() { curl -sf "$TV_OIDC_URL/_count"; }
 grant_count() { counts | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).by_grant['$1']??0))"; }
 token_requests() { counts | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).token))"; }
 expired() { [ "$(q -c "SELECT expires_at <= now() FROM tokenvault.auths WHERE id = '$auth'")" = t ]; }
-md5_of() { q -c "SELECT md5(tokenvault._open_jsonb(secret, 'auth:' || id)->>'$1') FROM tokenvault.auths WHERE id = '$auth'"; }
+md5_of() { q -c "SELECT md5(tokenvault._open_auth(secret, id)->>'$1') FROM tokenvault.auths WHERE id = '$auth'"; }
 
 # --- 50 sessions at once on an expired auth
 wait_until 10 "the token expires" expired

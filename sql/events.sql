@@ -1,0 +1,53 @@
+-- Events: recorded, sent by NOTIFY and queued for webhooks
+
+-- An auth event: Tray's expiry payload with the kind in "event".  User-given
+-- text is cut short so that it stays well within NOTIFY's 8000 bytes.  Never
+-- a secret.
+CREATE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    PERFORM tokenvault._publish(kind, a.id,
+        jsonb_build_object(
+            'event', kind,
+            'authentication_name', left(a.name, 400),
+            'service_name', left(a.service, 400),
+            'user_id', a.user_id,
+            'authId', a.id,
+            'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u WHERE u.id = a.user_id),
+            'expires_at', to_char(coalesce(expires, a.expires_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+        || CASE WHEN error IS NULL THEN '{}' ELSE jsonb_build_object('error', left(error, 400)) END);
+END
+$$;
+
+CREATE FUNCTION _event_kinds() RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
+                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled']
+$$;
+
+-- Record an event, NOTIFY it and queue it for the webhooks that want it,
+-- all in the caller's transaction.  Webhooks get one auth's events in order.
+-- (No SET search_path: it runs for every refresh, and only functions and
+-- triggers that set it call it.)
+CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    event_id bigint;
+    delivered timestamptz;
+BEGIN
+    INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at)
+    VALUES (kind, auth_id, payload,
+            -- no webhook wants it: delivered by the NOTIFY alone
+            CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
+                                   WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)
+    RETURNING id, delivered_at INTO event_id, delivered;
+    IF delivered IS NULL THEN
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
+            SELECT w.id, event_id, _publish.auth_id FROM tokenvault.webhooks w
+             WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
+        PERFORM tokenvault._wake_worker(now());
+    END IF;
+    PERFORM pg_notify('tokenvault', payload::text);
+END
+$$;

@@ -1,0 +1,204 @@
+-- OAuth2 token requests, the authorization code flow with PKCE, and revocation
+
+CREATE FUNCTION _token_request(config jsonb, kind text, params jsonb) RETURNS tokenvault.verdict
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_token_request';
+
+CREATE FUNCTION _random_token(bytes integer) RETURNS text
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_random_token';
+
+-- What oauth2.c needs to know of a client (and of the auth, for URL
+-- templates), as one object.  Holds the client secret: internal only.
+-- Inlined into its callers: every name is qualified.
+CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NULL) RETURNS jsonb
+    LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
+        'token_url', c.token_url, 'refresh_url', c.refresh_url, 'revoke_url', c.revoke_url, 'client_id', c.client_id,
+        'client_secret', CASE WHEN c.secret IS NOT NULL
+                              THEN tokenvault._open_client(c.secret, c.id)
+                                   OPERATOR(pg_catalog.->>) 'client_secret' END,
+        'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
+        'extra_params', c.extra_params, 'template_values', credential))
+$$;
+
+-- Send a token request; raise the provider's refusal as an error.
+CREATE FUNCTION _fetch_token(c tokenvault.clients, kind text, params jsonb, credential jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v tokenvault.verdict := tokenvault._token_request(tokenvault._client_config(c, credential), kind, params);
+BEGIN
+    IF v.outcome = 'done' THEN
+        RETURN tokenvault._normalize_token(c, v.token);
+    END IF;
+    PERFORM tokenvault._raise_refusal(c, v);
+END
+$$;
+
+-- A provider's failure as an error: needs_reauth 28000, retryable 08000,
+-- anything else 38000.  The message never holds a secret (oauth2.c).
+CREATE FUNCTION _raise_refusal(c tokenvault.clients, v tokenvault.verdict, what text DEFAULT 'token request') RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    CASE v.outcome
+        WHEN 'needs_reauth' THEN
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
+                USING ERRCODE = 'invalid_authorization_specification',
+                      HINT = CASE WHEN v.error = 'invalid_client'
+                                  THEN 'The provider does not accept the client''s credentials; check its client_id and client_secret.'
+                                  ELSE 'The grant is no longer valid: the user must authorize again.' END;
+        WHEN 'retryable' THEN
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
+                USING ERRCODE = 'connection_exception',
+                      HINT = CASE WHEN v.retry_after IS NOT NULL THEN format('The provider asks to retry after %s s.', v.retry_after)
+                                  ELSE 'The failure is temporary; try again later.' END;
+        ELSE
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
+                USING ERRCODE = 'external_routine_exception',
+                      HINT = 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.';
+    END CASE;
+END
+$$;
+
+-- A provider's token as tokenvault stores it: expires_in in seconds (a
+-- number or a numeric string, in the client's unit; dropped when it is
+-- neither, or 0), a scope sent as an array joined with spaces, and an empty
+-- or null field taken for none.
+CREATE FUNCTION _normalize_token(c tokenvault.clients, t jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    k text;
+    n numeric;
+BEGIN
+    FOREACH k IN ARRAY ARRAY['expires_in', 'refresh_token_expires_in'] LOOP
+        CONTINUE WHEN NOT t ? k;
+        n := CASE WHEN t->>k ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN (t->>k)::numeric END;
+        IF n IS NOT NULL AND c.expires_in_unit = 'milliseconds' THEN
+            n := n / 1000;
+        END IF;
+        -- 0 is read as no lifetime given: some providers mean "does not
+        -- expire" by it, and taken literally it would be refreshed at once,
+        -- over and over
+        t := CASE WHEN n IS NULL OR n = 0 OR n > 3153600000 THEN t - k ELSE jsonb_set(t, ARRAY[k], to_jsonb(round(n))) END;
+    END LOOP;
+    IF jsonb_typeof(t->'scope') = 'array' THEN
+        t := jsonb_set(t, '{scope}', to_jsonb(array_to_string(ARRAY(SELECT jsonb_array_elements_text(t->'scope')), ' ')));
+    END IF;
+    FOREACH k IN ARRAY ARRAY['refresh_token', 'scope', 'token_type', 'id_token'] LOOP
+        IF t->>k = '' THEN
+            t := t - k;
+        END IF;
+    END LOOP;
+    RETURN jsonb_strip_nulls(t);
+END
+$$;
+
+-- The parameters of a grant that needs no user at the provider.
+CREATE FUNCTION _direct_grant_params(c tokenvault.clients, credential jsonb, scopes text[]) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'grant_type', c.grant_type,
+        'username', CASE WHEN c.grant_type = 'password' THEN credential->>'username' END,
+        'password', CASE WHEN c.grant_type = 'password' THEN credential->>'password' END,
+        'scope', nullif(array_to_string(scopes, c.scope_separator), '')))
+$$;
+
+CREATE FUNCTION authorize_url(client_id uuid, user_id uuid, redirect_uri text, name text DEFAULT NULL,
+                              scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c tokenvault.clients := tokenvault._client_must_exist(client_id);
+    a tokenvault.auths;
+    st text := tokenvault._random_token(24);
+    verifier text;
+    params jsonb;
+BEGIN
+    PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(redirect_uri, 'redirect_uri');
+    IF c.grant_type <> 'authorization_code' THEN
+        RAISE EXCEPTION 'client % does not use the authorization_code grant', c.id
+            USING ERRCODE = 'wrong_object_type',
+                  HINT = 'Create auths of client_credentials and password clients with tokenvault.create_auth().';
+    END IF;
+    IF redirect_uri !~* '^[a-z][a-z0-9+.-]*://[^[:space:]]+$' THEN
+        RAISE EXCEPTION 'redirect_uri must be an absolute URL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF c.visibility = 'private' AND NOT pg_has_role(tokenvault._caller(), c.owner, 'MEMBER') THEN
+        RAISE EXCEPTION 'client % is private to role %', c.id, c.owner USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF auth_id IS NOT NULL THEN
+        a := tokenvault._auth_must_exist(auth_id);
+        IF a.client_id <> c.id OR a.user_id <> authorize_url.user_id THEN
+            RAISE EXCEPTION 'auth % belongs to another user or client', auth_id
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    scopes := coalesce(scopes, a.scopes, c.scopes);
+    IF c.pkce THEN
+        verifier := tokenvault._random_token(48);
+    END IF;
+    DELETE FROM tokenvault.auth_states s WHERE s.expires_at < now();
+    INSERT INTO tokenvault.auth_states (state, client_id, user_id, auth_id, name, scopes, redirect_uri,
+                                        verifier, expires_at)
+    VALUES (st, c.id, user_id, auth_id, name, scopes, redirect_uri,
+            tokenvault._seal_state(verifier, st), now() + interval '10 minutes');
+
+    params := jsonb_strip_nulls(jsonb_build_object(
+        'response_type', 'code', 'client_id', c.client_id, 'redirect_uri', redirect_uri,
+        'scope', nullif(array_to_string(scopes, c.scope_separator), ''), 'state', st,
+        'code_challenge', CASE WHEN c.pkce THEN
+            rtrim(translate(encode(sha256(convert_to(verifier, 'UTF8')), 'base64'), E'+/\n', '-_'), '=') END,
+        'code_challenge_method', CASE WHEN c.pkce THEN 'S256' END))
+        || coalesce(c.extra_params->'authorize', '{}');
+    RETURN c.auth_url || CASE WHEN position('?' IN c.auth_url) > 0 THEN '&' ELSE '?' END ||
+        (SELECT string_agg(key || '=' || tokenvault._form_encode(value), '&' ORDER BY key)
+           FROM jsonb_each_text(params));
+END
+$$;
+
+CREATE FUNCTION _form_encode(value text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT string_agg(CASE WHEN b BETWEEN 48 AND 57 OR b BETWEEN 65 AND 90 OR b BETWEEN 97 AND 122
+                                OR b IN (45, 46, 95, 126)
+                           THEN chr(b) ELSE '%' || upper(lpad(to_hex(b), 2, '0')) END, '' ORDER BY i)
+      FROM (SELECT i, get_byte(convert_to(value, 'UTF8'), i) AS b
+              FROM generate_series(0, octet_length(convert_to(value, 'UTF8')) - 1) i) bytes
+$$;
+
+CREATE FUNCTION complete_authorization(state text, code text) RETURNS uuid
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    s tokenvault.auth_states;
+    c tokenvault.clients;
+    t jsonb;
+    new_id uuid;
+BEGIN
+    PERFORM tokenvault._require(state, 'state'), tokenvault._require(code, 'code');
+    -- single use: the state is gone once read, whatever happens next
+    DELETE FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state RETURNING * INTO s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown or already used authorization state'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Start again with tokenvault.authorize_url().';
+    END IF;
+    IF s.expires_at < now() THEN
+        RAISE EXCEPTION 'authorization state expired at %', s.expires_at
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A state lasts ten minutes; start again with tokenvault.authorize_url().';
+    END IF;
+    c := tokenvault._client_must_exist(s.client_id);
+    t := tokenvault._fetch_token(c, 'token', jsonb_strip_nulls(jsonb_build_object(
+             'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
+             'code_verifier', CASE WHEN s.verifier IS NOT NULL
+                                   THEN tokenvault._open_state(s.verifier, s.state) END)));
+    IF s.auth_id IS NOT NULL THEN
+        PERFORM tokenvault.update_auth(s.auth_id, s.name, t || jsonb_build_object('scope', coalesce(t->>'scope',
+                    array_to_string(s.scopes, ' '))));
+        RETURN s.auth_id;
+    END IF;
+    new_id := tokenvault.create_auth(s.user_id, c.id, s.name, t, CASE WHEN t ? 'scope' THEN NULL ELSE s.scopes END);
+    UPDATE tokenvault.auths SET last_refreshed_at = now() WHERE id = new_id;
+    RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION _revoke_request(config jsonb, params jsonb) RETURNS tokenvault.verdict
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_revoke_request';

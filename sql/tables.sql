@@ -1,0 +1,263 @@
+-- The tables, their indexes and sequences, which are dumped, and row level security enabled
+
+CREATE TABLE users (
+    id               uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    external_user_id text NOT NULL UNIQUE
+                     CHECK (external_user_id <> '' AND length(external_user_id) <= 1024),
+    name             text,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+
+-- A client is how the application reaches one service: an OAuth2 client, or
+-- the shape of the basic, api_key or noauth credentials its users hold.
+CREATE TABLE clients (
+    id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name            text NOT NULL CHECK (name <> ''),
+    service         text NOT NULL CHECK (service <> ''),
+    type            text NOT NULL CHECK (type IN ('oauth2', 'basic', 'api_key', 'noauth')),
+    grant_type      text NOT NULL DEFAULT 'none'
+                    CHECK (grant_type IN ('authorization_code', 'client_credentials', 'password', 'none')),
+    client_id       text,
+    auth_url        text,
+    token_url       text,
+    refresh_url     text,
+    revoke_url      text,
+    scopes          text[] NOT NULL DEFAULT '{}',
+    client_auth     text NOT NULL DEFAULT 'basic' CHECK (client_auth IN ('basic', 'post')),
+    token_lifetime  integer CHECK (token_lifetime > 0),
+    extra_params    jsonb NOT NULL DEFAULT '{}',
+    api_key_header  text,
+    api_key_prefix  text,
+    secret          bytea,          -- sealed {"client_secret": ...}
+    owner           name NOT NULL,
+    visibility      text NOT NULL DEFAULT 'shared' CHECK (visibility IN ('private', 'shared')),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- provider quirks
+    body_format     text NOT NULL DEFAULT 'form' CHECK (body_format IN ('form', 'json')),
+    token_path      text CHECK (token_path <> ''),
+    expires_in_unit text NOT NULL DEFAULT 'seconds'
+                    CHECK (expires_in_unit IN ('seconds', 'milliseconds')),
+    scope_separator text NOT NULL DEFAULT ' ' CHECK (scope_separator IN (' ', ',')),
+    pkce            boolean NOT NULL DEFAULT true,
+    refresh_every   integer CHECK (refresh_every > 0),
+    CHECK ((type = 'oauth2') = (grant_type <> 'none'))
+);
+
+-- Everything secret sits in the one sealed column; the rest stays queryable,
+-- and expires_at is the source of truth for expiry.
+CREATE TABLE auths (
+    id                 uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id            uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    client_id          uuid NOT NULL REFERENCES clients (id),
+    name               text NOT NULL CHECK (name <> ''),
+    service            text NOT NULL,
+    scopes             text[] NOT NULL DEFAULT '{}',
+    status             text NOT NULL DEFAULT 'active'
+                       CHECK (status IN ('active', 'needs_reauth', 'expired', 'revoked', 'error')),
+    token_type         text,
+    expires_at         timestamptz,
+    refresh_expires_at timestamptz,
+    refresh_at         timestamptz,
+    last_refreshed_at  timestamptz,
+    failure_count      integer NOT NULL DEFAULT 0,
+    last_error         text,
+    version            bigint NOT NULL DEFAULT 1,
+    expiry_notified_at timestamptz,
+    secret             bytea NOT NULL,
+    created_at         timestamptz NOT NULL DEFAULT now(),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auths_user_id_idx ON auths (user_id);
+CREATE INDEX auths_client_id_idx ON auths (client_id);
+CREATE INDEX auths_refresh_at_idx ON auths (refresh_at) WHERE refresh_at IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('users', '');
+SELECT pg_catalog.pg_extension_config_dump('clients', '');
+SELECT pg_catalog.pg_extension_config_dump('auths', '');
+
+-- Authorizations under way: one row from authorize_url() to
+-- complete_authorization(), at most ten minutes.
+CREATE TABLE auth_states (
+    state        text PRIMARY KEY,
+    client_id    uuid NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+    user_id      uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    auth_id      uuid REFERENCES auths (id) ON DELETE CASCADE,
+    name         text,
+    scopes       text[] NOT NULL,
+    redirect_uri text NOT NULL,
+    verifier     bytea,         -- sealed PKCE code verifier
+    expires_at   timestamptz NOT NULL
+);
+CREATE INDEX auth_states_expires_at_idx ON auth_states (expires_at);
+
+CREATE TABLE events (
+    id           bigserial PRIMARY KEY,
+    kind         text NOT NULL,
+    auth_id      uuid,
+    payload      jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    delivered_at timestamptz     -- every webhook has it (at once when there is none)
+);
+CREATE INDEX events_auth_id_idx ON events (auth_id);
+CREATE INDEX events_delivered_at_idx ON events (delivered_at);
+
+CREATE TABLE webhooks (
+    id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    url        text NOT NULL,
+    secret     bytea NOT NULL,  -- sealed HMAC key
+    kinds      text[],          -- NULL: every kind
+    enabled    boolean NOT NULL DEFAULT true,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE webhook_deliveries (
+    id              bigserial PRIMARY KEY,
+    webhook_id      uuid NOT NULL REFERENCES webhooks (id) ON DELETE CASCADE,
+    event_id        bigint NOT NULL REFERENCES events (id) ON DELETE CASCADE,
+    auth_id         uuid,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    last_status     integer,
+    last_error      text
+);
+
+-- the head of each (webhook, auth) queue is what may be sent
+CREATE INDEX webhook_deliveries_pending_idx ON webhook_deliveries (webhook_id, auth_id, id)
+    WHERE delivered_at IS NULL;
+CREATE INDEX webhook_deliveries_event_id_idx ON webhook_deliveries (event_id);
+SELECT pg_catalog.pg_extension_config_dump('events', '');
+SELECT pg_catalog.pg_extension_config_dump('events_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webhooks', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_deliveries', '');
+SELECT pg_catalog.pg_extension_config_dump('webhook_deliveries_id_seq', '');
+
+CREATE TABLE solutions (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    title       text NOT NULL CHECK (title <> '' AND length(title) <= 1024),
+    description text NOT NULL DEFAULT '' CHECK (length(description) <= 65536),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- What an instance of a solution fills, addressed by its external id: an
+-- auth of one client or service, or a config value.  External ids compare
+-- byte for byte (COLLATE "C"), so they are case-sensitive whatever the
+-- database's collation.  A static slot holds the one auth every instance
+-- uses; it is never copied into the instances.
+CREATE TABLE slots (
+    solution_id    uuid NOT NULL REFERENCES solutions (id) ON DELETE CASCADE,
+    external_id    text COLLATE "C" NOT NULL CHECK (external_id <> '' AND length(external_id) <= 255),
+    kind           text NOT NULL CHECK (kind IN ('auth', 'config')),
+    position       integer NOT NULL,
+    client_id      uuid REFERENCES clients (id),
+    service        text CHECK (service <> ''),
+    scopes         text[],
+    required       boolean NOT NULL DEFAULT false,
+    force_unique   boolean NOT NULL DEFAULT false,
+    static_auth_id uuid REFERENCES auths (id),
+    default_value  jsonb CHECK (jsonb_typeof(default_value) <> 'null'),
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (solution_id, external_id),
+    CONSTRAINT slots_auth_takes_client_or_service
+        CHECK (CASE WHEN kind = 'auth' THEN num_nonnulls(client_id, service) = 1
+                    ELSE num_nonnulls(client_id, service) = 0 END),
+    CONSTRAINT slots_auth_settings CHECK (kind = 'auth' OR (scopes IS NULL AND NOT force_unique
+                                                         AND static_auth_id IS NULL)),
+    CONSTRAINT slots_config_settings CHECK (kind = 'config' OR default_value IS NULL),
+    CONSTRAINT slots_static_not_unique CHECK (static_auth_id IS NULL OR NOT force_unique)
+);
+CREATE INDEX slots_client_id_idx ON slots (client_id) WHERE client_id IS NOT NULL;
+CREATE INDEX slots_static_auth_id_idx ON slots (static_auth_id) WHERE static_auth_id IS NOT NULL;
+
+CREATE TABLE instances (
+    id          uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    solution_id uuid NOT NULL REFERENCES solutions (id),
+    owner       uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    name        text NOT NULL CHECK (name <> '' AND length(name) <= 1024),
+    enabled     boolean NOT NULL DEFAULT false,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (id, solution_id)
+);
+CREATE INDEX instances_owner_idx ON instances (owner);
+CREATE INDEX instances_solution_id_idx ON instances (solution_id);
+
+-- The solution_id column lets the keys tie each value to a slot of its own
+-- instance's solution.
+CREATE TABLE instance_auth_values (
+    instance_id uuid NOT NULL,
+    solution_id uuid NOT NULL,
+    external_id text COLLATE "C" NOT NULL,
+    auth_id     uuid NOT NULL REFERENCES auths (id),
+    PRIMARY KEY (instance_id, external_id),
+    FOREIGN KEY (instance_id, solution_id) REFERENCES instances (id, solution_id) ON DELETE CASCADE,
+    FOREIGN KEY (solution_id, external_id) REFERENCES slots (solution_id, external_id) ON DELETE CASCADE
+);
+CREATE INDEX instance_auth_values_auth_id_idx ON instance_auth_values (auth_id);
+CREATE INDEX instance_auth_values_slot_idx ON instance_auth_values (solution_id, external_id);
+
+CREATE TABLE instance_config_values (
+    instance_id uuid NOT NULL,
+    solution_id uuid NOT NULL,
+    external_id text COLLATE "C" NOT NULL,
+    value       jsonb NOT NULL CHECK (jsonb_typeof(value) <> 'null'),
+    PRIMARY KEY (instance_id, external_id),
+    FOREIGN KEY (instance_id, solution_id) REFERENCES instances (id, solution_id) ON DELETE CASCADE,
+    FOREIGN KEY (solution_id, external_id) REFERENCES slots (solution_id, external_id) ON DELETE CASCADE
+);
+CREATE INDEX instance_config_values_slot_idx ON instance_config_values (solution_id, external_id);
+SELECT pg_catalog.pg_extension_config_dump('solutions', '');
+SELECT pg_catalog.pg_extension_config_dump('slots', '');
+SELECT pg_catalog.pg_extension_config_dump('instances', '');
+SELECT pg_catalog.pg_extension_config_dump('instance_auth_values', '');
+SELECT pg_catalog.pg_extension_config_dump('instance_config_values', '');
+
+-- {relatedId, key, value} tokens private to the role that wrote them.  The
+-- role is held by its OID (regrole: a dump writes it as a name, and a
+-- restore finds that name's OID), so a role renamed keeps its tokens and a
+-- role dropped leaves them to no later role of the same name.  The value is
+-- sealed with the owner's name (as it was then), related id and key as its
+-- associated data, so a value copied onto another row does not open.
+-- Related ids and keys may hold any character, dots included; they are only
+-- compared.
+CREATE TABLE private_tokens (
+    owner      regrole NOT NULL,
+    owner_name name NOT NULL,
+    related_id text NOT NULL CHECK (related_id <> '' AND length(related_id) <= 1024),
+    key        text NOT NULL CHECK (key <> '' AND length(key) <= 1024),
+    value      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (owner, related_id, key)
+);
+
+-- Tokens of an end user's account, shared with roles by user_token_grants.
+CREATE TABLE user_tokens (
+    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    related_id text NOT NULL CHECK (related_id <> '' AND length(related_id) <= 1024),
+    key        text NOT NULL CHECK (key <> '' AND length(key) <= 1024),
+    value      bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, related_id, key)
+);
+
+-- A role may read, or read and write, a user's tokens: all of them (related
+-- id NULL) or those of one related id.  Members of the role inherit it.
+CREATE TABLE user_token_grants (
+    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    grantee    regrole NOT NULL,
+    privilege  text NOT NULL CHECK (privilege IN ('read', 'write')),
+    related_id text CHECK (related_id <> ''),
+    granted_by name NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE NULLS NOT DISTINCT (user_id, grantee, related_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('private_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('user_tokens', '');
+SELECT pg_catalog.pg_extension_config_dump('user_token_grants', '');
+
+-- Through the table, a role sees its own private tokens only (the policies
+-- are in privileges.sql).
+ALTER TABLE private_tokens ENABLE ROW LEVEL SECURITY;

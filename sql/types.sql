@@ -1,0 +1,35 @@
+-- What C and SQL pass each other: typed rows, not JSON (src/verdict.h, src/engine.c, src/webhooks.c)
+
+-- What became of a token request or a refresh.  src/verdict.h lists the
+-- same labels in the same order.
+CREATE TYPE outcome AS ENUM ('done', 'needs_reauth', 'retryable', 'error');
+
+-- A token request's verdict, as oauth2.c judges the provider's answer.
+CREATE TYPE verdict AS (
+    outcome     outcome,
+    status      integer,    -- HTTP status, 0 when none came
+    error       text,       -- the provider's OAuth2 error code
+    message     text,       -- what went wrong, never a secret
+    retry_after integer,    -- seconds, from Retry-After
+    token       jsonb       -- the provider's token object, when done
+);
+
+-- A refresh's request, or (outcome set) why none is needed.
+CREATE TYPE refresh_plan AS (
+    outcome outcome,        -- NULL: send the request
+    message text,
+    kind    text,           -- 'refresh' or 'token': which URL and extra parameters
+    version bigint,         -- the auth's, for _refresh_apply
+    config  jsonb,          -- the client's settings, for oauth2.c
+    params  jsonb,          -- the grant's parameters
+    keep    jsonb           -- what of the credential a new token leaves in place
+);
+
+-- A webhook delivery to send, signed with the webhook's secret.
+CREATE TYPE delivery AS (
+    id     bigint,
+    url    text,
+    event  text,
+    body   text,
+    secret text
+);

@@ -1,0 +1,111 @@
+-- What the background worker runs, each step in a short transaction, and its stats
+
+CREATE FUNCTION _wake_worker(at timestamptz) RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_wake_worker';
+
+-- How long a claim (of an auth to refresh, a delivery to send) holds: long
+-- enough for any request, short enough that a crashed worker's claims
+-- come back soon.
+CREATE FUNCTION _lease() RETURNS interval
+    LANGUAGE sql STABLE AS $$
+    SELECT 2 OPERATOR(pg_catalog.*) tokenvault._setting_interval('tokenvault.http_timeout')
+           OPERATOR(pg_catalog.+) interval '30 seconds'
+$$;
+
+-- Claim up to n due auths: their refresh_at moves a lease ahead (the
+-- refresh's result sets the real one).  Unless it claimed n, also the next
+-- refresh_at after them.
+CREATE FUNCTION _worker_claim(n integer, OUT ids uuid[], OUT next_at timestamptz)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+-- (plpgsql rather than sql: its plan is kept between calls)
+BEGIN
+    WITH due AS (
+        SELECT id FROM tokenvault.auths
+         WHERE refresh_at <= now() ORDER BY refresh_at LIMIT n FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE tokenvault.auths a SET refresh_at = now() + tokenvault._lease()
+          FROM due WHERE a.id = due.id RETURNING a.id
+    )
+    SELECT coalesce(array_agg(id), '{}') INTO ids FROM claimed;
+    -- a full claim is followed by another one at once: no need to look ahead
+    IF cardinality(ids) < n THEN
+        next_at := (SELECT min(refresh_at) FROM tokenvault.auths WHERE refresh_at > now());
+    END IF;
+END
+$$;
+
+-- When the worker starts nothing is in flight: auths a previous worker
+-- claimed (and crashed or restarted on) are due again now rather than when
+-- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules
+-- in the lease window are made again, which leaves the others as they
+-- were.  Returns how many were released.
+CREATE FUNCTION _worker_start() RETURNS bigint
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH released AS (
+        UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
+         WHERE refresh_at > now() AND refresh_at <= now() + tokenvault._lease() AND failure_count = 0
+        RETURNING 1
+    )
+    SELECT count(*) FROM released
+$$;
+
+-- Expiry notices (auth.expiring, once, expiry_notice ahead), expired auths
+-- (auth.expired), old delivered events.  Returns when it is next needed.
+CREATE FUNCTION _worker_tick() RETURNS timestamptz
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    notice constant interval := tokenvault._setting_interval('tokenvault.expiry_notice');
+    a tokenvault.auths;
+    dies timestamptz;
+BEGIN
+    FOR a IN SELECT * FROM tokenvault.auths
+              WHERE expiry_notified_at IS NULL AND tokenvault._dies_at(auths) > now()
+                AND tokenvault._dies_at(auths) <= now() + notice
+              FOR UPDATE SKIP LOCKED LOOP
+        dies := tokenvault._dies_at(a);
+        UPDATE tokenvault.auths SET expiry_notified_at = now() WHERE id = a.id;
+        PERFORM tokenvault._emit('auth.expiring', a, dies);
+    END LOOP;
+    FOR a IN SELECT * FROM tokenvault.auths
+              WHERE tokenvault._dies_at(auths) <= now()
+              FOR UPDATE SKIP LOCKED LOOP
+        dies := tokenvault._dies_at(a);
+        UPDATE tokenvault.auths SET status = 'expired', updated_at = now(),
+               last_error = coalesce(last_error, 'the auth expired and could not be refreshed')
+         WHERE id = a.id RETURNING * INTO a;
+        PERFORM tokenvault._emit('auth.expired', a, dies);
+    END LOOP;
+    DELETE FROM tokenvault.events
+     WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
+    RETURN least(
+        (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
+        (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
+          WHERE expiry_notified_at IS NULL AND tokenvault._dies_at(auths) - notice > now()),
+        (SELECT min(delivered_at) + tokenvault._setting_interval('tokenvault.event_retention')
+           FROM tokenvault.events WHERE delivered_at IS NOT NULL),
+        now() + interval '1 hour');
+END
+$$;
+
+-- A changed refresh_lead: every stored schedule made again.  Returns how
+-- many moved.
+CREATE FUNCTION _reschedule() RETURNS bigint
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH moved AS (
+        UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
+         WHERE refresh_at IS NOT NULL AND failure_count = 0 RETURNING 1
+    )
+    SELECT count(*) FROM moved
+$$;
+
+CREATE FUNCTION _worker_stats(OUT worker_pid integer, OUT worker_state text, OUT last_loop_at timestamptz,
+                              OUT refreshes_succeeded bigint, OUT refreshes_failed bigint,
+                              OUT http_p50_ms double precision, OUT http_p90_ms double precision,
+                              OUT http_p99_ms double precision)
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_worker_stats';
+CREATE VIEW stats AS
+    SELECT s.worker_pid, s.worker_state, s.last_loop_at, s.refreshes_succeeded, s.refreshes_failed,
+           (SELECT count(*) FROM tokenvault.auths WHERE refresh_at <= now()) AS auths_due,
+           s.http_p50_ms, s.http_p90_ms, s.http_p99_ms,
+           (SELECT count(*) FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL) AS webhook_backlog
+      FROM tokenvault._worker_stats() s;
