@@ -4,9 +4,11 @@
  * Events themselves are written in SQL (tokenvault._emit: a row in
  * tokenvault.events and a NOTIFY in the same transaction).  Here the worker
  * takes the deliveries that are due, one at a time per auth and webhook so
- * that they arrive in order, posts each on the shared HTTP handle, signed,
- * and records the answer in a short transaction; the SQL side schedules
- * retries with backoff until a 2xx.
+ * that they arrive in order, and posts each, signed, on the worker's HTTP
+ * handle.  An answer only queues when it arrives (inside the worker's wait);
+ * the worker then records each in a short transaction of its own, in its
+ * own error handling.  The SQL side schedules retries with backoff until a
+ * 2xx.
  *
  * The signature is HMAC-SHA256 over "<timestamp>.<body>" with the webhook's
  * secret, so a receiver can reject both forged and replayed deliveries.
@@ -36,33 +38,64 @@ typedef struct Delivery
 	MemoryContext cxt;
 } Delivery;
 
-static int	in_flight = 0;
+static int	in_flight = 0;		/* sent, or answered and not yet recorded */
+static int	nanswered = 0;
+static Delivery *answered[MAX_DELIVERIES];	/* in order of arrival */
 static MemoryContext deliveries_cxt = NULL;	/* outlives the loop round that sends */
 
-/* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
+/* An answer is in: it waits to be recorded by tv_webhooks_record(). */
 static void
 on_delivered(TvHttpResponse *resp, void *arg)
 {
-	Delivery   *d = (Delivery *) arg;
+	answered[nanswered++] = (Delivery *) arg;
+}
+
+/* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
+static void
+record(Delivery *d)
+{
 	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
 	Datum		args[3];
-	MemoryContext old = MemoryContextSwitchTo(d->cxt);
+	TvHttpResponse *resp = &d->resp;
 
-	in_flight--;
 	args[0] = Int64GetDatum(d->id);
 	args[1] = Int32GetDatum(resp->failure == TV_HTTP_OK ? (int32) resp->status : 0);
 	args[2] = CStringGetTextDatum(resp->failure == TV_HTTP_OK ? psprintf("HTTP status %ld", resp->status)
 								  : resp->error ? resp->error : "request failed");
-	PG_TRY();
+	(void) tv_call_in_transaction("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, d->cxt);
+}
+
+/*
+ * Record the answers that are in, each in a transaction of its own.  An
+ * error fails that one recording, logged; the delivery is sent again when
+ * its claim runs out.
+ */
+void
+tv_webhooks_record(void)
+{
+	MemoryContext old = CurrentMemoryContext;
+	int			i;
+
+	for (i = 0; i < nanswered; i++)
 	{
-		(void) tv_call_in_transaction("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, d->cxt);
-	}
-	PG_FINALLY();
-	{
+		Delivery   *d = answered[i];
+
+		MemoryContextSwitchTo(d->cxt);
+		PG_TRY();
+		{
+			record(d);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(d->cxt);
+			(void) tv_log_caught_error("tokenvault worker");
+		}
+		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(d->cxt);
+		in_flight--;
 	}
-	PG_END_TRY();
+	nanswered = 0;
 }
 
 static char *
@@ -122,7 +155,7 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 								psprintf("X-Tokenvault-Signature: %s", signature));
 	in_flight++;
 	if (!tv_http_multi_add(multi, &d->req, &d->resp, on_delivered, d))
-		on_delivered(&d->resp, d);	/* a URL that may not be requested: recorded as a failure */
+		on_delivered(&d->resp, d);	/* a URL that may not be requested: to be recorded as a failure */
 	MemoryContextSwitchTo(old);
 }
 

@@ -425,6 +425,8 @@ tv_worker_main(Datum main_arg)
 		set_state(tv_engine_busy() ? "working" : "idle");
 		take_requests(&s);
 		run_steps(&s, multi, cxt);
+		/* answers that came in while the engine waited (or a refused URL's, at once) */
+		tv_webhooks_record();
 		/* the steps' own writes (an event for a webhook) may want a step again soon */
 		take_requests(&s);
 		tv_engine_serve(sleep_ms(&s));
