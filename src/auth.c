@@ -220,7 +220,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
  * still valid at all.
  */
 static text *
-tv_auth_access_token(pg_uuid_t *id)
+auth_access_token(pg_uuid_t *id)
 {
 	AuthRow		row;
 	text	   *token;
@@ -254,7 +254,7 @@ tv_auth_access_token(pg_uuid_t *id)
 
 /* refresh_auth(): refresh now, whatever the token's expiry; the new expiry. */
 static TimestampTz
-tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
+auth_refresh(pg_uuid_t *id, bool *has_expiry)
 {
 	AuthRow		row;
 	char		message[TV_REFRESH_MESSAGE_LEN];
@@ -292,7 +292,7 @@ Datum
 tv_access_token(PG_FUNCTION_ARGS)
 {
 	require_arg(fcinfo, 0, "auth id");
-	PG_RETURN_TEXT_P(tv_auth_access_token(PG_GETARG_UUID_P(0)));
+	PG_RETURN_TEXT_P(auth_access_token(PG_GETARG_UUID_P(0)));
 }
 
 /* refresh_auth(auth_id uuid) returns timestamptz */
@@ -303,7 +303,7 @@ tv_refresh_auth(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 
 	require_arg(fcinfo, 0, "auth id");
-	expires_at = tv_auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
+	expires_at = auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
 	if (!has_expiry)
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(expires_at);

@@ -63,7 +63,7 @@ check_sealed(bytea *sealed)
 }
 
 static uint32
-tv_sealed_key_id(bytea *sealed)
+sealed_key_id(bytea *sealed)
 {
 	check_sealed(sealed);
 	return get_uint32((const unsigned char *) VARDATA_ANY(sealed) + 1);
@@ -192,7 +192,7 @@ tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 	const unsigned char *header;
 	const unsigned char *body;
 	Size		len;
-	uint32		key_id = tv_sealed_key_id(sealed);
+	uint32		key_id = sealed_key_id(sealed);
 	const TvKey *key = tv_keyring_find(key_id);
 	struct varlena *out;
 	EVP_CIPHER_CTX *ctx;
@@ -254,7 +254,7 @@ tv_hmac_sha256_hex(const char *key, const char *text)
 Datum
 tv_key_id(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(tv_sealed_key_id(PG_GETARG_BYTEA_PP(0)));
+	PG_RETURN_INT64(sealed_key_id(PG_GETARG_BYTEA_PP(0)));
 }
 
 /*

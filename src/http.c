@@ -22,7 +22,6 @@
 #include "http.h"
 #include "http_easy.h"
 #include "settings.h"
-#include "tokenvault.h"
 
 static bool curl_ready = false;
 
@@ -181,6 +180,7 @@ tv_http_configure(CURL *h, const TvHttpRequest *req, TvHttpResponse *resp, struc
 	static char user_agent[64];
 	ListCell   *lc;
 
+	/* TOKENVAULT_VERSION comes from the Makefile, which reads tokenvault.control */
 	snprintf(user_agent, sizeof(user_agent), "tokenvault/%s (libcurl)", TOKENVAULT_VERSION);
 	SETOPT(h, CURLOPT_URL, req->url);
 	SETOPT(h, CURLOPT_PROTOCOLS_STR, tv_allow_insecure_http ? "https,http" : "https");

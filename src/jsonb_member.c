@@ -1,16 +1,15 @@
 /*
  * jsonb_member.c: reading the members of a jsonb object
  *
- * The SQL side answers the C side in small jsonb objects (a refresh plan, a
- * claim, a verdict); these are the one way the C side reads them.  Each
- * takes a container that may be NULL or not an object, and then finds
- * nothing.
+ * A client's settings (tokenvault._client_config), a request's parameters
+ * and a provider's answer are jsonb objects; these are the one way the C
+ * side reads their members.  Each takes a container that may be NULL or not
+ * an object, and then finds nothing.
  */
 #include "postgres.h"
 
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
-#include "utils/timestamp.h"
 
 #include "jsonb_member.h"
 
@@ -51,8 +50,8 @@ tv_jsonb_scalar(JsonbContainer *obj, const char *key)
 }
 
 /* An object or array member, or NULL. */
-JsonbContainer *
-tv_jsonb_container(JsonbContainer *obj, const char *key)
+static JsonbContainer *
+jsonb_container(JsonbContainer *obj, const char *key)
 {
 	JsonbValue	v;
 
@@ -65,19 +64,7 @@ tv_jsonb_container(JsonbContainer *obj, const char *key)
 JsonbContainer *
 tv_jsonb_object(JsonbContainer *obj, const char *key)
 {
-	JsonbContainer *c = tv_jsonb_container(obj, key);
+	JsonbContainer *c = jsonb_container(obj, key);
 
 	return c != NULL && JsonContainerIsObject(c) ? c : NULL;
-}
-
-/* A timestamp written as a string member; DT_NOEND when there is none. */
-TimestampTz
-tv_jsonb_timestamp(JsonbContainer *obj, const char *key)
-{
-	char	   *text = tv_jsonb_string(obj, key);
-
-	if (text == NULL)
-		return DT_NOEND;
-	return DatumGetTimestampTz(DirectFunctionCall3(timestamptz_in, CStringGetDatum(text),
-												   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
 }

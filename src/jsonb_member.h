@@ -6,21 +6,11 @@
 
 #include "postgres.h"
 
-#include "datatype/timestamp.h"
 #include "utils/jsonb.h"
-
-/* The root of a jsonb value that may be NULL. */
-static inline JsonbContainer *
-tv_jsonb_root(Jsonb *j)
-{
-	return j ? &j->root : NULL;
-}
 
 extern bool tv_jsonb_member(JsonbContainer *obj, const char *key, JsonbValue *v);
 extern char *tv_jsonb_string(JsonbContainer *obj, const char *key);
 extern char *tv_jsonb_scalar(JsonbContainer *obj, const char *key);
-extern JsonbContainer *tv_jsonb_container(JsonbContainer *obj, const char *key);
 extern JsonbContainer *tv_jsonb_object(JsonbContainer *obj, const char *key);
-extern TimestampTz tv_jsonb_timestamp(JsonbContainer *obj, const char *key);
 
 #endif

@@ -4,9 +4,11 @@
  * Events themselves are written in SQL (tokenvault._emit: a row in
  * tokenvault.events and a NOTIFY in the same transaction).  Here the worker
  * takes the deliveries that are due, one at a time per auth and webhook so
- * that they arrive in order, posts each on the shared HTTP handle, signed,
- * and records the answer in a short transaction; the SQL side schedules
- * retries with backoff until a 2xx.
+ * that they arrive in order, and posts each, signed, on the worker's HTTP
+ * handle.  An answer only queues when it arrives (inside the worker's wait);
+ * the worker then records each in a short transaction of its own, in its
+ * own error handling.  The SQL side schedules retries with backoff until a
+ * 2xx.
  *
  * The signature is HMAC-SHA256 over "<timestamp>.<body>" with the webhook's
  * secret, so a receiver can reject both forged and replayed deliveries.
@@ -15,15 +17,16 @@
 
 #include <time.h>
 
+#include "access/htup_details.h"
 #include "catalog/pg_type_d.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
+#include "utils/typcache.h"
 
 #include "crypto.h"
-#include "jsonb_member.h"
-#include "spi_call.h"
+#include "spi.h"
 #include "webhooks.h"
 
 #define MAX_DELIVERIES 16		/* webhook requests in flight at once */
@@ -36,43 +39,104 @@ typedef struct Delivery
 	MemoryContext cxt;
 } Delivery;
 
-static int	in_flight = 0;
+static int	in_flight = 0;		/* sent, or answered and not yet recorded */
+static int	nanswered = 0;
+static Delivery *answered[MAX_DELIVERIES];	/* in order of arrival */
 static MemoryContext deliveries_cxt = NULL;	/* outlives the loop round that sends */
 
-/* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
+/* An answer is in: it waits to be recorded by tv_webhooks_record(). */
 static void
 on_delivered(TvHttpResponse *resp, void *arg)
 {
-	Delivery   *d = (Delivery *) arg;
+	answered[nanswered++] = (Delivery *) arg;
+}
+
+/* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
+static void
+record(Delivery *d)
+{
 	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
 	Datum		args[3];
-	MemoryContext old = MemoryContextSwitchTo(d->cxt);
+	TvHttpResponse *resp = &d->resp;
+	TupleDesc	desc;
 
-	in_flight--;
 	args[0] = Int64GetDatum(d->id);
 	args[1] = Int32GetDatum(resp->failure == TV_HTTP_OK ? (int32) resp->status : 0);
 	args[2] = CStringGetTextDatum(resp->failure == TV_HTTP_OK ? psprintf("HTTP status %ld", resp->status)
 								  : resp->error ? resp->error : "request failed");
-	PG_TRY();
+	tv_spi_begin();
+	(void) tv_spi_row("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, NULL, &desc);
+	tv_spi_end();
+}
+
+/*
+ * Record the answers that are in, each in a transaction of its own.  An
+ * error fails that one recording, logged; the delivery is sent again when
+ * its claim runs out.
+ */
+void
+tv_webhooks_record(void)
+{
+	MemoryContext old = CurrentMemoryContext;
+	int			i;
+
+	for (i = 0; i < nanswered; i++)
 	{
-		(void) tv_call_in_transaction("SELECT tokenvault._webhook_result($1, $2, $3)", 3, types, args, d->cxt);
-	}
-	PG_FINALLY();
-	{
+		Delivery   *d = answered[i];
+
+		MemoryContextSwitchTo(d->cxt);
+		PG_TRY();
+		{
+			record(d);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(d->cxt);
+			(void) tv_log_caught_error("tokenvault worker");
+		}
+		PG_END_TRY();
 		MemoryContextSwitchTo(old);
 		MemoryContextDelete(d->cxt);
+		in_flight--;
 	}
-	PG_END_TRY();
+	nanswered = 0;
+}
+
+/* the attributes of tokenvault.delivery, in order */
+enum
+{
+	DELIVERY_ID = 1,
+	DELIVERY_URL,
+	DELIVERY_EVENT,
+	DELIVERY_BODY,
+	DELIVERY_SECRET
+};
+
+/*
+ * A claimed delivery's row, read after the claim's transaction with the
+ * type's descriptor copied in it.
+ */
+typedef struct Claimed
+{
+	HeapTupleData tuple;
+	TupleDesc	desc;
+} Claimed;
+
+static Datum
+delivery_attr(Claimed *c, int attno)
+{
+	bool		isnull;
+	Datum		v = heap_getattr(&c->tuple, attno, c->desc, &isnull);
+
+	if (isnull)
+		elog(ERROR, "tokenvault: a webhook delivery lacks attribute %d", attno);
+	return v;
 }
 
 static char *
-member_string(JsonbContainer *c, const char *key)
+delivery_text(Claimed *c, int attno)
 {
-	char	   *value = tv_jsonb_string(c, key);
-
-	if (value == NULL)
-		elog(ERROR, "tokenvault: a webhook delivery lacks \"%s\"", key);
-	return value;
+	return TextDatumGetCString(delivery_attr(c, attno));
 }
 
 /* "v1=<hex HMAC-SHA256(secret, timestamp '.' body)>" */
@@ -88,7 +152,7 @@ signature_of(const char *secret, const char *timestamp, const char *body)
 
 /* Sign one delivery and put it on the handle. */
 static void
-send_delivery(TvHttpMulti *multi, JsonbContainer *c)
+send_delivery(TvHttpMulti *multi, Claimed *c)
 {
 	MemoryContext cxt;
 	MemoryContext old;
@@ -103,26 +167,26 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 	cxt = AllocSetContextCreate(deliveries_cxt, "tokenvault webhook", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	d = palloc0(sizeof(Delivery));
-	secret = member_string(c, "secret");
+	secret = delivery_text(c, DELIVERY_SECRET);
 	timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
-	body = member_string(c, "body");
+	body = delivery_text(c, DELIVERY_BODY);
 	signature = signature_of(secret, timestamp, body);
 	explicit_bzero(secret, strlen(secret));
 	d->cxt = cxt;
-	d->id = pg_strtoint64(member_string(c, "id"));
-	d->req.url = member_string(c, "url");
+	d->id = DatumGetInt64(delivery_attr(c, DELIVERY_ID));
+	d->req.url = delivery_text(c, DELIVERY_URL);
 	d->req.body = body;
 	d->req.body_len = strlen(body);
 	d->req.content_type = "application/json";
 	/* a receiver's 2xx is the whole answer: a page it sends along must not fail the delivery */
 	d->req.discard_body = true;
-	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", member_string(c, "event")),
+	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", delivery_text(c, DELIVERY_EVENT)),
 								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
 								psprintf("X-Tokenvault-Timestamp: %s", timestamp),
 								psprintf("X-Tokenvault-Signature: %s", signature));
 	in_flight++;
 	if (!tv_http_multi_add(multi, &d->req, &d->resp, on_delivered, d))
-		on_delivered(&d->resp, d);	/* a URL that may not be requested: recorded as a failure */
+		on_delivered(&d->resp, d);	/* a URL that may not be requested: to be recorded as a failure */
 	MemoryContextSwitchTo(old);
 }
 
@@ -133,39 +197,44 @@ send_delivery(TvHttpMulti *multi, JsonbContainer *c)
 TimestampTz
 tv_webhooks_send(TvHttpMulti *multi)
 {
-	MemoryContext cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault webhooks", ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
+	MemoryContext cxt;
+	MemoryContext old;
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
-	Jsonb	   *claimed;
-	JsonbContainer *list;
-	TimestampTz next_at = DT_NOEND;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum	   *deliveries;
+	int			n;
+	int			i;
+	TimestampTz next_at;
+	Claimed		claimed;
 
+	if (in_flight >= MAX_DELIVERIES)
+		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault webhooks", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
 	args[0] = Int32GetDatum(MAX_DELIVERIES - in_flight);
-	if (in_flight < MAX_DELIVERIES)
+	tv_spi_begin();
+	/* (deliveries tokenvault.delivery[], next_at timestamptz) */
+	row = tv_spi_row("SELECT * FROM tokenvault._webhook_claim($1)", 1, types, args, NULL, &desc);
+	claimed.desc = lookup_rowtype_tupdesc_copy(tv_type_oid("delivery"), -1);
+	deconstruct_array(DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull)),
+					  claimed.desc->tdtypeid, -1, false, TYPALIGN_DOUBLE, &deliveries, NULL, &n);
+	next_at = tv_spi_timestamptz(row, desc, 2);
+	tv_spi_end();
+	for (i = 0; i < n; i++)
 	{
-		claimed = tv_call_in_transaction("SELECT tokenvault._webhook_claim($1)", 1, types, args, cxt);
-		if ((list = tv_jsonb_container(tv_jsonb_root(claimed), "deliveries")) != NULL)
-		{
-			uint32		n = JsonContainerSize(list);
-			uint32		i;
+		HeapTupleHeader h = DatumGetHeapTupleHeader(deliveries[i]);
 
-			for (i = 0; i < n; i++)
-			{
-				JsonbValue *d = getIthJsonbValueFromContainer(list, i);
-
-				if (d != NULL && d->type == jbvBinary)
-				{
-					MemoryContextSwitchTo(old);
-					send_delivery(multi, d->val.binary.data);
-					MemoryContextSwitchTo(cxt);
-				}
-			}
-		}
-		next_at = tv_jsonb_timestamp(tv_jsonb_root(claimed), "next_at");
+		claimed.tuple.t_len = HeapTupleHeaderGetDatumLength(h);
+		claimed.tuple.t_data = h;
+		ItemPointerSetInvalid(&claimed.tuple.t_self);
+		claimed.tuple.t_tableOid = InvalidOid;
+		MemoryContextSwitchTo(old);
+		send_delivery(multi, &claimed);
+		MemoryContextSwitchTo(cxt);
 	}
-	else
-		next_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
 	return next_at;

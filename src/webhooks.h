@@ -11,5 +11,6 @@
 #include "http.h"
 
 extern TimestampTz tv_webhooks_send(TvHttpMulti *multi);
+extern void tv_webhooks_record(void);
 
 #endif

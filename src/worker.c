@@ -31,21 +31,22 @@
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
 #include "engine.h"
 #include "flight.h"
 #include "http.h"
-#include "jsonb_member.h"
-#include "spi_call.h"
 #include "settings.h"
+#include "spi.h"
 #include "webhooks.h"
 #include "worker.h"
 
 #define CLAIM_RECHECK_MS 10		/* no room for a batch: look again this soon */
 #define TICK_MIN_MS 1000		/* the expiry scan runs at most this often */
-#define RETRY_MS 10000			/* after an error in a step, try again this much later */
+#define BACKOFF_MIN_MS 1000		/* a step that failed is tried again this much later, */
+#define BACKOFF_MAX_MS 60000	/* doubling with each failure in a row up to this */
 
 typedef struct WorkerShared
 {
@@ -55,23 +56,39 @@ typedef struct WorkerShared
 	Oid			dbid;
 	char		state[32];
 	TimestampTz last_loop_at;
-	TimestampTz sleeping_until; /* when the worker will look again by itself */
+	TimestampTz sleeping_until; /* by when the worker will have run every step by itself */
 	TimestampTz requested_at;	/* earliest time a committed transaction needs it */
 } WorkerShared;
 
 static WorkerShared *worker = NULL;
 static bool am_worker = false;
 
-/* The worker's own schedule: when each step is due next. */
+/*
+ * A step of the worker's: when it is due next and, after failures in a row,
+ * not before when.  Each step backs off on its own, so that one that keeps
+ * failing (a webhook trigger that raises) neither spins nor holds up the
+ * others.
+ */
+typedef struct Step
+{
+	TimestampTz due;
+	TimestampTz retry_at;
+	int			failures;
+} Step;
+
+/* The worker's own schedule. */
 typedef struct Schedule
 {
-	TimestampTz claim;
-	TimestampTz tick;
-	TimestampTz webhooks;
+	Step		claim;
+	Step		tick;
+	Step		webhooks;
 	TimestampTz last_tick;
 	bool		started;		/* claims of an earlier worker taken back */
 	int			lead;			/* tokenvault.refresh_lead the stored schedule was made with */
+	TvHttpMulti *multi;			/* the worker's HTTP handle, shared with the engine */
 } Schedule;
+
+typedef TimestampTz (*StepFn) (Schedule *s, MemoryContext cxt);
 
 void
 tv_worker_shmem_request(void)
@@ -213,63 +230,88 @@ extension_ready(void)
  * none: they come due again.  Returns when to claim again.
  */
 static TimestampTz
-claim_due(MemoryContext cxt)
+claim_due(void)
 {
 	int			room = tv_flight_room();
 	Oid			types[1] = {INT4OID};
 	Datum		args[1];
-	Jsonb	   *claimed;
-	JsonbContainer *list;
-	pg_uuid_t  *ids;
-	int			n = 0;
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	ArrayType  *ids;
+	int			n;
+	TimestampTz next_at;
 
 	if (room == 0)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CLAIM_RECHECK_MS);
 	args[0] = Int32GetDatum(room);
-	claimed = tv_call_in_transaction("SELECT tokenvault._worker_claim($1)", 1, types, args, cxt);
-	if ((list = tv_jsonb_container(tv_jsonb_root(claimed), "ids")) != NULL)
-	{
-		uint32		count = JsonContainerSize(list);
-		uint32		i;
-
-		ids = palloc(sizeof(pg_uuid_t) * Max(count, 1));
-		for (i = 0; i < count; i++)
-		{
-			JsonbValue *id = getIthJsonbValueFromContainer(list, i);
-
-			if (id && id->type == jbvString)
-				ids[n++] = *DatumGetUUIDP(DirectFunctionCall1(uuid_in,
-															  CStringGetDatum(pnstrdup(id->val.string.val, id->val.string.len))));
-		}
-		tv_flight_file_background(ids, n);
-	}
+	tv_spi_begin();
+	/* (ids uuid[], next_at timestamptz) */
+	row = tv_spi_row("SELECT * FROM tokenvault._worker_claim($1)", 1, types, args, NULL, &desc);
+	ids = DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull));
+	next_at = tv_spi_timestamptz(row, desc, 2);
+	tv_spi_end();
+	n = ArrayGetNItems(ARR_NDIM(ids), ARR_DIMS(ids));
+	tv_flight_file_background((pg_uuid_t *) ARR_DATA_PTR(ids), n);
 	/* a full claim means more may be due: claim again as soon as there is room */
 	if (n >= room)
 		return GetCurrentTimestamp();
-	return tv_jsonb_timestamp(tv_jsonb_root(claimed), "next_at");
+	return next_at;
 }
 
-/* Take back what a previous worker had claimed. */
+/* Run a statement whose result the worker does not need. */
 static void
-release_claims(MemoryContext cxt)
+run_statement(const char *sql)
 {
-	(void) tv_call_in_transaction("SELECT tokenvault._worker_start()", 0, NULL, NULL, cxt);
+	TupleDesc	desc;
+
+	tv_spi_begin();
+	(void) tv_spi_row(sql, 0, NULL, NULL, NULL, &desc);
+	tv_spi_end();
 }
 
-/* Expiry notices, expired auths, old events: returns when next needed. */
+/* The claim step: what an earlier worker claimed taken back first, schedules kept to refresh_lead. */
 static TimestampTz
-tick(MemoryContext cxt)
+claim_step(Schedule *s, MemoryContext cxt)
 {
-	Jsonb	   *ticked = tv_call_in_transaction("SELECT tokenvault._worker_tick()", 0, NULL, NULL, cxt);
-
-	return tv_jsonb_timestamp(tv_jsonb_root(ticked), "next_at");
+	if (!s->started)
+	{
+		/* take back what a previous worker had claimed */
+		run_statement("SELECT tokenvault._worker_start()");
+		s->started = true;
+	}
+	if (s->lead != tv_refresh_lead)
+	{
+		/* a changed refresh_lead moves every stored schedule */
+		run_statement("SELECT tokenvault._reschedule()");
+		s->lead = tv_refresh_lead;
+	}
+	return claim_due();
 }
 
-/* A changed refresh_lead moves every stored schedule. */
-static void
-reschedule(MemoryContext cxt)
+/* Expiry notices, expired auths, old events, at most every TICK_MIN_MS: returns when next needed. */
+static TimestampTz
+tick_step(Schedule *s, MemoryContext cxt)
 {
-	(void) tv_call_in_transaction("SELECT tokenvault._reschedule()", 0, NULL, NULL, cxt);
+	TimestampTz now = GetCurrentTimestamp();
+	HeapTuple	row;
+	TupleDesc	desc;
+	TimestampTz next_at;
+
+	if (!TimestampDifferenceExceeds(s->last_tick, now, TICK_MIN_MS))
+		return TimestampTzPlusMilliseconds(s->last_tick, TICK_MIN_MS);
+	s->last_tick = now;
+	tv_spi_begin();
+	row = tv_spi_row("SELECT tokenvault._worker_tick()", 0, NULL, NULL, NULL, &desc);
+	next_at = tv_spi_timestamptz(row, desc, 1);
+	tv_spi_end();
+	return next_at;
+}
+
+static TimestampTz
+webhooks_step(Schedule *s, MemoryContext cxt)
+{
+	return tv_webhooks_send(s->multi);
 }
 
 /* What committed transactions asked for since the last look: each step no later than that. */
@@ -282,72 +324,86 @@ take_requests(Schedule *s)
 	req = worker->requested_at;
 	worker->requested_at = DT_NOEND;
 	SpinLockRelease(&worker->mutex);
-	s->claim = Min(s->claim, req);
-	s->tick = Min(s->tick, req);
-	s->webhooks = Min(s->webhooks, req);
+	s->claim.due = Min(s->claim.due, req);
+	s->tick.due = Min(s->tick.due, req);
+	s->webhooks.due = Min(s->webhooks.due, req);
 	/* its own writes (new schedules, events) need no expiry scan: that plans itself */
-	s->claim = Min(s->claim, own_wake_at);
-	s->webhooks = Min(s->webhooks, own_wake_at);
+	s->claim.due = Min(s->claim.due, own_wake_at);
+	s->webhooks.due = Min(s->webhooks.due, own_wake_at);
 	own_wake_at = DT_NOEND;
 }
 
-/* Run the steps that are due; an error postpones them all (and is logged). */
-static void
-run_steps(Schedule *s, TvHttpMulti *multi, MemoryContext cxt)
+/* When a step runs next by itself: when due, and not before its backoff ends. */
+static TimestampTz
+step_at(Step *step)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	MemoryContext old = MemoryContextSwitchTo(cxt);
+	return Max(step->due, step->retry_at);
+}
 
+/*
+ * Run a step if it is due.  An error is logged whole and fails this step
+ * alone, which is tried again after a backoff: BACKOFF_MIN_MS doubling with
+ * each failure in a row, up to BACKOFF_MAX_MS.
+ */
+static void
+run_step(Step *step, StepFn fn, Schedule *s, MemoryContext cxt)
+{
+	if (step_at(step) > GetCurrentTimestamp())
+		return;
 	PG_TRY();
 	{
-		if (!s->started)
-		{
-			release_claims(cxt);
-			s->started = true;
-		}
-		if (s->lead != tv_refresh_lead)
-		{
-			reschedule(cxt);
-			s->lead = tv_refresh_lead;
-			s->claim = now;
-		}
-		if (s->claim <= now)
-			s->claim = claim_due(cxt);
-		if (s->tick <= now && TimestampDifferenceExceeds(s->last_tick, now, TICK_MIN_MS))
-		{
-			s->last_tick = now;
-			s->tick = tick(cxt);
-		}
-		else if (s->tick <= now)
-			s->tick = TimestampTzPlusMilliseconds(s->last_tick, TICK_MIN_MS);
-		if (s->webhooks <= now)
-			s->webhooks = tv_webhooks_send(multi);
+		step->due = fn(s, cxt);
+		step->failures = 0;
+		step->retry_at = 0;
 	}
 	PG_CATCH();
 	{
+		long		backoff_ms = BACKOFF_MAX_MS;
+
 		MemoryContextSwitchTo(cxt);
 		(void) tv_log_caught_error("tokenvault worker");
-		now = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RETRY_MS);
-		s->claim = Min(s->claim, now);
-		s->tick = Min(s->tick, now);
-		s->webhooks = Min(s->webhooks, now);
+		if (step->failures < 16)
+			backoff_ms = Min((long) BACKOFF_MIN_MS << step->failures, BACKOFF_MAX_MS);
+		step->failures++;
+		step->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff_ms);
 	}
 	PG_END_TRY();
+}
+
+/* Run the steps that are due, each on its own. */
+static void
+run_steps(Schedule *s, MemoryContext cxt)
+{
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	if (s->lead != tv_refresh_lead)
+		s->claim.due = 0;
+	run_step(&s->claim, claim_step, s, cxt);
+	run_step(&s->tick, tick_step, s, cxt);
+	run_step(&s->webhooks, webhooks_step, s, cxt);
 	/* what the steps allocated (ids, timestamps) goes with the round */
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(cxt);
 }
 
-/* Publish when the worker will look again by itself; how long to sleep till then. */
+/*
+ * How long to sleep: till the first step runs.  What is published is when
+ * the last one will have run: the steps run apart, so a request that comes
+ * before then wakes the worker even if another step wakes it earlier (an
+ * auth due after a webhook's retry but before the next claim).
+ */
 static long
 sleep_ms(Schedule *s)
 {
-	TimestampTz until = Min(s->claim, Min(s->tick, s->webhooks));
+	TimestampTz claim = step_at(&s->claim);
+	TimestampTz tick = step_at(&s->tick);
+	TimestampTz webhooks = step_at(&s->webhooks);
+	TimestampTz until = Min(claim, Min(tick, webhooks));
 	long		secs;
 	int			usecs;
 
 	SpinLockAcquire(&worker->mutex);
-	worker->sleeping_until = until;
+	worker->sleeping_until = Max(claim, Max(tick, webhooks));
 	SpinLockRelease(&worker->mutex);
 	if (until == DT_NOEND)
 		return 3600 * 1000L;
@@ -377,7 +433,6 @@ tv_worker_main(Datum main_arg)
 {
 	Schedule	s = {0};
 	MemoryContext cxt;
-	TvHttpMulti *multi;
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -405,11 +460,11 @@ tv_worker_main(Datum main_arg)
 	}
 	/* one HTTP handle for refreshes and webhooks, waited on in one place */
 	MemoryContextSwitchTo(TopMemoryContext);
-	multi = tv_http_multi_create();
-	tv_engine_start(multi);
+	s.multi = tv_http_multi_create();
+	tv_engine_start(s.multi);
 	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault worker", ALLOCSET_DEFAULT_SIZES);
 	s.lead = tv_refresh_lead;
-	s.claim = s.tick = s.webhooks = GetCurrentTimestamp();
+	s.claim.due = s.tick.due = s.webhooks.due = GetCurrentTimestamp();
 
 	for (;;)
 	{
@@ -419,12 +474,14 @@ tv_worker_main(Datum main_arg)
 		if (!tv_engine_busy() && !ready_to_work())
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5000L, PG_WAIT_EXTENSION);
-			s.claim = s.tick = s.webhooks = GetCurrentTimestamp();
+			s.claim.due = s.tick.due = s.webhooks.due = GetCurrentTimestamp();
 			continue;
 		}
 		set_state(tv_engine_busy() ? "working" : "idle");
 		take_requests(&s);
-		run_steps(&s, multi, cxt);
+		run_steps(&s, cxt);
+		/* answers that came in while the engine waited (or a refused URL's, at once) */
+		tv_webhooks_record();
 		/* the steps' own writes (an event for a webhook) may want a step again soon */
 		take_requests(&s);
 		tv_engine_serve(sleep_ms(&s));
