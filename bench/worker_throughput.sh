@@ -223,7 +223,7 @@ BEGIN
 END
 $$;
 SQL
-	awk -v n="$n" -v d="$(($(worker_ticks) - t0))" -v hz="$hz" 'BEGIN {printf "%d", d > 0 ? n * hz / d : 0}'
+	awk -v n="$n" -v d="$(($(worker_ticks) - t0))" -v hz="$hz" 'BEGIN {printf "%d", (d > 0 ? n * hz / d : 0)}'
 }
 c=()
 for i in $(seq 1 "${BENCH_CPU_ROUNDS:-3}"); do
