@@ -19,6 +19,7 @@
 #include "jsonb_member.h"
 #include "probe.h"
 #include "settings.h"
+#include "sqlarg.h"
 
 typedef struct AuthRow
 {
@@ -279,19 +280,10 @@ auth_refresh(pg_uuid_t *id, bool *has_expiry)
 PG_FUNCTION_INFO_V1(tv_access_token);
 PG_FUNCTION_INFO_V1(tv_refresh_auth);
 
-static void
-require_arg(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 Datum
 tv_access_token(PG_FUNCTION_ARGS)
 {
-	require_arg(fcinfo, 0, "auth id");
+	tv_require_arg(fcinfo, 0, "auth id");
 	PG_RETURN_TEXT_P(auth_access_token(PG_GETARG_UUID_P(0)));
 }
 
@@ -302,7 +294,7 @@ tv_refresh_auth(PG_FUNCTION_ARGS)
 	bool		has_expiry;
 	TimestampTz expires_at;
 
-	require_arg(fcinfo, 0, "auth id");
+	tv_require_arg(fcinfo, 0, "auth id");
 	expires_at = auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
 	if (!has_expiry)
 		PG_RETURN_NULL();

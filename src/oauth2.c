@@ -25,6 +25,7 @@
 #include "jsonb_member.h"
 #include "oauth2.h"
 #include "oauth2_response.h"
+#include "sqlarg.h"
 
 /* Each string-valued member of an object, in turn. */
 typedef void (*MemberFn) (const char *key, const char *value, void *arg);
@@ -316,15 +317,6 @@ oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 PG_FUNCTION_INFO_V1(tv_token_request);
 PG_FUNCTION_INFO_V1(tv_revoke_request);
 
-static void
-require_arg(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-}
-
 /*
  * _token_request(config jsonb, kind text, params jsonb) returns verdict:
  * send one token request and judge the answer.
@@ -332,9 +324,9 @@ require_arg(FunctionCallInfo fcinfo, int n, const char *what)
 Datum
 tv_token_request(PG_FUNCTION_ARGS)
 {
-	require_arg(fcinfo, 0, "client config");
-	require_arg(fcinfo, 1, "request kind");
-	require_arg(fcinfo, 2, "request parameters");
+	tv_require_arg(fcinfo, 0, "client config");
+	tv_require_arg(fcinfo, 1, "request kind");
+	tv_require_arg(fcinfo, 2, "request parameters");
 	PG_RETURN_DATUM(tv_verdict_datum(oauth2_token_request(PG_GETARG_JSONB_P(0),
 															 text_to_cstring(PG_GETARG_TEXT_PP(1)),
 															 PG_GETARG_JSONB_P(2))));
@@ -344,7 +336,7 @@ tv_token_request(PG_FUNCTION_ARGS)
 Datum
 tv_revoke_request(PG_FUNCTION_ARGS)
 {
-	require_arg(fcinfo, 0, "client config");
-	require_arg(fcinfo, 1, "request parameters");
+	tv_require_arg(fcinfo, 0, "client config");
+	tv_require_arg(fcinfo, 1, "request parameters");
 	PG_RETURN_DATUM(tv_verdict_datum(oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1))));
 }
