@@ -96,19 +96,17 @@ done
 worker=$(psql_q -c "SELECT worker_pid FROM tokenvault.stats")
 rss() { sed -n 's/^RssAnon:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$worker/status"; }
 
-# one worker round: all due at once; the rate from the commit to the last
-# refresh.  The wait is one session watching the worker's counters (shared
-# memory) rather than a query of the table every 100 ms from a new psql: on
-# a small machine the watching would take CPU from the side being measured.
-worker_round() {
-	local done0 t0
-	done0=$(psql_q -c "SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats")
-	t0=$(psql_q -c "WITH due AS (UPDATE tokenvault.auths SET refresh_at = now()) SELECT now()")
-	psql_q -v target=$((done0 + n)) <<'SQL' >/dev/null
+refreshes_done() { psql_q -c "SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats"; }
+# wait_refreshes TARGET: until the worker has done TARGET refreshes in all, at
+# most 2 minutes.  One session watches the worker's counters (shared memory)
+# rather than a query of the table every 100 ms from a new psql: on a small
+# machine the watching would take CPU from the side being measured.
+wait_refreshes() {
+	psql_q -v target="$1" <<'SQL' >/dev/null
 SELECT set_config('bench.target', :'target', false);
 DO $$
 BEGIN
-    FOR i IN 1..1200 LOOP       -- at most 2 minutes
+    FOR i IN 1..1200 LOOP
         EXIT WHEN (SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats)
                   >= current_setting('bench.target')::bigint;
         PERFORM pg_sleep(0.1);
@@ -116,6 +114,15 @@ BEGIN
 END
 $$;
 SQL
+}
+
+# one worker round: all due at once; the rate from the commit to the last
+# refresh.
+worker_round() {
+	local done0 t0
+	done0=$(refreshes_done)
+	t0=$(psql_q -c "WITH due AS (UPDATE tokenvault.auths SET refresh_at = now()) SELECT now()")
+	wait_refreshes $((done0 + n))
 	psql_q -c "SELECT round($n / extract(epoch FROM max(last_refreshed_at) - '$t0'::timestamptz))
                  FROM tokenvault.auths WHERE last_refreshed_at >= '$t0'
                HAVING count(*) = $n"
@@ -207,22 +214,11 @@ SQL
 worker_ticks() { awk '{print $14 + $15}' "/proc/$worker/stat"; }
 cpu_round() {
 	local done0 t0
-	done0=$(psql_q -c "SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats")
+	done0=$(refreshes_done)
 	t0=$(worker_ticks)
 	psql_q -c "UPDATE tokenvault.auths a SET refresh_at = now() FROM tokenvault.clients c
 	            WHERE c.id = a.client_id AND c.service = 'instant'" >/dev/null
-	psql_q -v target=$((done0 + n)) <<'SQL' >/dev/null
-SELECT set_config('bench.target', :'target', false);
-DO $$
-BEGIN
-    FOR i IN 1..1200 LOOP
-        EXIT WHEN (SELECT refreshes_succeeded + refreshes_failed FROM tokenvault.stats)
-                  >= current_setting('bench.target')::bigint;
-        PERFORM pg_sleep(0.1);
-    END LOOP;
-END
-$$;
-SQL
+	wait_refreshes $((done0 + n))
 	awk -v n="$n" -v d="$(($(worker_ticks) - t0))" -v hz="$hz" 'BEGIN {printf "%d", (d > 0 ? n * hz / d : 0)}'
 }
 c=()
