@@ -37,7 +37,7 @@ typedef struct AuthRow
 
 /* The associated data that binds a sealed secret to its row: "auth:<uuid>". */
 static char *
-tv_aad_for(const char *table, pg_uuid_t *id)
+aad_for(const char *table, pg_uuid_t *id)
 {
 	char	   *uuid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
 
@@ -246,7 +246,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
 		(row->has_expiry &&
 		 row->expires_at <= GetCurrentTimestamp() + (TimestampTz) min_secs * USECS_PER_SEC))
 		return NULL;
-	aad = tv_aad_for("auth", id);
+	aad = aad_for("auth", id);
 	secret = (Jsonb *) tv_open(TV_SEAL_JSONB, row->secret, aad, strlen(aad));
 	token = jsonb_string_member(secret, "access_token");
 	if (token == NULL)
@@ -261,7 +261,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
  * still valid at all.
  */
 static text *
-tv_auth_access_token(pg_uuid_t *id)
+auth_access_token(pg_uuid_t *id)
 {
 	AuthRow		row;
 	text	   *token;
@@ -295,7 +295,7 @@ tv_auth_access_token(pg_uuid_t *id)
 
 /* refresh_auth(): refresh now, whatever the token's expiry; the new expiry. */
 static TimestampTz
-tv_auth_refresh(pg_uuid_t *id, bool *has_expiry)
+auth_refresh(pg_uuid_t *id, bool *has_expiry)
 {
 	AuthRow		row;
 	char		message[TV_REFRESH_MESSAGE_LEN];
@@ -333,7 +333,7 @@ Datum
 tv_access_token(PG_FUNCTION_ARGS)
 {
 	require_arg(fcinfo, 0, "auth id");
-	PG_RETURN_TEXT_P(tv_auth_access_token(PG_GETARG_UUID_P(0)));
+	PG_RETURN_TEXT_P(auth_access_token(PG_GETARG_UUID_P(0)));
 }
 
 /* refresh_auth(auth_id uuid) returns timestamptz */
@@ -344,7 +344,7 @@ tv_refresh_auth(PG_FUNCTION_ARGS)
 	TimestampTz expires_at;
 
 	require_arg(fcinfo, 0, "auth id");
-	expires_at = tv_auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
+	expires_at = auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
 	if (!has_expiry)
 		PG_RETURN_NULL();
 	PG_RETURN_TIMESTAMPTZ(expires_at);

@@ -67,7 +67,7 @@ check_sealed(bytea *sealed)
 }
 
 static uint32
-tv_sealed_key_id(bytea *sealed)
+sealed_key_id(bytea *sealed)
 {
 	check_sealed(sealed);
 	return get_uint32((const unsigned char *) VARDATA_ANY(sealed) + 1);
@@ -159,7 +159,7 @@ start(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
 }
 
 static bytea *
-tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
+seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 {
 	const TvKey *key = tv_keyring_newest();
 	bytea	   *out = palloc(VARHDRSZ + HEADER_LEN + len + TAG_LEN);
@@ -196,7 +196,7 @@ tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 	const unsigned char *header;
 	const unsigned char *body;
 	Size		len;
-	uint32		key_id = tv_sealed_key_id(sealed);
+	uint32		key_id = sealed_key_id(sealed);
 	const TvKey *key = tv_keyring_find(key_id);
 	struct varlena *out;
 	EVP_CIPHER_CTX *ctx;
@@ -261,7 +261,7 @@ tv_seal_jsonb(PG_FUNCTION_ARGS)
 	Jsonb	   *value = PG_GETARG_JSONB_P(0);
 	text	   *aad = PG_GETARG_TEXT_PP(1);
 
-	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_JSONB, VARDATA(value), VARSIZE(value) - VARHDRSZ,
+	PG_RETURN_BYTEA_P(seal(TV_SEAL_JSONB, VARDATA(value), VARSIZE(value) - VARHDRSZ,
 							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
 }
 
@@ -283,7 +283,7 @@ tv_seal_text(PG_FUNCTION_ARGS)
 	text	   *value = PG_GETARG_TEXT_PP(0);
 	text	   *aad = PG_GETARG_TEXT_PP(1);
 
-	PG_RETURN_BYTEA_P(tv_seal(TV_SEAL_TEXT, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
+	PG_RETURN_BYTEA_P(seal(TV_SEAL_TEXT, VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value),
 							  VARDATA_ANY(aad), VARSIZE_ANY_EXHDR(aad)));
 }
 
@@ -302,7 +302,7 @@ tv_open_text(PG_FUNCTION_ARGS)
 Datum
 tv_key_id(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(tv_sealed_key_id(PG_GETARG_BYTEA_PP(0)));
+	PG_RETURN_INT64(sealed_key_id(PG_GETARG_BYTEA_PP(0)));
 }
 
 /*

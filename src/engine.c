@@ -28,8 +28,8 @@
 #include "jsonb_member.h"
 #include "oauth2.h"
 #include "oauth2_response.h"
-#include "spi_call.h"
 #include "settings.h"
+#include "spi_call.h"
 
 #define MAX_JOBS 1024			/* requests a refresher has in flight, at most */
 

@@ -71,8 +71,8 @@ tv_keyring_generation(void)
 	return ring_generation;
 }
 
-void
-tv_keyring_invalidate(void)
+static void
+keyring_invalidate(void)
 {
 	ring_wipe(0, 0);
 }
@@ -197,7 +197,7 @@ ring_load(bool create)
 	int			lineno;
 
 	ring_allocate();
-	tv_keyring_invalidate();
+	keyring_invalidate();
 	if (using_key_command())
 		text = tv_keyfile_run_command(tv_key_command, &len);
 	else
@@ -219,7 +219,7 @@ ring_load(bool create)
 	pfree(text);
 	if (why)
 	{
-		tv_keyring_invalidate();
+		keyring_invalidate();
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("invalid key ring from %s: line %d %s",
@@ -287,7 +287,7 @@ tv_keyring_find(uint32 id)
 }
 
 static int
-tv_key_ids(uint32 **ids)
+key_ids(uint32 **ids)
 {
 	int			i;
 
@@ -310,7 +310,7 @@ require_key_file(const char *what)
 
 /* Append a new random key to the key file; it seals from now on. */
 static uint32
-tv_add_key(void)
+add_key(void)
 {
 	char	   *text;
 	size_t		len;
@@ -339,13 +339,13 @@ tv_add_key(void)
 	explicit_bzero(line, sizeof(line));
 	id = key.id;
 	explicit_bzero(&key, sizeof(key));
-	tv_keyring_invalidate();
+	keyring_invalidate();
 	return id;
 }
 
 /* Remove a key's line from the key file.  The caller checks nothing uses it. */
 static void
-tv_drop_key(uint32 id)
+drop_key(uint32 id)
 {
 	char	   *text;
 	size_t		len;
@@ -393,14 +393,14 @@ tv_drop_key(uint32 id)
 	tv_keyfile_write(tv_key_file, out, outlen, false);
 	explicit_bzero(text, len);
 	explicit_bzero(out, outlen);
-	tv_keyring_invalidate();
+	keyring_invalidate();
 }
 
 /* A changed key source must be read again before the next seal or open. */
 static void
 key_source_changed(const char *newval, void *extra)
 {
-	tv_keyring_invalidate();
+	keyring_invalidate();
 }
 
 void
@@ -444,7 +444,7 @@ tv_key_ring(PG_FUNCTION_ARGS)
 	int			i;
 
 	InitMaterializedSRF(fcinfo, 0);
-	n = tv_key_ids(&ids);
+	n = key_ids(&ids);
 	for (i = 0; i < n; i++)
 	{
 		Datum		values[2] = {Int64GetDatum(ids[i]), BoolGetDatum(i == n - 1)};
@@ -458,7 +458,7 @@ tv_key_ring(PG_FUNCTION_ARGS)
 Datum
 tv_add_key_sql(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_INT64(tv_add_key());
+	PG_RETURN_INT64(add_key());
 }
 
 /* _drop_key(key_id bigint): the SQL wrapper has checked that no secret uses it */
@@ -471,6 +471,6 @@ tv_drop_key_sql(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key id %lld is out of range", (long long) id)));
-	tv_drop_key((uint32) id);
+	drop_key((uint32) id);
 	PG_RETURN_VOID();
 }

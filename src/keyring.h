@@ -14,7 +14,6 @@ extern void tv_keyring_define_settings(void);
 extern const TvKey *tv_keyring_newest(void);
 extern const TvKey *tv_keyring_find(uint32 id);
 extern const char *tv_keyring_source(void);
-extern void tv_keyring_invalidate(void);
 extern uint64 tv_keyring_generation(void);
 
 #endif

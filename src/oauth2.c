@@ -255,7 +255,7 @@ tv_oauth2_verdict(TvTokenCall *call, TvHttpResponse *resp)
 
 /* Send a token request and judge the answer. */
 static Jsonb *
-tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
+oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
 {
 	TvTokenCall call;
 	TvHttpResponse resp;
@@ -280,7 +280,7 @@ tv_oauth2_token_request(Jsonb *config, const char *kind, Jsonb *params)
  * {"ok": true} for any 2xx; otherwise as for a token request.
  */
 static Jsonb *
-tv_oauth2_revoke(Jsonb *config_doc, Jsonb *params)
+oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 {
 	TvTokenCall call = {0};
 	char	   *problem = NULL;
@@ -330,7 +330,7 @@ tv_token_request(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "client config");
 	require_arg(fcinfo, 1, "request kind");
 	require_arg(fcinfo, 2, "request parameters");
-	PG_RETURN_JSONB_P(tv_oauth2_token_request(PG_GETARG_JSONB_P(0),
+	PG_RETURN_JSONB_P(oauth2_token_request(PG_GETARG_JSONB_P(0),
 											  text_to_cstring(PG_GETARG_TEXT_PP(1)),
 											  PG_GETARG_JSONB_P(2)));
 }
@@ -341,5 +341,5 @@ tv_revoke_request(PG_FUNCTION_ARGS)
 {
 	require_arg(fcinfo, 0, "client config");
 	require_arg(fcinfo, 1, "request parameters");
-	PG_RETURN_JSONB_P(tv_oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
+	PG_RETURN_JSONB_P(oauth2_revoke(PG_GETARG_JSONB_P(0), PG_GETARG_JSONB_P(1)));
 }

@@ -7,6 +7,11 @@
  * due, so callers and the schedule share one single-flight mechanism.  It
  * also runs the expiry scan and sends webhook deliveries.
  *
+ * It owns its event loop: one HTTP handle carries the engine's requests and
+ * the webhooks', one wait serves both, and whatever completes is stored or
+ * recorded afterwards in the loop, under its error handling, never from
+ * inside the wait.
+ *
  * It sleeps on its latch until the earliest thing it has to do.  A
  * transaction that makes something due earlier (a new auth, an event for a
  * webhook) wakes it when it commits, through a transaction callback: there
@@ -38,8 +43,8 @@
 #include "flight.h"
 #include "http.h"
 #include "jsonb_member.h"
-#include "spi_call.h"
 #include "settings.h"
+#include "spi_call.h"
 #include "webhooks.h"
 #include "worker.h"
 
