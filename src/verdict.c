@@ -45,8 +45,8 @@ label_oids(void)
 	return labels;
 }
 
-Datum
-tv_outcome_datum(TvOutcome outcome)
+static Datum
+outcome_datum(TvOutcome outcome)
 {
 	Assert(outcome < TV_OUTCOME_SQL_LABELS);
 	return ObjectIdGetDatum(label_oids()[outcome]);
@@ -86,7 +86,7 @@ tv_verdict_datum(TvVerdict *v)
 
 	if (desc->natts != VERDICT_NATTS)
 		elog(ERROR, "type tokenvault.verdict does not have the attributes tokenvault expects");
-	values[VERDICT_OUTCOME] = tv_outcome_datum(v->outcome);
+	values[VERDICT_OUTCOME] = outcome_datum(v->outcome);
 	values[VERDICT_STATUS] = Int32GetDatum(v->status);
 	values[VERDICT_ERROR] = v->error ? CStringGetTextDatum(v->error) : (Datum) 0;
 	nulls[VERDICT_ERROR] = v->error == NULL;

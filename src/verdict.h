@@ -34,7 +34,6 @@ typedef struct TvVerdict
 	Jsonb	   *token;			/* the provider's token object when done */
 } TvVerdict;
 
-extern Datum tv_outcome_datum(TvOutcome outcome);
 extern TvOutcome tv_outcome_from_datum(Datum d);
 extern Datum tv_verdict_datum(TvVerdict *v);
 extern TvVerdict *tv_verdict_failure(TvOutcome outcome, int status, const char *error,
