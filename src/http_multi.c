@@ -209,17 +209,23 @@ tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp
 		m->transfers->prev = t;
 	m->transfers = t;
 	m->active++;
-	/* linked in at once, so that a failure below still releases it */
-	t->easy = m->nidle > 0 ? m->idle[--m->nidle] : curl_easy_init();
-	if (t->easy == NULL)
-		elog(ERROR, "could not create a libcurl handle");
-	tv_http_configure(t->easy, req, resp, &t->headers, t->errbuf);
-	SETOPT(t->easy, CURLOPT_PRIVATE, (void *) t);
-	if (curl_multi_add_handle(m->multi, t->easy) != CURLM_OK)
+	/* linked in at once, so that a failure below releases it, headers wiped, before it is raised */
+	PG_TRY();
 	{
-		/* not added: nothing for curl_multi_remove_handle to undo */
-		elog(ERROR, "could not start a libcurl transfer");
+		t->easy = m->nidle > 0 ? m->idle[--m->nidle] : curl_easy_init();
+		if (t->easy == NULL)
+			elog(ERROR, "could not create a libcurl handle");
+		tv_http_configure(t->easy, req, resp, &t->headers, t->errbuf);
+		SETOPT(t->easy, CURLOPT_PRIVATE, (void *) t);
+		if (curl_multi_add_handle(m->multi, t->easy) != CURLM_OK)
+			elog(ERROR, "could not start a libcurl transfer");
 	}
+	PG_CATCH();
+	{
+		release(m, t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	return true;
 }
 

@@ -21,6 +21,7 @@
 #include "catalog/pg_type_d.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
@@ -109,7 +110,8 @@ enum
 	DELIVERY_URL,
 	DELIVERY_EVENT,
 	DELIVERY_BODY,
-	DELIVERY_SECRET
+	DELIVERY_SECRET,
+	DELIVERY_NATTS = DELIVERY_SECRET
 };
 
 /*
@@ -150,27 +152,16 @@ signature_of(const char *secret, const char *timestamp, const char *body)
 	return signature;
 }
 
-/* Sign one delivery and put it on the handle. */
-static void
-send_delivery(TvHttpMulti *multi, Claimed *c)
+/* A delivery, signed, with everything it holds in cxt. */
+static Delivery *
+make_delivery(Claimed *c, MemoryContext cxt)
 {
-	MemoryContext cxt;
-	MemoryContext old;
-	Delivery   *d;
-	char	   *secret;
-	char	   *timestamp;
-	char	   *body;
-	char	   *signature;
+	Delivery   *d = palloc0(sizeof(Delivery));
+	char	   *secret = delivery_text(c, DELIVERY_SECRET);
+	char	   *timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
+	char	   *body = delivery_text(c, DELIVERY_BODY);
+	char	   *signature = signature_of(secret, timestamp, body);
 
-	if (deliveries_cxt == NULL)
-		deliveries_cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault webhooks", ALLOCSET_DEFAULT_SIZES);
-	cxt = AllocSetContextCreate(deliveries_cxt, "tokenvault webhook", ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	d = palloc0(sizeof(Delivery));
-	secret = delivery_text(c, DELIVERY_SECRET);
-	timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
-	body = delivery_text(c, DELIVERY_BODY);
-	signature = signature_of(secret, timestamp, body);
 	explicit_bzero(secret, strlen(secret));
 	d->cxt = cxt;
 	d->id = DatumGetInt64(delivery_attr(c, DELIVERY_ID));
@@ -184,8 +175,41 @@ send_delivery(TvHttpMulti *multi, Claimed *c)
 								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
 								psprintf("X-Tokenvault-Timestamp: %s", timestamp),
 								psprintf("X-Tokenvault-Signature: %s", signature));
+	return d;
+}
+
+/*
+ * Sign one delivery and put it on the handle.  It counts as in flight once
+ * it is on the handle or queued as refused; an error before that takes its
+ * memory with it and leaves nothing to wait for (the claim runs out, and it
+ * goes again).
+ */
+static void
+send_delivery(TvHttpMulti *multi, Claimed *c)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	Delivery   *d;
+	bool		added;
+
+	if (deliveries_cxt == NULL)
+		deliveries_cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault webhooks", ALLOCSET_DEFAULT_SIZES);
+	cxt = AllocSetContextCreate(deliveries_cxt, "tokenvault webhook", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		d = make_delivery(c, cxt);
+		added = tv_http_multi_add(multi, &d->req, &d->resp, on_delivered, d);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	in_flight++;
-	if (!tv_http_multi_add(multi, &d->req, &d->resp, on_delivered, d))
+	if (!added)
 		on_delivered(&d->resp, d);	/* a URL that may not be requested: to be recorded as a failure */
 	MemoryContextSwitchTo(old);
 }
@@ -219,6 +243,10 @@ tv_webhooks_send(TvHttpMulti *multi)
 	/* (deliveries tokenvault.delivery[], next_at timestamptz) */
 	row = tv_spi_row("SELECT * FROM tokenvault._webhook_claim($1)", 1, types, args, NULL, &desc);
 	claimed.desc = lookup_rowtype_tupdesc_copy(tv_type_oid("delivery"), -1);
+	tv_spi_check_row(desc, "tokenvault._webhook_claim", 2,
+					 (Oid[]) {get_array_type(claimed.desc->tdtypeid), TIMESTAMPTZOID});
+	tv_spi_check_row(claimed.desc, "tokenvault.delivery", DELIVERY_NATTS,
+					 (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 	deconstruct_array(DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull)),
 					  claimed.desc->tdtypeid, -1, false, TYPALIGN_DOUBLE, &deliveries, NULL, &n);
 	next_at = tv_spi_timestamptz(row, desc, 2);
