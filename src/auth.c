@@ -9,6 +9,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_type_d.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
@@ -46,7 +47,8 @@ enum
 	AUTH_SECRET
 };
 
-static TvTable auths = {"auths", {"id", "client_id", "status", "expires_at", "secret"}};
+static TvTable auths = {"auths", {"id", "client_id", "status", "expires_at", "secret"},
+{UUIDOID, UUIDOID, TEXTOID, TIMESTAMPTZOID, BYTEAOID}};
 
 enum
 {
@@ -54,7 +56,7 @@ enum
 	CLIENT_TYPE
 };
 
-static TvTable clients = {"clients", {"id", "type"}};
+static TvTable clients = {"clients", {"id", "type"}, {UUIDOID, TEXTOID}};
 
 /* Copy out what access_token() needs, into the current memory context. */
 static void

@@ -79,6 +79,8 @@ static void
 finish_job(Job *job, TvOutcome outcome, const char *message)
 {
 	tv_flight_finish(&job->flight, outcome, message);
+	/* the job's context may be the current one */
+	MemoryContextSwitchTo(engine->cxt);
 	MemoryContextDelete(job->cxt);
 	job->cxt = NULL;
 	job->busy = false;
@@ -111,8 +113,12 @@ plan_job(Job *job)
 	args[2] = Int32GetDatum(job->flight.min_validity);
 	tv_spi_begin();
 	row = tv_spi_row("SELECT * FROM tokenvault._refresh_plan($1, $2, $3)", 3, types, args, NULL, &desc);
-	if (desc->natts != PLAN_NATTS)
-		elog(ERROR, "tokenvault._refresh_plan returned %d columns, not %d", desc->natts, PLAN_NATTS);
+	{
+		Oid			shape[PLAN_NATTS] = {tv_type_oid("outcome"), TEXTOID, TEXTOID, INT8OID,
+		JSONBOID, JSONBOID, JSONBOID};
+
+		tv_spi_check_row(desc, "tokenvault._refresh_plan", PLAN_NATTS, shape);
+	}
 	outcome = heap_getattr(row, PLAN_OUTCOME, desc, &isnull);
 	if (!isnull)
 	{
@@ -154,6 +160,11 @@ apply_job(Job *job, TvVerdict *verdict, double seconds)
 	args[3] = tv_verdict_datum(verdict);
 	/* (outcome tokenvault.outcome, message text) */
 	row = tv_spi_row("SELECT * FROM tokenvault._refresh_apply($1, $2, $3, $4)", 4, types, args, nulls, &desc);
+	{
+		Oid			shape[2] = {tv_type_oid("outcome"), TEXTOID};
+
+		tv_spi_check_row(desc, "tokenvault._refresh_apply", 2, shape);
+	}
 	outcome = tv_outcome_from_datum(heap_getattr(row, 1, desc, &isnull));
 	message = tv_spi_text(row, desc, 2);
 	tv_spi_end();

@@ -14,6 +14,7 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/namespace.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -45,11 +46,17 @@ resolve(TvTable *t, Relation rel)
 		{
 			Form_pg_attribute att = TupleDescAttr(desc, i);
 
-			if (!att->attisdropped && strcmp(NameStr(att->attname), t->columns[c]) == 0)
+			if (!att->attisdropped && strcmp(NameStr(att->attname), t->columns[c]) == 0 &&
+				att->atttypid == t->types[c])
 				t->attnums[c] = att->attnum;
 		}
 		if (t->attnums[c] == InvalidAttrNumber)
-			elog(ERROR, "table tokenvault.%s has no column \"%s\"", t->name, t->columns[c]);
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("table tokenvault.%s has no column \"%s\" of type %s",
+							t->name, t->columns[c], format_type_be(t->types[c])),
+					 errhint("The extension's SQL and its library differ: ALTER EXTENSION tokenvault UPDATE, "
+							 "or restart the server after installing a new library.")));
 	}
 	t->relid = RelationGetRelid(rel);
 	t->resolved_at = invalidations;

@@ -15,14 +15,16 @@
 #define TV_PROBE_MAX_COLUMNS 8
 
 /*
- * A table and the columns a caller reads of it, by name.  Their attribute
- * numbers are looked up once per relation (again after it changes), so the
- * hot paths neither hard-code them nor search the descriptor on each call.
+ * A table and the columns a caller reads of it, by name and type.  Their
+ * attribute numbers are looked up once per relation (again after it
+ * changes), so the hot paths neither hard-code them nor search the
+ * descriptor on each call; a column of another type is refused, not misread.
  */
 typedef struct TvTable
 {
 	const char *name;			/* in schema tokenvault */
 	const char *columns[TV_PROBE_MAX_COLUMNS];	/* NULL-terminated */
+	Oid			types[TV_PROBE_MAX_COLUMNS];	/* what the caller reads each as */
 	/* resolved */
 	Oid			relid;
 	uint64		resolved_at;	/* invalidations seen when resolved */

@@ -23,6 +23,7 @@
 #include "executor/spi.h"
 #include "pgstat.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -50,23 +51,30 @@ static MemoryContext caller = NULL;
 static SPIPlanPtr
 plan_for(const char *sql, int nargs, Oid *types)
 {
-	KeptPlan   *k;
+	KeptPlan   *k = NULL;
 	int			i;
 
 	Assert(nargs <= MAX_ARGS);
-	for (i = 0; i < MAX_PLANS && kept_plans[i].sql != NULL; i++)
-		if (kept_plans[i].sql == sql)
-			break;
-	k = i < MAX_PLANS ? &kept_plans[i] : NULL;
-	if (k && k->sql == sql && k->nargs == nargs && memcmp(k->types, types, sizeof(Oid) * nargs) == 0)
-		return k->plan;
-	if (k && k->sql == sql)
+	for (i = 0; i < MAX_PLANS; i++)
 	{
-		SPI_freeplan(k->plan);
-		k->sql = NULL;
+		if (kept_plans[i].sql == sql)
+		{
+			k = &kept_plans[i];
+			break;
+		}
+		if (k == NULL && kept_plans[i].sql == NULL)
+			k = &kept_plans[i];
 	}
 	if (k == NULL)
 		elog(ERROR, "tokenvault: more than %d statements to keep", MAX_PLANS);
+	if (k->sql == sql && k->nargs == nargs && memcmp(k->types, types, sizeof(Oid) * nargs) == 0)
+		return k->plan;
+	if (k->sql == sql)
+	{
+		/* its slot is free until the new plan is kept: a failure leaves no stale copy */
+		k->sql = NULL;
+		SPI_freeplan(k->plan);
+	}
 	k->plan = SPI_prepare(sql, nargs, types);
 	if (k->plan == NULL || SPI_keepplan(k->plan) != 0)
 		elog(ERROR, "tokenvault: could not plan \"%s\"", sql);
@@ -109,6 +117,32 @@ tv_spi_end(void)
 	/* commit leaves TopMemoryContext current; what follows belongs to the caller */
 	MemoryContextSwitchTo(caller);
 	pgstat_report_stat(false);
+}
+
+/*
+ * Refuse a row that is not of the shape the caller reads by attribute
+ * number: a library older or newer than the extension's SQL (a backend
+ * that loaded it before ALTER EXTENSION UPDATE) must fail, not misread.
+ */
+void
+tv_spi_check_row(TupleDesc desc, const char *what, int natts, const Oid *types)
+{
+	int			i;
+
+	if (desc->natts != natts)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s returned %d columns where tokenvault's library reads %d", what, desc->natts, natts),
+				 errhint("The extension's SQL and its library differ: ALTER EXTENSION tokenvault UPDATE, "
+						 "or restart the server after installing a new library.")));
+	for (i = 0; i < natts; i++)
+		if (TupleDescAttr(desc, i)->atttypid != types[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("column %d of what %s returned is of type %s, where tokenvault's library reads %s",
+							i + 1, what, format_type_be(TupleDescAttr(desc, i)->atttypid), format_type_be(types[i])),
+					 errhint("The extension's SQL and its library differ: ALTER EXTENSION tokenvault UPDATE, "
+							 "or restart the server after installing a new library.")));
 }
 
 /* tokenvault.<name>, a type of the extension's (for a statement's arguments and results) */

@@ -18,6 +18,7 @@ extern void tv_spi_end(void);
 extern ErrorData *tv_log_caught_error(const char *who);
 
 extern Oid	tv_type_oid(const char *name);
+extern void tv_spi_check_row(TupleDesc desc, const char *what, int natts, const Oid *types);
 
 /* Reading a column of that row, copied into the current memory context. */
 extern char *tv_spi_text(HeapTuple row, TupleDesc desc, int attno);

@@ -13,6 +13,7 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_type_d.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "lib/stringinfo.h"
@@ -37,7 +38,8 @@ enum
 	TOKEN_VALUE
 };
 
-static TvTable private_tokens = {"private_tokens", {"owner", "owner_name", "related_id", "key", "value"}};
+static TvTable private_tokens = {"private_tokens", {"owner", "owner_name", "related_id", "key", "value"},
+{REGROLEOID, NAMEOID, TEXTOID, TEXTOID, BYTEAOID}};
 
 static text *
 open_value(HeapTuple tup, TupleDesc desc)

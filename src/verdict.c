@@ -68,7 +68,7 @@ tv_outcome_from_datum(Datum d)
 /* the attributes of tokenvault.verdict, in order */
 enum
 {
-	VERDICT_OUTCOME,
+	VERDICT_OUTCOME,		/* (0-based: the arrays of heap_form_tuple) */
 	VERDICT_STATUS,
 	VERDICT_ERROR,
 	VERDICT_MESSAGE,
@@ -84,8 +84,8 @@ tv_verdict_datum(TvVerdict *v)
 	Datum		values[VERDICT_NATTS];
 	bool		nulls[VERDICT_NATTS] = {0};
 
-	if (desc->natts != VERDICT_NATTS)
-		elog(ERROR, "type tokenvault.verdict does not have the attributes tokenvault expects");
+	tv_spi_check_row(desc, "tokenvault.verdict", VERDICT_NATTS,
+					 (Oid[]) {tv_type_oid("outcome"), INT4OID, TEXTOID, TEXTOID, INT4OID, JSONBOID});
 	values[VERDICT_OUTCOME] = outcome_datum(v->outcome);
 	values[VERDICT_STATUS] = Int32GetDatum(v->status);
 	values[VERDICT_ERROR] = v->error ? CStringGetTextDatum(v->error) : (Datum) 0;
