@@ -117,7 +117,7 @@ plan_job(Job *job)
 		Oid			shape[PLAN_NATTS] = {tv_type_oid("outcome"), TEXTOID, TEXTOID, INT8OID,
 		JSONBOID, JSONBOID, JSONBOID};
 
-		tv_spi_check_row(desc, "tokenvault._refresh_plan", PLAN_NATTS, shape);
+		tv_spi_check_row(desc, "what tokenvault._refresh_plan returns", PLAN_NATTS, shape);
 	}
 	outcome = heap_getattr(row, PLAN_OUTCOME, desc, &isnull);
 	if (!isnull)
@@ -152,18 +152,18 @@ apply_job(Job *job, TvVerdict *verdict, double seconds)
 	TvOutcome	outcome;
 
 	tv_spi_begin();
-	types[3] = tv_type_oid("verdict");
 	args[0] = UUIDPGetDatum(&job->flight.auth_id);
 	args[1] = Int64GetDatum(job->plan.version);
 	args[2] = JsonbPGetDatum(job->plan.keep);
 	nulls[2] = job->plan.keep ? ' ' : 'n';
 	args[3] = tv_verdict_datum(verdict);
+	types[3] = HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(args[3]));
 	/* (outcome tokenvault.outcome, message text) */
 	row = tv_spi_row("SELECT * FROM tokenvault._refresh_apply($1, $2, $3, $4)", 4, types, args, nulls, &desc);
 	{
 		Oid			shape[2] = {tv_type_oid("outcome"), TEXTOID};
 
-		tv_spi_check_row(desc, "tokenvault._refresh_apply", 2, shape);
+		tv_spi_check_row(desc, "what tokenvault._refresh_apply returns", 2, shape);
 	}
 	outcome = tv_outcome_from_datum(heap_getattr(row, 1, desc, &isnull));
 	message = tv_spi_text(row, desc, 2);

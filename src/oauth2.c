@@ -301,14 +301,7 @@ oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	}
 	PG_END_TRY();
 	if (resp.failure == TV_HTTP_OK && resp.status >= 200 && resp.status < 300)
-	{
-		TvVerdict  *done = palloc0(sizeof(TvVerdict));
-
-		done->outcome = TV_OUTCOME_DONE;
-		done->status = resp.status;
-		done->retry_after = -1;
-		return done;
-	}
+		return tv_verdict_done(resp.status, NULL);
 	return tv_oauth2_read_response(&resp, call.config, call.secrets);
 }
 

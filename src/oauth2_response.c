@@ -228,7 +228,6 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	Jsonb	   *tok;
 	char	   *error;
 	char	   *description;
-	TvVerdict  *done;
 
 	if (resp->failure != TV_HTTP_OK)
 		return tv_verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
@@ -274,10 +273,5 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 										  tv_jsonb_scalar(config, "token_path"))
 							   : "the provider's answer has no access_token", -1);
 
-	done = palloc0(sizeof(TvVerdict));
-	done->outcome = TV_OUTCOME_DONE;
-	done->status = resp->status;
-	done->retry_after = -1;
-	done->token = tok;
-	return done;
+	return tv_verdict_done(resp->status, tok);
 }

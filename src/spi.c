@@ -130,19 +130,21 @@ tv_spi_check_row(TupleDesc desc, const char *what, int natts, const Oid *types)
 	int			i;
 
 	if (desc->natts != natts)
+		i = 0;
+	else
+		for (i = 0; i < natts; i++)
+			if (TupleDescAttr(desc, i)->atttypid != types[i])
+				break;
+	if (desc->natts != natts || i < natts)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s returned %d columns where tokenvault's library reads %d", what, desc->natts, natts),
+				 errmsg("%s is not of the shape tokenvault's library reads", what),
+				 desc->natts != natts
+				 ? errdetail("It has %d columns where the library reads %d.", desc->natts, natts)
+				 : errdetail("Its column %d is of type %s where the library reads %s.", i + 1,
+							 format_type_be(TupleDescAttr(desc, i)->atttypid), format_type_be(types[i])),
 				 errhint("The extension's SQL and its library differ: ALTER EXTENSION tokenvault UPDATE, "
 						 "or restart the server after installing a new library.")));
-	for (i = 0; i < natts; i++)
-		if (TupleDescAttr(desc, i)->atttypid != types[i])
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("column %d of what %s returned is of type %s, where tokenvault's library reads %s",
-							i + 1, what, format_type_be(TupleDescAttr(desc, i)->atttypid), format_type_be(types[i])),
-					 errhint("The extension's SQL and its library differ: ALTER EXTENSION tokenvault UPDATE, "
-							 "or restart the server after installing a new library.")));
 }
 
 /* tokenvault.<name>, a type of the extension's (for a statement's arguments and results) */

@@ -84,7 +84,7 @@ tv_verdict_datum(TvVerdict *v)
 	Datum		values[VERDICT_NATTS];
 	bool		nulls[VERDICT_NATTS] = {0};
 
-	tv_spi_check_row(desc, "tokenvault.verdict", VERDICT_NATTS,
+	tv_spi_check_row(desc, "type tokenvault.verdict", VERDICT_NATTS,
 					 (Oid[]) {tv_type_oid("outcome"), INT4OID, TEXTOID, TEXTOID, INT4OID, JSONBOID});
 	values[VERDICT_OUTCOME] = outcome_datum(v->outcome);
 	values[VERDICT_STATUS] = Int32GetDatum(v->status);
@@ -110,5 +110,18 @@ tv_verdict_failure(TvOutcome outcome, int status, const char *error, const char 
 	v->error = error ? pstrdup(error) : NULL;
 	v->message = pstrdup(message);
 	v->retry_after = retry_after;
+	return v;
+}
+
+/* A request that got what it asked for: the provider's token object, if any. */
+TvVerdict *
+tv_verdict_done(int status, Jsonb *token)
+{
+	TvVerdict  *v = palloc0(sizeof(TvVerdict));
+
+	v->outcome = TV_OUTCOME_DONE;
+	v->status = status;
+	v->retry_after = -1;
+	v->token = token;
 	return v;
 }

@@ -36,6 +36,7 @@ typedef struct TvVerdict
 
 extern TvOutcome tv_outcome_from_datum(Datum d);
 extern Datum tv_verdict_datum(TvVerdict *v);
+extern TvVerdict *tv_verdict_done(int status, Jsonb *token);
 extern TvVerdict *tv_verdict_failure(TvOutcome outcome, int status, const char *error,
 									 const char *message, int retry_after);
 

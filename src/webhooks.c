@@ -243,9 +243,9 @@ tv_webhooks_send(TvHttpMulti *multi)
 	/* (deliveries tokenvault.delivery[], next_at timestamptz) */
 	row = tv_spi_row("SELECT * FROM tokenvault._webhook_claim($1)", 1, types, args, NULL, &desc);
 	claimed.desc = lookup_rowtype_tupdesc_copy(tv_type_oid("delivery"), -1);
-	tv_spi_check_row(desc, "tokenvault._webhook_claim", 2,
+	tv_spi_check_row(desc, "what tokenvault._webhook_claim returns", 2,
 					 (Oid[]) {get_array_type(claimed.desc->tdtypeid), TIMESTAMPTZOID});
-	tv_spi_check_row(claimed.desc, "tokenvault.delivery", DELIVERY_NATTS,
+	tv_spi_check_row(claimed.desc, "type tokenvault.delivery", DELIVERY_NATTS,
 					 (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
 	deconstruct_array(DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull)),
 					  claimed.desc->tdtypeid, -1, false, TYPALIGN_DOUBLE, &deliveries, NULL, &n);

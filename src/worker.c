@@ -253,7 +253,7 @@ claim_due(void)
 	tv_spi_begin();
 	/* (ids uuid[], next_at timestamptz) */
 	row = tv_spi_row("SELECT * FROM tokenvault._worker_claim($1)", 1, types, args, NULL, &desc);
-	tv_spi_check_row(desc, "tokenvault._worker_claim", 2, (Oid[]) {UUIDARRAYOID, TIMESTAMPTZOID});
+	tv_spi_check_row(desc, "what tokenvault._worker_claim returns", 2, (Oid[]) {UUIDARRAYOID, TIMESTAMPTZOID});
 	ids = DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull));
 	next_at = tv_spi_timestamptz(row, desc, 2);
 	tv_spi_end();
@@ -309,7 +309,7 @@ tick_step(Schedule *s, MemoryContext cxt)
 	s->last_tick = now;
 	tv_spi_begin();
 	row = tv_spi_row("SELECT tokenvault._worker_tick()", 0, NULL, NULL, NULL, &desc);
-	tv_spi_check_row(desc, "tokenvault._worker_tick", 1, (Oid[]) {TIMESTAMPTZOID});
+	tv_spi_check_row(desc, "what tokenvault._worker_tick returns", 1, (Oid[]) {TIMESTAMPTZOID});
 	next_at = tv_spi_timestamptz(row, desc, 1);
 	tv_spi_end();
 	return next_at;

@@ -1,7 +1,7 @@
 -- Users, clients and auths: what each call leaves behind, and every bad
 -- input refused with its errcode and nothing half-written.
 BEGIN;
-SELECT plan(66);
+SELECT plan(68);
 
 SELECT tokenvault.create_user('tap-life-1', 'First') AS u1 \gset
 SELECT tokenvault.create_user('tap-life-2') AS u2 \gset
@@ -154,6 +154,17 @@ SELECT throws_ok(format('SELECT tokenvault.delete_client(%L)', :'k'), '2BP01', N
 SELECT tokenvault.delete_client(:'k', force => true);
 SELECT is((SELECT count(*) FROM tokenvault.auths WHERE client_id = :'k'), 0::bigint,
           'delete_client(force => true) deletes its auths with it');
+
+-- the library reads columns by name and type: a table that differs is refused, not misread
+SELECT tokenvault.create_auth(tokenvault.create_user('tap-life-shape'), tokenvault.create_client('Shape', 'shape', 'api_key'),
+           NULL, jsonb_build_object('api_key', 'TVSECRET-ak-' || md5(random()::text))) AS shape \gset
+SAVEPOINT shape;
+ALTER TABLE tokenvault.auths ALTER COLUMN expires_at TYPE timestamp;
+SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'shape'), '55000',
+                 'table tokenvault.auths has no column "expires_at" of type timestamp with time zone',
+                 'a column of another type than the library reads is refused, not misread');
+ROLLBACK TO SAVEPOINT shape;
+SELECT ok(tokenvault.access_token(:'shape') LIKE 'TVSECRET-ak-%', '... and read again once it is as the library reads it');
 
 SELECT * FROM finish();
 ROLLBACK;

@@ -5,7 +5,9 @@
 # flight at that moment (refresh_auth() calls) complete, one request each; (b) the webhook step
 # fails every time (a trigger raises on every claim): over 20 s the error is
 # logged a handful of times, each with its SQLSTATE, while refreshes that
-# come due meanwhile still happen.
+# come due meanwhile still happen; (c) a claim returns a row of another shape
+# than the library reads (its SQL and library differ): refused with 55000,
+# not misread, and the worker carries on.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source test/cluster.sh
@@ -117,6 +119,21 @@ is "$([ "$lines" -ge 1 ] && [ "$lines" -le 10 ] && echo yes || echo "$lines line
 	"a step that keeps failing is logged at most 10 times in 20 s (here $lines), not in a loop"
 is "$with_state" "$lines" "  ... each line with its SQLSTATE"
 is "$(worker_pid)" "$pid" "  ... and the worker is still the same process"
+
+# (c) the claim's row is not what the library reads
+q <<'SQL' >/dev/null
+ALTER EXTENSION tokenvault DROP FUNCTION tokenvault._worker_claim(integer);
+DROP FUNCTION tokenvault._worker_claim(integer);
+CREATE FUNCTION tokenvault._worker_claim(n integer, OUT ids text[], OUT next_at timestamptz)
+    LANGUAGE sql AS $$ SELECT ARRAY(SELECT id::text FROM tokenvault.auths WHERE refresh_at <= now()), NULL::timestamptz $$;
+SQL
+make_auths Quick "shape " 4
+logged_c() { grep -q 'LOG:  55000: tokenvault worker: what tokenvault._worker_claim returns is not of the shape' "$TV_LOG"; }
+wait_until 15 "the claim of another shape is refused" logged_c &&
+	ok "a claim whose row is not of the shape the library reads is refused with 55000"
+is "$(q -c "SELECT count(*) FROM tokenvault.auths WHERE name LIKE 'shape %' AND last_refreshed_at IS NOT NULL")" 0 \
+	"  ... and nothing of it is taken for auth ids"
+is "$(worker_pid)" "$pid" "  ... and the worker is the same process"
 
 if grep -q 'TVSECRET' "$TV_LOG"; then not_ok "no secret in the server log"; else ok "no secret in the server log"; fi
 done_testing
