@@ -93,7 +93,7 @@ typedef struct Schedule
 	TvHttpMulti *multi;			/* the worker's HTTP handle, shared with the engine */
 } Schedule;
 
-typedef TimestampTz (*StepFn) (Schedule *s, MemoryContext cxt);
+typedef TimestampTz (*StepFn) (Schedule *s);
 
 void
 tv_worker_shmem_request(void)
@@ -278,7 +278,7 @@ run_statement(const char *sql)
 
 /* The claim step: what an earlier worker claimed taken back first, schedules kept to refresh_lead. */
 static TimestampTz
-claim_step(Schedule *s, MemoryContext cxt)
+claim_step(Schedule *s)
 {
 	if (!s->started)
 	{
@@ -297,7 +297,7 @@ claim_step(Schedule *s, MemoryContext cxt)
 
 /* Expiry notices, expired auths, old events, at most every TICK_MIN_MS: returns when next needed. */
 static TimestampTz
-tick_step(Schedule *s, MemoryContext cxt)
+tick_step(Schedule *s)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	HeapTuple	row;
@@ -316,7 +316,7 @@ tick_step(Schedule *s, MemoryContext cxt)
 }
 
 static TimestampTz
-webhooks_step(Schedule *s, MemoryContext cxt)
+webhooks_step(Schedule *s)
 {
 	return tv_webhooks_send(s->multi);
 }
@@ -359,7 +359,7 @@ run_step(Step *step, StepFn fn, Schedule *s, MemoryContext cxt)
 		return;
 	PG_TRY();
 	{
-		step->due = fn(s, cxt);
+		step->due = fn(s);
 		step->failures = 0;
 		step->retry_at = 0;
 	}
