@@ -52,6 +52,7 @@ echo "== private_tokens: 100 000 tokens of one role"
 psql_q <<'SQL'
 CREATE EXTENSION tokenvault;
 CREATE ROLE bench_tok_0 LOGIN IN ROLE tokenvault_app;
+SELECT tokenvault.admit('bench_tok_0', 'app');
 CREATE TABLE plain_tokens (owner name, related_id text, key text, value text NOT NULL,
                            PRIMARY KEY (owner, related_id, key));
 GRANT SELECT ON plain_tokens TO bench_tok_0;
@@ -107,7 +108,7 @@ for w in $workloads; do alone[$w]=${med[$w]}; done
 echo "== private_tokens: 900 000 more, of nine other roles"
 others=()
 for i in $(seq 1 9); do
-	psql_q -c "CREATE ROLE bench_tok_$i IN ROLE tokenvault_app"
+	psql_q -c "CREATE ROLE bench_tok_$i IN ROLE tokenvault_app" -c "SELECT tokenvault.admit('bench_tok_$i', 'app')"
 	others+=("bench_tok_$i")
 done
 load "${others[@]}"

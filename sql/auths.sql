@@ -156,11 +156,9 @@ DECLARE
     f jsonb;
     new_id uuid := gen_random_uuid();
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._user_must_exist(user_id);
-    IF c.visibility = 'private' AND NOT pg_has_role(tokenvault._caller(), c.owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'client % is private to role %', c.id, c.owner
-            USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM tokenvault._require_client_access(c.id, NULL::uuid);
     IF name = '' THEN
         RAISE EXCEPTION 'auth name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -187,13 +185,15 @@ CREATE FUNCTION _auth_must_exist(auth_id uuid) RETURNS tokenvault.auths
 DECLARE
     a tokenvault.auths;
 BEGIN
-    PERFORM tokenvault._require(auth_id, 'auth id');
+    PERFORM tokenvault._admit_app();
+    PERFORM tokenvault._refuse_null(auth_id IS NULL, 'auth id'::text);
     SELECT * INTO a FROM tokenvault.auths WHERE id = auth_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'auth % does not exist', auth_id
             USING ERRCODE = 'undefined_object',
                   HINT = 'List a user''s auths with tokenvault.user_auths().';
     END IF;
+    PERFORM tokenvault._require_client_access(a.client_id, a.id);
     RETURN a;
 END
 $$;
@@ -207,6 +207,7 @@ DECLARE
     c tokenvault.clients := tokenvault._client_must_exist(a.client_id);
     f jsonb;
 BEGIN
+    PERFORM tokenvault._admit_app();
     IF name = '' THEN
         RAISE EXCEPTION 'auth name must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -241,6 +242,7 @@ DECLARE
     cred jsonb;
     v tokenvault.verdict;
 BEGIN
+    PERFORM tokenvault._admit_app();
     -- before the provider hears of it
     IF coalesce(force, false) THEN
         PERFORM tokenvault._release_auths(ARRAY[a.id]);
@@ -277,6 +279,7 @@ CREATE FUNCTION credentials(auth_id uuid) RETURNS jsonb
 DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
 BEGIN
+    PERFORM tokenvault._admit_app();
     RETURN tokenvault._open_auth(a.secret, a.id)
         || jsonb_strip_nulls(jsonb_build_object(
                'token_type', a.token_type,
@@ -294,6 +297,7 @@ DECLARE
     c tokenvault.clients := tokenvault._client_must_exist(a.client_id);
     s jsonb;
 BEGIN
+    PERFORM tokenvault._admit_app();
     CASE c.type
         WHEN 'oauth2' THEN
             -- RFC 6750 scheme names are case-insensitive, but many APIs insist on "Bearer".

@@ -110,8 +110,9 @@ DECLARE
     t tokenvault.clients;
     new_id uuid := gen_random_uuid();
 BEGIN
-    PERFORM tokenvault._require(name, 'name'), tokenvault._require(service, 'service'),
-            tokenvault._require(type, 'type');
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._refuse_null(name IS NULL, 'name'::text), tokenvault._refuse_null(service IS NULL, 'service'::text),
+            tokenvault._refuse_null(type IS NULL, 'type'::text);
     IF type NOT IN ('oauth2', 'basic', 'api_key', 'noauth') THEN
         RAISE EXCEPTION 'unknown client type "%"', type
             USING ERRCODE = 'invalid_parameter_value',
@@ -144,7 +145,8 @@ CREATE FUNCTION _client_must_exist(client_id uuid) RETURNS tokenvault.clients
 DECLARE
     c tokenvault.clients;
 BEGIN
-    PERFORM tokenvault._require(client_id, 'client id');
+    PERFORM tokenvault._admit_app();
+    PERFORM tokenvault._refuse_null(client_id IS NULL, 'client id'::text);
     SELECT * INTO c FROM tokenvault.clients t WHERE t.id = _client_must_exist.client_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'client % does not exist', client_id
@@ -164,7 +166,8 @@ DECLARE
     q tokenvault.clients;
     cleared text[];
 BEGIN
-    PERFORM tokenvault._require(settings, 'settings');
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._refuse_null(settings IS NULL, 'settings'::text);
     IF jsonb_typeof(settings) = 'object' THEN
         cleared := ARRAY(SELECT key FROM jsonb_each(settings) WHERE jsonb_typeof(value) = 'null');
         q := tokenvault._client_quirks(settings, c);
@@ -207,6 +210,7 @@ DECLARE
     n bigint;
     slots text;
 BEGIN
+    PERFORM tokenvault._admit_admin();
     SELECT string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ') INTO slots
       FROM tokenvault.slots s WHERE s.client_id = c.id;
     IF slots IS NOT NULL THEN

@@ -1,17 +1,41 @@
--- Small helpers the other files use: the caller, NULL checks, settings, restores
+-- Small helpers the other files use: the caller, admission and private clients, NULL checks, settings, restores
 
 CREATE FUNCTION _caller() RETURNS name
     LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tv_caller';
 
-CREATE FUNCTION _require(value anyelement, what text) RETURNS anyelement
+-- Internal helpers take exact types, never polymorphic ones, and are called
+-- with them: a call then resolves to the one function meant.
+CREATE FUNCTION _refuse_null(missing boolean, what text) RETURNS void
     LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF value IS NULL THEN
+    IF missing THEN
         RAISE EXCEPTION '% must not be null', what USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    RETURN value;
 END
 $$;
+
+-- Who may use tokenvault in this database (admissions.sql): each entry point
+-- asks first.  The level is kept per backend; the admissions table's
+-- trigger makes every backend forget it.
+CREATE FUNCTION _admit_app() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_admit_app';
+CREATE FUNCTION _admit_admin() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_admit_admin';
+-- for the row level security policies, which run as the caller
+CREATE FUNCTION _admitted_app() RETURNS boolean
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tv_admitted_app';
+CREATE FUNCTION _admitted_admin() RETURNS boolean
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tv_admitted_admin';
+
+-- A private client, and each auth of it, is its owner's alone.
+CREATE FUNCTION _client_visible(client_id uuid) RETURNS boolean
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'tv_client_visible';
+CREATE FUNCTION _require_client_access(client_id uuid, auth_id uuid) RETURNS void
+    LANGUAGE c STABLE AS 'MODULE_PATHNAME', 'tv_require_client_access_sql';
+
+-- A statement trigger on the tables whose rows the checks above keep.
+CREATE FUNCTION _table_changed() RETURNS trigger
+    LANGUAGE c AS 'MODULE_PATHNAME', 'tv_table_changed';
 
 -- A setting in seconds (they show as '60s', '2min', '7d') as an interval.
 -- (No SET search_path on this and the other one-line helpers, so that they

@@ -8,6 +8,7 @@ CREATE FUNCTION key_ring() RETURNS TABLE (key_id bigint, newest boolean)
 CREATE FUNCTION key_usage() RETURNS TABLE (key_id bigint, newest boolean, secrets bigint)
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_admin();
     RETURN QUERY EXECUTE format($q$
         WITH used AS (%s)
         SELECT coalesce(r.key_id, u.key_id), coalesce(r.newest, false), count(u.key_id)
@@ -24,6 +25,7 @@ $$;
 CREATE FUNCTION add_key() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_admin();
     -- one writer of the key file at a time
     PERFORM pg_advisory_xact_lock(hashtext('tokenvault.key_file'));
     RETURN tokenvault._add_key();
@@ -35,7 +37,8 @@ CREATE FUNCTION drop_key(key_id bigint) RETURNS void
 DECLARE
     n bigint;
 BEGIN
-    PERFORM tokenvault._require(key_id, 'key id');
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._refuse_null(key_id IS NULL, 'key id'::text);
     PERFORM pg_advisory_xact_lock(hashtext('tokenvault.key_file'));
     SELECT u.secrets INTO n FROM tokenvault.key_usage() u WHERE u.key_id = drop_key.key_id;
     IF n > 0 THEN
@@ -58,6 +61,7 @@ DECLARE
     page bigint;
     n bigint;
 BEGIN
+    PERFORM tokenvault._admit_admin();
     FOR s IN SELECT * FROM tokenvault._sealed_columns() LOOP
         last_page := pg_relation_size(s.tbl) / current_setting('block_size')::bigint;
         page := 0;

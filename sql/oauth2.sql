@@ -112,7 +112,8 @@ DECLARE
     verifier text;
     params jsonb;
 BEGIN
-    PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(redirect_uri, 'redirect_uri');
+    PERFORM tokenvault._admit_app();
+    PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(redirect_uri IS NULL, 'redirect_uri'::text);
     IF c.grant_type <> 'authorization_code' THEN
         RAISE EXCEPTION 'client % does not use the authorization_code grant', c.id
             USING ERRCODE = 'wrong_object_type',
@@ -121,9 +122,7 @@ BEGIN
     IF redirect_uri !~* '^[a-z][a-z0-9+.-]*://[^[:space:]]+$' THEN
         RAISE EXCEPTION 'redirect_uri must be an absolute URL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF c.visibility = 'private' AND NOT pg_has_role(tokenvault._caller(), c.owner, 'MEMBER') THEN
-        RAISE EXCEPTION 'client % is private to role %', c.id, c.owner USING ERRCODE = 'insufficient_privilege';
-    END IF;
+    PERFORM tokenvault._require_client_access(c.id, NULL::uuid);
     IF auth_id IS NOT NULL THEN
         a := tokenvault._auth_must_exist(auth_id);
         IF a.client_id <> c.id OR a.user_id <> authorize_url.user_id THEN
@@ -171,7 +170,8 @@ DECLARE
     t jsonb;
     new_id uuid;
 BEGIN
-    PERFORM tokenvault._require(state, 'state'), tokenvault._require(code, 'code');
+    PERFORM tokenvault._admit_app();
+    PERFORM tokenvault._refuse_null(state IS NULL, 'state'::text), tokenvault._refuse_null(code IS NULL, 'code'::text);
     -- single use: the state is gone once read, whatever happens next
     DELETE FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state RETURNING * INTO s;
     IF NOT FOUND THEN

@@ -60,9 +60,36 @@ GRANT EXECUTE ON FUNCTION
 -- Row level security (enabled in tables.sql)
 ------------------------------------------------------------------------------
 
+-- A role reads the tables only in a database that admitted it, and nothing
+-- of a client private to another role (its auths, their events).  The
+-- policies run as the reader, so the two checks they call are granted.
+GRANT EXECUTE ON FUNCTION _admitted_app(), _admitted_admin(), _client_visible(uuid) TO tokenvault_app;
+-- the stats view calls it as its reader, and shows nothing where the reader was not admitted
+GRANT EXECUTE ON FUNCTION _worker_stats() TO tokenvault_app;
+
+CREATE POLICY admitted ON users FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
+CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app
+    USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(id));
+CREATE POLICY admitted ON auths FOR SELECT TO tokenvault_app
+    USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(client_id));
+CREATE POLICY admitted ON events FOR SELECT TO tokenvault_app
+    USING ((SELECT tokenvault._admitted_app())
+           AND (auth_id IS NULL OR auth_id IN (SELECT a.id FROM tokenvault.auths a)));
+CREATE POLICY admitted ON webhooks FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
+CREATE POLICY admitted ON webhook_deliveries FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
+CREATE POLICY admitted ON solutions FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
+CREATE POLICY admitted ON slots FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
+CREATE POLICY admitted ON instances FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
+CREATE POLICY admitted ON instance_auth_values FOR SELECT TO tokenvault_app
+    USING ((SELECT tokenvault._admitted_app()));
+CREATE POLICY admitted ON instance_config_values FOR SELECT TO tokenvault_app
+    USING ((SELECT tokenvault._admitted_app()));
+CREATE POLICY admitted ON user_token_grants FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
+
 -- Through the table, too, a role sees its own private tokens only (sealed);
 -- an administrator sees every role's, and writes none: the functions write.
 CREATE POLICY private_tokens_own ON private_tokens FOR SELECT TO tokenvault_app
-    USING (owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+    USING ((SELECT tokenvault._admitted_app())
+           AND owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
 CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_admin
-    USING (true);
+    USING ((SELECT tokenvault._admitted_admin()));

@@ -5,7 +5,7 @@ CREATE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.soluti
 DECLARE
     s tokenvault.solutions;
 BEGIN
-    PERFORM tokenvault._require(solution_id, 'solution id');
+    PERFORM tokenvault._refuse_null(solution_id IS NULL, 'solution id'::text);
     SELECT * INTO s FROM tokenvault.solutions t WHERE t.id = _solution_must_exist.solution_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'solution % does not exist', solution_id
@@ -21,7 +21,7 @@ CREATE FUNCTION _instance_must_exist(instance_id uuid) RETURNS tokenvault.instan
 DECLARE
     i tokenvault.instances;
 BEGIN
-    PERFORM tokenvault._require(instance_id, 'instance id');
+    PERFORM tokenvault._refuse_null(instance_id IS NULL, 'instance id'::text);
     SELECT * INTO i FROM tokenvault.instances t WHERE t.id = _instance_must_exist.instance_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'instance % does not exist', instance_id
@@ -40,7 +40,7 @@ DECLARE
     s tokenvault.slots;
     known text;
 BEGIN
-    PERFORM tokenvault._require(external_id, 'externalId');
+    PERFORM tokenvault._refuse_null(external_id IS NULL, 'externalId'::text);
     SELECT * INTO s FROM tokenvault.slots t
      WHERE t.solution_id = _slot_must_exist.solution_id AND t.external_id = _slot_must_exist.external_id;
     IF FOUND AND (_slot_must_exist.kind IS NULL OR s.kind = _slot_must_exist.kind) THEN

@@ -20,6 +20,7 @@ CREATE FUNCTION create_solution(title text, description text DEFAULT '') RETURNS
 DECLARE
     new_id uuid;
 BEGIN
+    PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._check_solution_text(coalesce(title, ''), description);
     INSERT INTO tokenvault.solutions (title, description)
     VALUES (title, coalesce(description, ''))
@@ -35,6 +36,7 @@ CREATE FUNCTION update_solution(solution_id uuid, title text DEFAULT NULL, descr
 DECLARE
     s tokenvault.solutions := tokenvault._solution_must_exist(solution_id);
 BEGIN
+    PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._check_solution_text(title, description);
     UPDATE tokenvault.solutions t
        SET title = coalesce(update_solution.title, t.title),
@@ -50,6 +52,7 @@ DECLARE
     s tokenvault.solutions := tokenvault._solution_must_exist(solution_id);
     n bigint;
 BEGIN
+    PERFORM tokenvault._admit_admin();
     SELECT count(*) INTO n FROM tokenvault.instances i WHERE i.solution_id = s.id;
     IF n > 0 AND NOT coalesce(force, false) THEN
         RAISE EXCEPTION 'solution % has % instance(s)', s.id, n
@@ -137,6 +140,7 @@ CREATE FUNCTION add_slot(solution_id uuid, external_id text, kind text, settings
 DECLARE
     r tokenvault.slots;
 BEGIN
+    PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._solution_must_exist(solution_id);
     IF coalesce(external_id, '') = '' OR length(external_id) > 255 THEN
         RAISE EXCEPTION 'externalId must be 1 to 255 characters long' USING ERRCODE = 'invalid_parameter_value';
@@ -164,7 +168,8 @@ DECLARE
     s tokenvault.slots;
     r tokenvault.slots;
 BEGIN
-    PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._require(settings, 'settings');
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._refuse_null(settings IS NULL, 'settings'::text);
     s := tokenvault._slot_must_exist(solution_id, external_id, NULL);
     IF jsonb_typeof(settings) <> 'object' THEN
         RAISE EXCEPTION 'slot settings must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
@@ -186,6 +191,7 @@ $$;
 CREATE FUNCTION delete_slot(solution_id uuid, external_id text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._slot_must_exist(solution_id, external_id, NULL);
     DELETE FROM tokenvault.slots s
      WHERE s.solution_id = delete_slot.solution_id AND s.external_id = delete_slot.external_id;
@@ -273,6 +279,7 @@ CREATE FUNCTION create_instance(solution_id uuid, owner uuid, name text,
 DECLARE
     i tokenvault.instances;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._solution_must_exist(solution_id), tokenvault._user_must_exist(owner);
     IF coalesce(name, '') = '' OR length(name) > 1024 THEN
         RAISE EXCEPTION 'an instance needs a name of 1 to 1024 characters' USING ERRCODE = 'invalid_parameter_value';
@@ -294,6 +301,7 @@ CREATE FUNCTION update_instance(instance_id uuid, name text DEFAULT NULL, enable
 DECLARE
     i tokenvault.instances := tokenvault._instance_must_exist(instance_id);
 BEGIN
+    PERFORM tokenvault._admit_app();
     IF name = '' OR length(name) > 1024 THEN
         RAISE EXCEPTION 'an instance needs a name of 1 to 1024 characters' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -312,6 +320,7 @@ $$;
 CREATE FUNCTION delete_instance(instance_id uuid) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     DELETE FROM tokenvault.instances WHERE id = (tokenvault._instance_must_exist(instance_id)).id;
 END
 $$;
@@ -342,6 +351,7 @@ CREATE FUNCTION instance(instance_id uuid) RETURNS jsonb
 DECLARE
     i tokenvault.instances := tokenvault._instance_must_exist(instance_id);
 BEGIN
+    PERFORM tokenvault._admit_app();
     RETURN (
         SELECT jsonb_build_object(
             'id', i.id,
@@ -372,6 +382,7 @@ $$;
 CREATE FUNCTION user_instances(user_id uuid) RETURNS jsonb
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._user_must_exist(user_id);
     RETURN jsonb_build_object(
         'solutionInstances', coalesce((
@@ -401,6 +412,7 @@ DECLARE
     s tokenvault.slots;
     c uuid[];
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._solution_must_exist(solution_id);
     s := tokenvault._slot_must_exist(solution_id, external_id, 'auth');
     IF s.static_auth_id IS NOT NULL THEN

@@ -261,3 +261,29 @@ SELECT pg_catalog.pg_extension_config_dump('user_token_grants', '');
 -- Through the table, a role sees its own private tokens only (the policies
 -- are in privileges.sql).
 ALTER TABLE private_tokens ENABLE ROW LEVEL SECURITY;
+
+-- The roles that may use tokenvault in this database (admissions.sql): the
+-- roles it grants to are cluster-wide, and reach every database.
+CREATE TABLE admissions (
+    role        regrole PRIMARY KEY,
+    level       text NOT NULL CHECK (level IN ('app', 'admin')),
+    admitted_by name NOT NULL,
+    admitted_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('admissions', '');
+
+-- What an application reads of the tables it may read is limited by the
+-- policies in privileges.sql: nothing in a database that did not admit it,
+-- nothing of a client private to another role.
+ALTER TABLE users ENABLE ROW LEVEL SECURITY;
+ALTER TABLE clients ENABLE ROW LEVEL SECURITY;
+ALTER TABLE auths ENABLE ROW LEVEL SECURITY;
+ALTER TABLE events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE webhooks ENABLE ROW LEVEL SECURITY;
+ALTER TABLE webhook_deliveries ENABLE ROW LEVEL SECURITY;
+ALTER TABLE solutions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE slots ENABLE ROW LEVEL SECURITY;
+ALTER TABLE instances ENABLE ROW LEVEL SECURITY;
+ALTER TABLE instance_auth_values ENABLE ROW LEVEL SECURITY;
+ALTER TABLE instance_config_values ENABLE ROW LEVEL SECURITY;
+ALTER TABLE user_token_grants ENABLE ROW LEVEL SECURITY;

@@ -4,8 +4,8 @@
 CREATE FUNCTION _check_token(related_id text, key text, value text DEFAULT '') RETURNS void
     LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM tokenvault._require(related_id, 'related_id'), tokenvault._require(key, 'key'),
-            tokenvault._require(value, 'value');
+    PERFORM tokenvault._refuse_null(related_id IS NULL, 'related_id'::text), tokenvault._refuse_null(key IS NULL, 'key'::text),
+            tokenvault._refuse_null(value IS NULL, 'value'::text);
     IF related_id = '' OR key = '' THEN
         RAISE EXCEPTION 'related_id and key must not be empty' USING ERRCODE = 'invalid_parameter_value';
     ELSIF length(related_id) > 1024 OR length(key) > 1024 THEN
@@ -24,6 +24,7 @@ CREATE FUNCTION put_private_token(related_id text, key text, value text) RETURNS
 DECLARE
     me name := tokenvault._caller();
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._check_token(related_id, key, value);
     INSERT INTO tokenvault.private_tokens AS t (owner, owner_name, related_id, key, value)
     VALUES (tokenvault._role(me), me, related_id, key,
@@ -49,6 +50,7 @@ CREATE FUNCTION list_private_tokens(related_id text DEFAULT NULL)
 CREATE FUNCTION delete_private_token(related_id text, key text) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     DELETE FROM tokenvault.private_tokens t
      WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.related_id = delete_private_token.related_id
        AND t.key = delete_private_token.key;
@@ -94,6 +96,7 @@ $$;
 CREATE FUNCTION put_user_token(user_id uuid, related_id text, key text, value text) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._check_token(related_id, key, value),
             tokenvault._user_token_access(user_id, related_id, 'write');
     INSERT INTO tokenvault.user_tokens AS t (user_id, related_id, key, value)
@@ -106,6 +109,7 @@ $$;
 CREATE FUNCTION get_user_token(user_id uuid, related_id text, key text) RETURNS text
     LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._check_token(related_id, key), tokenvault._user_token_access(user_id, related_id, 'read');
     RETURN (SELECT tokenvault._open_user_token(t.value, t.user_id, t.related_id, t.key)
               FROM tokenvault.user_tokens t
@@ -120,6 +124,7 @@ $$;
 CREATE FUNCTION _user_token_list_access(user_id uuid, related_id text) RETURNS void
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     IF related_id IS NOT NULL OR NOT EXISTS (
             SELECT FROM tokenvault.user_token_grants g
              WHERE g.user_id = _user_token_list_access.user_id AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
@@ -144,6 +149,7 @@ $$;
 CREATE FUNCTION delete_user_token(user_id uuid, related_id text, key text) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._check_token(related_id, key), tokenvault._user_token_access(user_id, related_id, 'write');
     DELETE FROM tokenvault.user_tokens t
      WHERE t.user_id = delete_user_token.user_id AND t.related_id = delete_user_token.related_id
@@ -159,7 +165,8 @@ CREATE FUNCTION grant_user_tokens(user_id uuid, role name, privilege text, relat
     RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(role, 'role');
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(role IS NULL, 'role'::text);
     IF privilege IS NULL OR privilege NOT IN ('read', 'write') THEN
         RAISE EXCEPTION 'unknown privilege "%"', privilege
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Grant read, or write (which reads too).';
@@ -181,7 +188,8 @@ $$;
 CREATE FUNCTION revoke_user_tokens(user_id uuid, role name, related_id text DEFAULT NULL) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM tokenvault._user_must_exist(user_id), tokenvault._require(role, 'role');
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(role IS NULL, 'role'::text);
     DELETE FROM tokenvault.user_token_grants g
      WHERE g.user_id = revoke_user_tokens.user_id AND g.grantee = tokenvault._role(role)
        AND g.related_id IS NOT DISTINCT FROM revoke_user_tokens.related_id;

@@ -5,6 +5,7 @@ CREATE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL) RE
 DECLARE
     new_id uuid := gen_random_uuid();
 BEGIN
+    PERFORM tokenvault._admit_admin();
     IF url IS NULL OR url !~* '^https?://.' THEN
         RAISE EXCEPTION 'webhook URL must be an http or https URL'
             USING ERRCODE = 'invalid_parameter_value';
@@ -30,6 +31,7 @@ $$;
 CREATE FUNCTION delete_webhook(webhook_id uuid) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    PERFORM tokenvault._admit_admin();
     DELETE FROM tokenvault.webhooks WHERE id = webhook_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'webhook % does not exist', webhook_id

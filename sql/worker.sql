@@ -108,4 +108,5 @@ CREATE VIEW stats AS
            (SELECT count(*) FROM tokenvault.auths WHERE refresh_at <= now()) AS auths_due,
            s.http_p50_ms, s.http_p90_ms, s.http_p99_ms,
            (SELECT count(*) FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL) AS webhook_backlog
-      FROM tokenvault._worker_stats() s;
+      FROM tokenvault._worker_stats() s
+     WHERE (SELECT tokenvault._admitted_app());

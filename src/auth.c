@@ -15,6 +15,7 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "access.h"
 #include "envelope.h"
 #include "flight.h"
 #include "jsonb_member.h"
@@ -205,6 +206,7 @@ stored_token(pg_uuid_t *id, AuthRow *row, Snapshot snapshot, int min_secs)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("auth %s does not exist", auth_id_string(id)),
 				 errhint("List a user's auths with tokenvault.user_auths().")));
+	tv_require_client_access(&row->client_id, id);
 	if (strcmp(row->status, "revoked") == 0 ||
 		(row->has_expiry &&
 		 row->expires_at <= GetCurrentTimestamp() + (TimestampTz) min_secs * USECS_PER_SEC))
@@ -285,6 +287,7 @@ PG_FUNCTION_INFO_V1(tv_refresh_auth);
 Datum
 tv_access_token(PG_FUNCTION_ARGS)
 {
+	tv_require_admission(TV_LEVEL_APP);
 	tv_require_arg(fcinfo, 0, "auth id");
 	PG_RETURN_TEXT_P(auth_access_token(PG_GETARG_UUID_P(0)));
 }
@@ -296,6 +299,7 @@ tv_refresh_auth(PG_FUNCTION_ARGS)
 	bool		has_expiry;
 	TimestampTz expires_at;
 
+	tv_require_admission(TV_LEVEL_APP);
 	tv_require_arg(fcinfo, 0, "auth id");
 	expires_at = auth_refresh(PG_GETARG_UUID_P(0), &has_expiry);
 	if (!has_expiry)

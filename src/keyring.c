@@ -21,6 +21,7 @@
 #include "utils/guc.h"
 #include "storage/ipc.h"
 
+#include "access.h"
 #include "keyfile.h"
 #include "keyring.h"
 
@@ -443,6 +444,7 @@ tv_key_ring(PG_FUNCTION_ARGS)
 	int			n;
 	int			i;
 
+	tv_require_admission(TV_LEVEL_ADMIN);
 	InitMaterializedSRF(fcinfo, 0);
 	n = key_ids(&ids);
 	for (i = 0; i < n; i++)

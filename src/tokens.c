@@ -23,6 +23,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
+#include "access.h"
 #include "envelope.h"
 #include "probe.h"
 
@@ -91,6 +92,7 @@ tv_get_private_token(PG_FUNCTION_ARGS)
 	HeapTuple	tup;
 	text	   *value = NULL;
 
+	tv_require_admission(TV_LEVEL_APP);
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -118,6 +120,7 @@ tv_list_private_tokens(PG_FUNCTION_ARGS)
 	SysScanDesc scan;
 	HeapTuple	tup;
 
+	tv_require_admission(TV_LEVEL_APP);
 	InitMaterializedSRF(fcinfo, 0);
 	scan = begin_scan(&rel, PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0), NULL);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))

@@ -159,6 +159,7 @@ SELECT is(pg_temp.detail_of(format($$SELECT tokenvault.update_instance(%L, confi
 
 -- Privileges
 CREATE ROLE tap_sol_app IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_sol_app', 'app');
 CREATE ROLE tap_sol_nobody;
 SET LOCAL ROLE tap_sol_app;
 SELECT is(tokenvault.instance(:'i1')->>'name', 'ann 1', 'the app reads instances');

@@ -5,10 +5,14 @@ BEGIN;
 SELECT plan(42);
 
 CREATE ROLE tap_tok_a IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_tok_a', 'app');
 CREATE ROLE tap_tok_b IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_tok_b', 'app');
 CREATE ROLE tap_tok_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('tap_tok_admin', 'admin');
 CREATE ROLE tap_tok_team;
 CREATE ROLE tap_tok_c IN ROLE tokenvault_app, tap_tok_team;
+SELECT tokenvault.admit('tap_tok_c', 'app');
 SELECT 'TVSECRET-pt-' || md5(random()::text) AS secret_a, 'TVSECRET-pt-' || md5(random()::text) AS secret_b \gset
 
 -- Two roles, one related id and key each
@@ -68,6 +72,7 @@ DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_a' AND related
 -- Roles are held by OID: a renamed role keeps its tokens, a dropped role's
 -- go to no later role of the same name
 CREATE ROLE tap_tok_old IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_tok_old', 'app');
 SET LOCAL ROLE tap_tok_old;
 SELECT tokenvault.put_private_token('r', 'k', :'secret_a');
 RESET ROLE;
@@ -77,11 +82,13 @@ SELECT is(tokenvault.get_private_token('r', 'k'), :'secret_a', 'a renamed role s
 RESET ROLE;
 DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_old';
 CREATE ROLE tap_tok_gone IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_tok_gone', 'app');
 SET LOCAL ROLE tap_tok_gone;
 SELECT tokenvault.put_private_token('r', 'k', :'secret_a');
 RESET ROLE;
 DROP ROLE tap_tok_gone;
 CREATE ROLE tap_tok_gone IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_tok_gone', 'app');
 SET LOCAL ROLE tap_tok_gone;
 SELECT is(tokenvault.get_private_token('r', 'k'), NULL, 'a new role under a dropped role''s name does not get its token');
 SELECT is((SELECT count(*) FROM tokenvault.private_tokens), 0::bigint, 'nor sees it in the table');

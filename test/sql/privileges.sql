@@ -4,7 +4,9 @@
 SELECT 'TVSECRET-' || md5(random()::text) AS token \gset
 CREATE ROLE regress_nobody;
 CREATE ROLE regress_app IN ROLE tokenvault_app;
+SELECT tokenvault.admit('regress_app', 'app');
 CREATE ROLE regress_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('regress_admin', 'admin');
 
 SELECT tokenvault.create_user('user-4001') AS u \gset
 SELECT tokenvault.create_client('API', 'api', 'api_key') AS c \gset

@@ -2,8 +2,11 @@
 -- and an end user's tokens shared with roles by grants.
 \set SHOW_CONTEXT never
 CREATE ROLE regress_tv_crm IN ROLE tokenvault_app;
+SELECT tokenvault.admit('regress_tv_crm', 'app');
 CREATE ROLE regress_tv_billing IN ROLE tokenvault_app;
+SELECT tokenvault.admit('regress_tv_billing', 'app');
 CREATE ROLE regress_tv_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('regress_tv_admin', 'admin');
 
 ------------------------------------------------------------------------------
 -- The reference's projects, products and employees, as one role's tokens:
