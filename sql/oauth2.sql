@@ -163,22 +163,37 @@ CREATE FUNCTION _form_encode(value text) RETURNS text
               FROM generate_series(0, octet_length(convert_to(value, 'UTF8')) - 1) i) bytes
 $$;
 
+-- Take an authorization state for good (true), or find it taken (false):
+-- committed apart from the caller's transaction, by a worker of its own
+-- (autonomous.c), so that nothing that fails afterwards gives it back.
+-- made_by: the row's xmin as the caller read it.
+CREATE FUNCTION _consume_state(state text, made_by xid) RETURNS boolean
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_consume_state';
+
 CREATE FUNCTION complete_authorization(state text, code text) RETURNS uuid
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    r record;
     s tokenvault.auth_states;
     c tokenvault.clients;
     t jsonb;
+    taken boolean := false;
     new_id uuid;
 BEGIN
     PERFORM tokenvault._require(state, 'state'), tokenvault._require(code, 'code');
-    -- single use: the state is gone once read, whatever happens next
-    DELETE FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state RETURNING * INTO s;
-    IF NOT FOUND THEN
+    SELECT x AS found, x.xmin AS made_by INTO r
+      FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state;
+    -- single use: the state is gone for good before the code is exchanged,
+    -- whether the exchange succeeds, fails or is rolled back
+    IF FOUND THEN
+        taken := tokenvault._consume_state(complete_authorization.state, r.made_by);
+    END IF;
+    IF NOT taken THEN
         RAISE EXCEPTION 'unknown or already used authorization state'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Start again with tokenvault.authorize_url().';
     END IF;
+    s := r.found;
     IF s.expires_at < now() THEN
         RAISE EXCEPTION 'authorization state expired at %', s.expires_at
             USING ERRCODE = 'invalid_parameter_value',
