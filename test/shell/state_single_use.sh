@@ -3,8 +3,8 @@
 # exchange it was taken for (the attack: a state tried again after a failed
 # or rolled-back exchange was accepted, over and over):
 #  - a state whose exchange the provider refused is refused the second and
-#    the third time, even once the provider would accept, and no request
-#    goes out for them;
+#    the third time (once the provider would accept), and no request goes
+#    out for them;
 #  - so is one whose exchange succeeded in a transaction that rolled back;
 #  - five sessions completing one state at once: exactly one exchange is
 #    sent, the four others are refused, whether the exchange fails or not;
@@ -43,9 +43,9 @@ reset() { curl -sf -X POST "$TV_FAULT_URL/_reset" >/dev/null; }
 provider invalid_grant
 st=$(new_state)
 is "$(sqlstate "$(complete "$st")")" 28000 "the provider refuses the first exchange"
+is "$(sqlstate "$(complete "$st")")" 22023 "  ... the same state is refused the second time"
 provider ok
-is "$(sqlstate "$(complete "$st")")" 22023 "  ... the same state is refused the second time, the provider now accepting"
-is "$(sqlstate "$(complete "$st")")" 22023 "  ... and the third time"
+is "$(sqlstate "$(complete "$st")")" 22023 "  ... and the third time, the provider now accepting"
 is "$(sent invalid_grant)/$(sent ok)/$(auths)" "1/0/0" "  ... with one exchange sent in all, and no auth made"
 
 # --- a rolled-back exchange spends it too
