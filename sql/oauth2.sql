@@ -102,6 +102,16 @@ CREATE FUNCTION _direct_grant_params(c tokenvault.clients, credential jsonb, sco
         'scope', nullif(array_to_string(scopes, c.scope_separator), '')))
 $$;
 
+-- Where the provider may send an authorization code: over TLS, or to the
+-- user's own machine.  The host of an http URL is matched whole (no
+-- userinfo, no other name that begins like a loopback one).
+CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT redirect_uri ~* '^https://[^/?#@[:space:]]'
+        OR redirect_uri ~* ('^http://(localhost|127(\.' || octet || '){3}|\[::1\])(:[0-9]{1,5})?([/?#][^[:space:]]*)?$')
+      FROM (VALUES ('(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])')) o (octet)
+$$;
+
 CREATE FUNCTION authorize_url(client_id uuid, user_id uuid, redirect_uri text, name text DEFAULT NULL,
                               scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -120,6 +130,12 @@ BEGIN
     END IF;
     IF redirect_uri !~* '^[a-z][a-z0-9+.-]*://[^[:space:]]+$' THEN
         RAISE EXCEPTION 'redirect_uri must be an absolute URL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT tokenvault._redirect_uri_safe(redirect_uri) THEN
+        RAISE EXCEPTION 'redirect_uri must use https, or http to a loopback host'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The provider sends the authorization code to the redirect_uri: use https, or http only '
+                         'to 127.0.0.0/8, [::1] or localhost (an app on the user''s own machine, RFC 8252).';
     END IF;
     IF c.visibility = 'private' AND NOT pg_has_role(tokenvault._caller(), c.owner, 'MEMBER') THEN
         RAISE EXCEPTION 'client % is private to role %', c.id, c.owner USING ERRCODE = 'insufficient_privilege';
