@@ -197,7 +197,7 @@ DECLARE
     new_id uuid;
 BEGIN
     PERFORM tokenvault._require(state, 'state'), tokenvault._require(code, 'code');
-    SELECT x AS found, x.xmin AS made_by INTO r
+    SELECT x AS state_row, x.xmin AS made_by INTO r
       FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state;
     -- single use: the state is gone for good before the code is exchanged,
     -- whether the exchange succeeds, fails or is rolled back
@@ -209,7 +209,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Start again with tokenvault.authorize_url().';
     END IF;
-    s := r.found;
+    s := r.state_row;
     IF s.expires_at < now() THEN
         RAISE EXCEPTION 'authorization state expired at %', s.expires_at
             USING ERRCODE = 'invalid_parameter_value',
