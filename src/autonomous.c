@@ -111,6 +111,10 @@ tv_autonomous_main(Datum main_arg)
 	if (seg == NULL)
 		proc_exit(0);
 	a = dsm_segment_address(seg);
+	/* only a statement of the table above, whatever the segment says */
+	if ((int) a->statement < 0 || (int) a->statement >= (int) lengthof(statements))
+		proc_exit(1);
+	a->arg[ARG_MAX - 1] = '\0';
 	BackgroundWorkerInitializeConnectionByOid(a->dbid, InvalidOid, 0);
 	SetConfigOption("lock_timeout", LOCK_TIMEOUT, PGC_SUSET, PGC_S_OVERRIDE);
 	MemoryContextSwitchTo(TopMemoryContext);
