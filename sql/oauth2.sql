@@ -102,6 +102,16 @@ CREATE FUNCTION _direct_grant_params(c tokenvault.clients, credential jsonb, sco
         'scope', nullif(array_to_string(scopes, c.scope_separator), '')))
 $$;
 
+-- Where the provider may send an authorization code: over TLS, or to the
+-- user's own machine.  The host of an http URL is matched whole (no
+-- userinfo, no other name that begins like a loopback one).
+CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT redirect_uri ~* '^https://[^/?#@[:space:]]'
+        OR redirect_uri ~* ('^http://(localhost|127(\.' || octet || '){3}|\[::1\])(:[0-9]{1,5})?([/?#][^[:space:]]*)?$')
+      FROM (VALUES ('(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])')) o (octet)
+$$;
+
 CREATE FUNCTION authorize_url(client_id uuid, user_id uuid, redirect_uri text, name text DEFAULT NULL,
                               scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -121,6 +131,12 @@ BEGIN
     END IF;
     IF redirect_uri !~* '^[a-z][a-z0-9+.-]*://[^[:space:]]+$' THEN
         RAISE EXCEPTION 'redirect_uri must be an absolute URL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NOT tokenvault._redirect_uri_safe(redirect_uri) THEN
+        RAISE EXCEPTION 'redirect_uri must use https, or http to a loopback host'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The provider sends the authorization code to the redirect_uri: use https, or http only '
+                         'to 127.0.0.0/8, [::1] or localhost (an app on the user''s own machine, RFC 8252).';
     END IF;
     PERFORM tokenvault._require_client_access(c.id, NULL::uuid);
     IF auth_id IS NOT NULL THEN
@@ -162,23 +178,38 @@ CREATE FUNCTION _form_encode(value text) RETURNS text
               FROM generate_series(0, octet_length(convert_to(value, 'UTF8')) - 1) i) bytes
 $$;
 
+-- Take an authorization state for good (true), or find it taken (false):
+-- committed apart from the caller's transaction, by a worker of its own
+-- (autonomous.c), so that nothing that fails afterwards gives it back.
+-- made_by: the row's xmin as the caller read it.
+CREATE FUNCTION _consume_state(state text, made_by xid) RETURNS boolean
+    LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_consume_state';
+
 CREATE FUNCTION complete_authorization(state text, code text) RETURNS uuid
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    r record;
     s tokenvault.auth_states;
     c tokenvault.clients;
     t jsonb;
+    taken boolean := false;
     new_id uuid;
 BEGIN
     PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(state IS NULL, 'state'::text), tokenvault._refuse_null(code IS NULL, 'code'::text);
-    -- single use: the state is gone once read, whatever happens next
-    DELETE FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state RETURNING * INTO s;
-    IF NOT FOUND THEN
+    SELECT x AS state_row, x.xmin AS made_by INTO r
+      FROM tokenvault.auth_states x WHERE x.state = complete_authorization.state;
+    -- single use: the state is gone for good before the code is exchanged,
+    -- whether the exchange succeeds, fails or is rolled back
+    IF FOUND THEN
+        taken := tokenvault._consume_state(complete_authorization.state, r.made_by);
+    END IF;
+    IF NOT taken THEN
         RAISE EXCEPTION 'unknown or already used authorization state'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Start again with tokenvault.authorize_url().';
     END IF;
+    s := r.state_row;
     IF s.expires_at < now() THEN
         RAISE EXCEPTION 'authorization state expired at %', s.expires_at
             USING ERRCODE = 'invalid_parameter_value',
