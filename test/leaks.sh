@@ -19,11 +19,11 @@ leak_patterns() {
 	printf '%s\n' 'TVSECRET[-a-z]*[0-9a-f]{8}' VFZTRUNSRV RWU0VDUkVU UVlNFQ1JFV
 }
 
-# leak_scan FILE...: print where a test secret shows (file:line, cut short),
-# fail if one does.
+# leak_scan FILE...: print where a test secret shows (file:line, not the
+# line, which would put it in the test output), fail if one does.
 leak_scan() {
 	local hits
-	hits=$(grep -nEH -f <(leak_patterns) "$@" 2>/dev/null | cut -c1-200)
+	hits=$(grep -nEH -f <(leak_patterns) "$@" 2>/dev/null | cut -d: -f1,2)
 	[ -z "$hits" ] && return 0
 	echo "$hits" | head -n 10
 	return 1
