@@ -66,6 +66,24 @@ typedef struct Body
 	List	   *secrets;
 } Body;
 
+/* parameters that are secrets, so never quoted back from a provider */
+static const char *const secret_params[] = {
+	"client_secret", "refresh_token", "code", "code_verifier", "password", "token",
+	"client_assertion", "assertion", "subject_token", "actor_token", "device_code",
+};
+
+static bool
+is_secret_param(const char *key)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(secret_params); i++)
+		if (strcmp(key, secret_params[i]) == 0)
+			return true;
+	return false;
+}
+
+/* Add a parameter; a secret one, from the grant or extra_params, is remembered. */
 static void
 body_add(const char *key, const char *value, void *arg)
 {
@@ -84,15 +102,8 @@ body_add(const char *key, const char *value, void *arg)
 			appendStringInfoChar(&b->buf, '&');
 		appendStringInfo(&b->buf, "%s=%s", tv_url_encode(key), tv_url_encode(value));
 	}
-}
-
-static void
-body_add_secret(Body *b, const char *key, const char *value)
-{
-	if (value == NULL)
-		return;
-	body_add(key, value, b);
-	b->secrets = lappend(b->secrets, (void *) value);
+	if (is_secret_param(key))
+		b->secrets = lappend(b->secrets, (void *) value);
 }
 
 /* Fill "{name}" placeholders of a URL from the auth's own fields. */
@@ -143,9 +154,6 @@ basic_credentials(const char *id, const char *secret)
 	return out;
 }
 
-/* grant parameters that are secrets, so never quoted back from a provider */
-static const char *const secret_params[] = {"refresh_token", "code", "code_verifier", "password", "token"};
-
 static bool
 setting_is(JsonbContainer *config, const char *key, const char *value)
 {
@@ -166,24 +174,19 @@ build_request(TvTokenCall *call, const char *url, const char *kind, Jsonb *param
 	JsonbContainer *config = call->config;
 	char	   *client_id = tv_jsonb_scalar(config, "client_id");
 	char	   *client_secret = tv_jsonb_scalar(config, "client_secret");
-	char	   *param_secret;
 	Body		body = {0};
 	bool		in_body;
-	int			i;
 
 	body.json = setting_is(config, "body_format", "json");
 	initStringInfo(&body.buf);
 	each_member(&params->root, body_add, &body);
-	for (i = 0; i < lengthof(secret_params); i++)
-		if ((param_secret = tv_jsonb_scalar(&params->root, secret_params[i])) != NULL)
-			body.secrets = lappend(body.secrets, param_secret);
 	each_member(tv_jsonb_object(tv_jsonb_object(config, "extra_params"), kind), body_add, &body);
 
 	in_body = client_secret == NULL || setting_is(config, "client_auth", "post");
 	if (client_id && in_body)
 		body_add("client_id", client_id, &body);
 	if (client_secret && in_body)
-		body_add_secret(&body, "client_secret", client_secret);
+		body_add("client_secret", client_secret, &body);
 	if (client_secret && !in_body)
 	{
 		call->req.authorization = basic_credentials(client_id ? client_id : "", client_secret);

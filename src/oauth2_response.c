@@ -3,8 +3,8 @@
  *
  * Answers are read as real providers send them: JSON, or a form-encoded
  * body; an "error" even in a 200; the token nested under a path.  The
- * verdict (verdict.h) is built as a value.  Provider text is
- * scrubbed of every secret the request carried before it is quoted.
+ * verdict (verdict.h) is built as a value.  Provider text is quoted only
+ * when no secret the request carried shows through it (redact.c).
  */
 #include "postgres.h"
 
@@ -18,38 +18,10 @@
 #include "http.h"
 #include "jsonb_member.h"
 #include "oauth2_response.h"
+#include "redact.h"
 
 #define MESSAGE_MAX 300			/* how much provider text is quoted */
 #define MAX_JSON_DEPTH 64		/* how deeply a provider's JSON answer may nest */
-
-/* Provider text with every secret of the request cut out, and shortened. */
-static char *
-scrub(const char *text, List *secrets)
-{
-	char	   *out = pstrdup(text);
-	ListCell   *lc;
-	char	   *c;
-
-	foreach(lc, secrets)
-	{
-		const char *s = lfirst(lc);
-		size_t		n = strlen(s);
-		char	   *hit;
-
-		if (n < 4)
-			continue;
-		while ((hit = strstr(out, s)) != NULL)
-			out = psprintf("%.*s[redacted]%s", (int) (hit - out), out, hit + n);
-	}
-	/* cut only after the secrets are out, so no part of one is left at the end */
-	if (strlen(out) > MESSAGE_MAX)
-		out[MESSAGE_MAX] = '\0';
-	/* keep the message on one line */
-	for (c = out; *c; c++)
-		if (*c == '\n' || *c == '\r' || *c == '\t')
-			*c = ' ';
-	return out;
-}
 
 static Jsonb *
 json_to_jsonb(StringInfo json)
@@ -220,6 +192,29 @@ unreadable(TvHttpResponse *resp)
 					resp->content_type ? resp->content_type : "none");
 }
 
+/*
+ * The verdict on a provider's OAuth2 error.  Its error and
+ * error_description are quoted only when no secret of the request shows
+ * through them; the class is read from the error either way.
+ */
+static TvVerdict *
+refusal(TvHttpResponse *resp, const char *error, const char *description, List *secrets)
+{
+	char	   *code = tv_redact_quote(error, secrets, MESSAGE_MAX);
+	char	   *text = description ? tv_redact_quote(description, secrets, MESSAGE_MAX) : NULL;
+	const char *said;
+
+	if (code == NULL)
+		said = " (its answer is withheld: it quotes a secret of the request)";
+	else if (description && text == NULL)
+		said = psprintf(": %s (its error_description is withheld: it quotes a secret of the request)", code);
+	else
+		said = psprintf(": %s%s%s", code, text ? ": " : "", text ? text : "");
+	return tv_verdict_failure(error_class(error, resp->status), resp->status, code,
+							  psprintf("the provider refused the request%s%s", said, retry_note(resp->retry_after)),
+							  resp->retry_after);
+}
+
 /* The verdict on a token request's response, quoting no secret of the request. */
 TvVerdict *
 tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secrets)
@@ -227,7 +222,6 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	Jsonb	   *doc;
 	Jsonb	   *tok;
 	char	   *error;
-	char	   *description;
 
 	if (resp->failure != TV_HTTP_OK)
 		return tv_verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
@@ -241,15 +235,7 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	/* an OAuth2 error, whatever the status (some providers send it with 200) */
 	error = doc ? tv_jsonb_scalar(&doc->root, "error") : NULL;
 	if (error && error[0])
-	{
-		description = tv_jsonb_scalar(&doc->root, "error_description");
-		return tv_verdict_failure(error_class(error, resp->status), resp->status, scrub(error, secrets),
-							   psprintf("the provider refused the request: %s%s%s%s", scrub(error, secrets),
-										description ? ": " : "",
-										description ? scrub(description, secrets) : "",
-										retry_note(resp->retry_after)),
-							   resp->retry_after);
-	}
+		return refusal(resp, error, tv_jsonb_scalar(&doc->root, "error_description"), secrets);
 	if (resp->status == 429 || resp->status >= 500)
 		return tv_verdict_failure(TV_OUTCOME_RETRYABLE, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld%s", resp->status,

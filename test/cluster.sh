@@ -2,7 +2,10 @@
 # Source this file, then: cluster_start; ...; (cluster_stop runs on exit).
 # tv_at_exit CMD runs CMD on exit too, before what was registered earlier.
 # After cluster_start, PGHOST/PGPORT/PGUSER point at the new cluster and
-# TV_DATA is its data directory.
+# TV_DATA is its data directory.  Under test/run-tests.sh, what a cluster
+# leaves behind is kept for the run's leak scan as it stops (test/leaks.sh).
+
+source "$(dirname "${BASH_SOURCE[0]}")/leaks.sh"
 
 PG_BINDIR=${PG_BINDIR:-$(/usr/lib/postgresql/15/bin/pg_config --bindir)}
 export PATH="$PG_BINDIR:$PATH"
@@ -56,8 +59,10 @@ CONF
 
 cluster_stop() {
 	[ -n "${TV_DATA:-}" ] || return 0
+	leak_keep_cluster
 	as_server_user pg_ctl -D "$TV_DATA" -m fast -w -t 30 stop >/dev/null 2>&1 ||
 		as_server_user pg_ctl -D "$TV_DATA" -m immediate stop >/dev/null 2>&1 || true
+	leak_keep_logs
 	if [ -n "${TV_KEEP:-}" ]; then
 		echo "cluster kept in $TV_TMP"
 	else

@@ -52,6 +52,27 @@ wait_until() {
 # millis: a clock in milliseconds, to time what must be quick.
 millis() { echo $(($(date +%s%N) / 1000000)); }
 
+# listen_start [psql args]: a LISTEN tokenvault session, psql on a fifo,
+# writing what it hears to $TV_LISTEN_OUT (kept for the run's leak scan);
+# listen_poke makes it print what has arrived, listen_stop ends it.
+listen_start() {
+	local fifo
+	fifo=$(mktemp -u "$TV_TMP/listen.XXXXXX")
+	TV_LISTEN_OUT=$(if [ -n "${TV_SCAN_DIR:-}" ]; then leak_file notify; else mktemp "$TV_TMP/notify.XXXXXX"; fi)
+	mkfifo "$fifo"
+	psql -X -q -At "$@" <"$fifo" >"$TV_LISTEN_OUT" 2>&1 &
+	TV_LISTEN_PID=$!
+	exec 7>"$fifo"
+	echo "LISTEN tokenvault;" >&7
+}
+listen_poke() { echo "SELECT 1;" >&7; }
+# listen_stop: end the session once it has printed everything.
+listen_stop() {
+	listen_poke
+	exec 7>&-
+	wait "$TV_LISTEN_PID" 2>/dev/null || true
+}
+
 done_testing() {
 	[ "$TV_FAILED" = 0 ] || echo "# $TV_FAILED check(s) failed"
 	exit $((TV_FAILED > 0))

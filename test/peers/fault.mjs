@@ -48,6 +48,43 @@ function basicPassword(req) {
   try { return decodeURIComponent(password); } catch { return password; } // a stray %
 }
 
+const decoded = (v) => { try { return decodeURIComponent(v.replace(/\+/g, ' ')); } catch { return v; } };
+const lowerHex = (v) => v.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase());
+// One value in each encoding a provider might quote it in.
+const encodings = {
+  raw: (v) => v,
+  percent: (v) => encodeURIComponent(v),
+  percent_lower: (v) => lowerHex(encodeURIComponent(v)),
+  form: (v) => new URLSearchParams({ v }).toString().slice(2),
+  form_lower: (v) => lowerHex(new URLSearchParams({ v }).toString().slice(2)),
+  json: (v) => JSON.stringify(v).slice(1, -1),
+  json_ascii: (v) => JSON.stringify(v).slice(1, -1).replace(/[\u0080-\uffff\/]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`),
+  base64: (v) => Buffer.from(v).toString('base64'),
+  base64url: (v) => Buffer.from(v).toString('base64url'),
+};
+// What the request carried, as sent and decoded: the body, the
+// Authorization header, each parameter's value, the Basic pair and its parts.
+function carried(req) {
+  const out = [req.body, req.headers.authorization || ''];
+  for (const v of Object.values(params(req))) if (typeof v === 'string') out.push(v);
+  const m = /^Basic (.+)$/.exec(req.headers.authorization || '');
+  if (m) {
+    const pair = Buffer.from(m[1], 'base64').toString();
+    const colon = pair.indexOf(':');
+    out.push(pair, decoded(pair.slice(0, colon)), decoded(pair.slice(colon + 1)));
+  }
+  return out.filter(Boolean);
+}
+// The request quoted back: ?as=<encoding> for one (any other: all),
+// ?repeat=n times over.
+function quote(req, url) {
+  const as = url.searchParams.get('as');
+  const chosen = Object.hasOwn(encodings, as || '') ? [encodings[as]] : Object.values(encodings);
+  const once = carried(req).flatMap((v) => chosen.map((enc) => enc(v))).join(' | ');
+  return once.repeat(Math.min(Number(url.searchParams.get('repeat') || 1), 10000));
+}
+
 const usedRefreshTokens = new Set();
 const html = (title, body) => `<!DOCTYPE html><html><head><title>${title}</title></head><body><h1>${title}</h1>${
   body}</body></html>`;
@@ -89,6 +126,13 @@ const cases = {
     const quoted = [p.refresh_token, p.client_secret, p.password, basicPassword(req)].filter(Boolean);
     send(res, 400, { error: 'invalid_grant', error_description: `bad token: ${quoted.join(' ')}` });
   },
+  // a hostile provider quoting the whole request back in every encoding
+  // (quote.../token?as=&repeat=): in error_description, in error, or in
+  // the odd places of a 200 (fields that fail to store or are kept)
+  quote: (req, res, url) => send(res, 400, { error: 'invalid_grant', error_description: quote(req, url) }),
+  quote_error: (req, res, url) => send(res, 400, { error: quote(req, url), error_description: quote(req, url) }),
+  quote200: (req, res, url) => send(res, 200, { ...okToken(), token_type: quote(req, url), scope: quote(req, url),
+    expires_in: quote(req, url), expires_at: quote(req, url), [quote(req, url).slice(0, 200)]: quote(req, url) }),
   s500: (req, res) => send(res, 500, { error: 'server_error' }),
   s502: (req, res) => send(res, 502, 'Bad Gateway'),
   s503: (req, res) => send(res, 503, '', { 'retry-after': '5' }),

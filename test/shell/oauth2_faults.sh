@@ -40,7 +40,7 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('invalid_client',      'invalid_client',      '{}', '28000', 'needs_reauth', 'invalid_client$'),
     ('unauthorized_client', 'unauthorized_client', '{}', '28000', 'needs_reauth', 'unauthorized_client$'),
     ('error in a 200',      'error200',            '{}', '28000', 'needs_reauth', 'invalid_grant: The refresh token is invalid$'),
-    ('secrets echoed back', 'leaky',               '{}', '28000', 'needs_reauth', 'invalid_grant: bad token: '),
+    ('secrets echoed back', 'leaky',               '{}', '28000', 'needs_reauth', 'invalid_grant \(its error_description is withheld: it quotes a secret of the request\)$'),
     -- anything else is an error that retrying will not mend
     ('invalid_request',     'invalid_request',     '{}', '38000', 'error', 'invalid_request: Missing parameter$'),
     ('html login page',     'html200',             '{}', '38000', 'error', 'neither JSON nor form-encoded \(content type text/html\)$'),

@@ -38,6 +38,7 @@ as_server_user pg_basebackup -D "$sb_data" -R -X stream >"$TV_TMP/basebackup.log
 echo "port = $sb_port" >>"$sb_data/postgresql.conf"
 standby_stop() { as_server_user pg_ctl -D "$sb_data" -m immediate stop >/dev/null 2>&1 || true; }
 tv_at_exit standby_stop
+TV_SCAN_LOGS+=("$TV_TMP/standby.log")
 as_server_user pg_ctl -D "$sb_data" -l "$TV_TMP/standby.log" -w -t 60 start >/dev/null
 sb() { PGPORT=$sb_port q "$@"; }
 sb_state() { PGPORT=$sb_port sqlstate "$1"; }

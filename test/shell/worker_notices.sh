@@ -28,17 +28,10 @@ q -v url="$TV_WEBHOOK_URL/hook" -v secret="$hook_secret" <<'SQL' >/dev/null
 SELECT tokenvault.add_webhook(:'url', :'secret', '{auth.expiring}');
 SQL
 
-# a LISTEN session: psql on a fifo, asked a cheap query every 0.2 s so that
-# it prints what has arrived
-mkfifo "$TV_TMP/listen.in"
-psql -X -q -At <"$TV_TMP/listen.in" >"$TV_TMP/listen.out" 2>&1 &
-listener=$!
-exec 7>"$TV_TMP/listen.in"
-echo "LISTEN tokenvault;" >&7
-poke_listener() { echo "SELECT 1;" >&7; }
+listen_start
 notified() {
-	poke_listener
-	grep -q "$1" "$TV_TMP/listen.out"
+	listen_poke
+	grep -q "$1" "$TV_LISTEN_OUT"
 }
 
 q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
@@ -55,7 +48,7 @@ wait_until 10 "auth.expiring is recorded" one_expiring && ok "an auth without a 
 
 wait_until 10 "the LISTEN session gets auth.expiring" notified '"event": "auth.expiring"'
 payload=$(sed -n 's/^Asynchronous notification "tokenvault" with payload "\(.*\)" received from server process.*/\1/p' \
-	"$TV_TMP/listen.out" | grep '"auth.expiring"' | head -n 1)
+	"$TV_LISTEN_OUT" | grep '"auth.expiring"' | head -n 1)
 is "$(q -v p="$payload" <<'SQL'
 SELECT :'p'::jsonb = jsonb_build_object(
     'event', 'auth.expiring', 'authentication_name', a.name, 'service_name', a.service,
@@ -133,7 +126,5 @@ q -c "SELECT tokenvault.delete_auth('$down')" >/dev/null
 is "$(count_events "$down" auth.deleted)" 1 "delete_auth emits auth.deleted"
 is "$(q -c "SELECT count(*) FROM tokenvault.events WHERE payload::text ~ 'TVSECRET'")" 0 "no event holds a secret"
 
-exec 7>&-
-kill "$listener" 2>/dev/null || true
-wait "$listener" 2>/dev/null || true
+listen_stop
 done_testing
