@@ -23,7 +23,8 @@ $$;
 CREATE FUNCTION _event_kinds() RETURNS text[]
     LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
-                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled']
+                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled',
+                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked']
 $$;
 
 -- Record an event, NOTIFY it and queue it for the webhooks that want it,
