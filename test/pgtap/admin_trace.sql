@@ -4,10 +4,12 @@
 -- tokens with itself, reading them and revoking the grant leaves the grant
 -- in the history and both as events.  No request is sent here.
 BEGIN;
-SELECT plan(34);
+SELECT plan(36);
 
 CREATE ROLE tap_trace_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('tap_trace_admin', 'admin');
 CREATE ROLE tap_trace_app IN ROLE tokenvault_app;
+SELECT tokenvault.admit('tap_trace_app', 'app');
 SELECT 'TVSECRET-cs-' || md5(random()::text) AS secret, 'TVSECRET-cs-' || md5(random()::text) AS secret2,
        'TVSECRET-ut-' || md5(random()::text) AS user_secret \gset
 SELECT tokenvault.create_client('Provider', 'provider', 'oauth2', jsonb_build_object(
@@ -132,6 +134,16 @@ SELECT is((SELECT string_agg(format('%s:%s:%s', g.grantee, g.privilege, g.revoke
 SELECT is((SELECT count(*) FROM tokenvault.events e
             WHERE e.kind = 'user_tokens.revoked' AND e.payload->>'reason' = 'user deleted' AND e.payload->>'user_id' = :'u'),
           2::bigint, '  ... each ended grant an event');
+
+-- those events are the administrators'
+SET LOCAL ROLE tap_trace_app;
+SELECT is((SELECT count(*) FROM tokenvault.events WHERE kind LIKE 'client.%' OR kind LIKE 'user_tokens.%'), 0::bigint,
+          'an application reads no event of clients or grants');
+RESET ROLE;
+SET LOCAL ROLE tap_trace_admin;
+SELECT is((SELECT count(DISTINCT kind) FROM tokenvault.events WHERE kind LIKE 'client.%' OR kind LIKE 'user_tokens.%'), 3::bigint,
+          '  ... an administrator reads them');
+RESET ROLE;
 
 SELECT is((SELECT count(*) FROM tokenvault.events WHERE payload::text ~ 'TVSECRET'), 0::bigint, 'no event holds a secret');
 

@@ -177,6 +177,7 @@ RESET ROLE;
 -- the rules that span tables hold for every role but a superuser or the
 -- tables' owner
 CREATE ROLE tap_sol_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('tap_sol_admin', 'admin');
 SET LOCAL ROLE tap_sol_app;
 SET LOCAL row_security = off;
 SELECT tokenvault.create_instance(:'sol', :'bob', 'unfilled, by the app') AS i_off \gset

@@ -4,8 +4,8 @@
 # carries an event's id and kind only, and a consumer (README, "Events and
 # webhooks") acts on the row of tokenvault.events that it names, read under
 # its grants.  Here a role with no grant at all listens while real events
-# happen (a failed refresh with its error text, a deletion): no payload
-# holds more than id and kind.  It then forges notifications, and the
+# happen (two refreshes the provider refuses, the rows holding user ids,
+# names and the error): no payload holds more than id and kind.  It then forges notifications, and the
 # README's consumer logic, run by an application that listens too, acts on
 # the real events once each and on no forged one.
 set -euo pipefail
@@ -34,6 +34,7 @@ q <<SQL >/dev/null
 CREATE EXTENSION tokenvault;
 CREATE ROLE $snoop LOGIN;   -- connects (PUBLIC may), and holds no grant of tokenvault
 CREATE ROLE $app LOGIN IN ROLE tokenvault_app;
+SELECT tokenvault.admit('$app', 'app');
 SQL
 
 # listen_as ROLE NAME: a LISTEN session as ROLE, psql on a fifo; poke_NAME
@@ -55,21 +56,22 @@ listen_as "$app" app
 q -U "$snoop" -c "SELECT 1 FROM tokenvault.events" >/dev/null 2>&1 &&
 	not_ok "the listening role reads no event" || ok "the listening role has no grant: it reads no event"
 
-# Real events: a refresh the provider refuses (auth.refresh_failed, with the
-# error in the row) and a deletion (auth.deleted)
+# Real events: two refreshes the provider refuses (auth.refresh_failed, with
+# the error in the row)
 q -v url="$TV_FAULT_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL' >/dev/null
 SELECT tokenvault.create_user('ext-notify-' || md5(random()::text), 'Notify Person') AS u \gset
 SELECT tokenvault.create_client('Down', 'notify-svc', 'oauth2', jsonb_build_object(
     'client_id', 'c', 'client_secret', :'secret', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/s500/token')) AS c \gset
-SELECT tokenvault.create_auth(:'u', :'c', 'Notify auth name', jsonb_build_object(
+SELECT tokenvault.create_auth(:'u', :'c', 'Notify auth name ' || n, jsonb_build_object(
     'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
-    'expires_in', 3600));
+    'expires_in', 3600))
+  FROM generate_series(1, 2) n;
 SQL
-auth=$(q -c "SELECT id FROM tokenvault.auths WHERE name = 'Notify auth name'")
-q -c "SELECT tokenvault.refresh_auth('$auth')" >/dev/null 2>&1 || true
-q -c "SELECT tokenvault.delete_auth('$auth')" >/dev/null
-is "$(q -c "SELECT string_agg(kind, ',' ORDER BY id) FROM tokenvault.events")" "auth.refresh_failed,auth.deleted" \
-	"a failed refresh and a deletion are recorded"
+for auth in $(q -c "SELECT id FROM tokenvault.auths WHERE name LIKE 'Notify auth name %'"); do
+	q -c "SELECT tokenvault.refresh_auth('$auth')" >/dev/null 2>&1 || true
+done
+is "$(q -c "SELECT string_agg(kind, ',' ORDER BY id) FROM tokenvault.events")" "auth.refresh_failed,auth.refresh_failed" \
+	"two failed refreshes are recorded"
 is "$(q -c "SELECT bool_and(payload ? 'user_id' AND payload ? 'external_user_id') AND bool_or(payload->>'error' <> '') FROM tokenvault.events")" t \
 	"  ... their rows hold user ids, names and the error, for those with grants"
 
@@ -98,7 +100,7 @@ is "$(payloads snoop | grep -c 'Notify Person\|Notify auth name\|refused\|ext-no
 # Forgeries, sent by the role with no grant: an id that is no event, a real
 # id with another kind, a payload of the old shape (everything inline, no
 # id), something that is not JSON, and a replay of a real notification
-real_failed=$(q -c "SELECT jsonb_build_object('id', id, 'kind', kind) FROM tokenvault.events WHERE kind = 'auth.refresh_failed'")
+real_failed=$(q -c "SELECT jsonb_build_object('id', id, 'kind', kind) FROM tokenvault.events WHERE kind = 'auth.refresh_failed' ORDER BY id LIMIT 1")
 q -U "$snoop" -v failed="$real_failed" -v auth="$auth" <<'SQL' >/dev/null
 SELECT pg_notify('tokenvault', '{"id": 999999999, "kind": "auth.expiring"}');
 SELECT pg_notify('tokenvault', jsonb_build_object('id', (:'failed'::jsonb->'id'), 'kind', 'auth.needs_reauth')::text);
