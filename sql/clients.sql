@@ -157,13 +157,16 @@ BEGIN
 END
 $$;
 
--- Settings given replace those stored; a key set to null clears it.
+-- Settings given replace those stored; a key set to null clears it.  A
+-- change of URLs is an event, and one that would send the client secret or
+-- users' tokens to another host needs the secret again (_check_url_move).
 CREATE FUNCTION update_client(client_id uuid, settings jsonb) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c tokenvault.clients := tokenvault._client_must_exist(client_id);
     s jsonb;
     q tokenvault.clients;
+    n tokenvault.clients;
     cleared text[];
 BEGIN
     PERFORM tokenvault._admit_admin();
@@ -199,7 +202,72 @@ BEGIN
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
         updated_at     = now()
-     WHERE t.id = c.id;
+     WHERE t.id = c.id
+    RETURNING t.* INTO n;
+    PERFORM tokenvault._check_url_move(c, n, s ? 'client_secret');
+END
+$$;
+
+-- Where a URL sends what it sends: its scheme, host and port, in lower case
+-- with the scheme's default port written out, so that https://Host/ and
+-- https://host:443/ are one place.  Read as libcurl reads a URL: the host
+-- follows any userinfo (up to an @) and ends at the port, path, query or
+-- fragment.  A host of a template ({placeholder}) is compared as written.
+CREATE FUNCTION _url_origin(url text) RETURNS text
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT lower(m[1]) || '://' || lower(m[2]) || ':'
+           || coalesce(nullif(m[3], ''), CASE lower(m[1]) WHEN 'https' THEN '443' ELSE '80' END)
+      FROM regexp_match(url, '^([a-z][a-z0-9+.-]*)://(?:[^/?#@]*@)?(\[[^]]*\]|[^:/?#]*)(?::([^/?#]*))?', 'i') m
+$$;
+
+-- The token, refresh and revoke URLs receive the client secret and users'
+-- refresh and access tokens.  Pointing one of them at a place none of them
+-- pointed at before would let whoever manages clients collect those, so it
+-- takes the client secret, given again in the same call: a host that gets
+-- users' refresh tokens then also gets a secret that whoever moved it knew
+-- already, and the tokens are of no use without the secret the provider
+-- knows.  A client without a secret has nothing to prove that with (its
+-- refresh tokens are good on their own), so its URLs stay where they are.
+-- Every change of the client's URLs is an event.
+CREATE FUNCTION _check_url_move(old tokenvault.clients, new tokenvault.clients, secret_given boolean) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    known text[] := ARRAY(SELECT tokenvault._url_origin(u)
+                            FROM unnest(ARRAY[old.token_url, old.refresh_url, old.revoke_url]) u
+                           WHERE u IS NOT NULL);
+    moved text;
+    changed jsonb;
+BEGIN
+    SELECT x.setting INTO moved
+      FROM (VALUES (1, 'token_url', new.token_url), (2, 'refresh_url', new.refresh_url),
+                   (3, 'revoke_url', new.revoke_url)) x(n, setting, url)
+     WHERE x.url IS NOT NULL AND NOT tokenvault._url_origin(x.url) = ANY (known)
+     ORDER BY x.n LIMIT 1;
+    IF moved IS NOT NULL AND old.secret IS NULL THEN
+        RAISE EXCEPTION 'the % of client % cannot move to another host: the client has no secret', moved, old.id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Its users'' refresh tokens would go there, and they are good without a secret. '
+                         'Create a new client for the new host, and have its users authorize again.';
+    ELSIF moved IS NOT NULL AND NOT secret_given THEN
+        RAISE EXCEPTION 'moving the % of client % to another host needs the client secret', moved, old.id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Give "client_secret" again in the same call: the new host receives it, and the users'' tokens.';
+    END IF;
+    SELECT jsonb_object_agg(x.setting, jsonb_build_object('old', x.was, 'new', x.now)) INTO changed
+      FROM (VALUES ('auth_url', old.auth_url, new.auth_url), ('token_url', old.token_url, new.token_url),
+                   ('refresh_url', old.refresh_url, new.refresh_url), ('revoke_url', old.revoke_url, new.revoke_url)
+           ) x(setting, was, now)
+     WHERE x.was IS DISTINCT FROM x.now;
+    IF changed IS NOT NULL THEN
+        PERFORM tokenvault._publish('client.urls_changed'::text, NULL::uuid, jsonb_build_object(
+            'event', 'client.urls_changed',
+            'client_id', new.id,
+            'client_name', left(new.name, 400),
+            'service_name', left(new.service, 400),
+            'urls', changed,
+            'new_host', moved IS NOT NULL,
+            'by', tokenvault._caller()));
+    END IF;
 END
 $$;
 

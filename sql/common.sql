@@ -49,9 +49,16 @@ $$;
 -- whole in foreign-key order: instances before their values, slots after
 -- the instances.  The checks that span tables (required slots filled) hold
 -- for what was dumped and would refuse it half loaded, so a restore skips
--- them.  Only the tables' owner can write them directly, and it could as
--- well disable the triggers.
+-- them.  Any role may set row_security off, so the setting alone proves
+-- nothing: only a restore by a role that could as well disable the
+-- triggers (a superuser, or one with the tables' owner's privileges) skips
+-- them.  The role asked is the session's (_caller), not current_user, which
+-- inside the SECURITY DEFINER functions is their owner.
 CREATE FUNCTION _restoring() RETURNS boolean
     LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.current_setting('row_security') = 'off'
+       AND pg_catalog.pg_has_role(tokenvault._caller(),
+                                  (SELECT c.relowner FROM pg_catalog.pg_class c
+                                    WHERE c.oid = 'tokenvault.instances'::pg_catalog.regclass),
+                                  'USAGE')
 $$;

@@ -1,8 +1,8 @@
--- Events: recorded, sent by NOTIFY and queued for webhooks
+-- Events: recorded, announced by NOTIFY (id and kind) and queued for webhooks
 
 -- An auth event: Tray's expiry payload with the kind in "event".  User-given
--- text is cut short so that it stays well within NOTIFY's 8000 bytes.  Never
--- a secret.
+-- text is cut short, so that an event stays small whatever names users
+-- choose.  Never a secret.
 CREATE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE AS $$
@@ -23,11 +23,16 @@ $$;
 CREATE FUNCTION _event_kinds() RETURNS text[]
     LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
-                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled']
+                 'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled',
+                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked']
 $$;
 
 -- Record an event, NOTIFY it and queue it for the webhooks that want it,
 -- all in the caller's transaction.  Webhooks get one auth's events in order.
+-- Any role that can connect may LISTEN, and send on the channel too
+-- (PostgreSQL has no privilege on either), so the notification carries the
+-- event's id and kind and nothing else: a listener reads the event from
+-- the table, under its grants, and a forged notification names no row.
 -- (No SET search_path: it runs for every refresh, and only functions and
 -- triggers that set it call it.)
 CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb) RETURNS void
@@ -48,6 +53,6 @@ BEGIN
              WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
         PERFORM tokenvault._wake_worker(now());
     END IF;
-    PERFORM pg_notify('tokenvault', payload::text);
+    PERFORM pg_notify('tokenvault', jsonb_build_object('id', event_id, 'kind', kind)::text);
 END
 $$;

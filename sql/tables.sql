@@ -245,15 +245,25 @@ CREATE TABLE user_tokens (
 
 -- A role may read, or read and write, a user's tokens: all of them (related
 -- id NULL) or those of one related id.  Members of the role inherit it.
+-- The grants are their own history: a revoke (or a new grant in its place,
+-- or the user's deletion) marks a row, never deletes it, so that whoever
+-- shared a user's tokens, an administrator with itself included, leaves a
+-- trace; which is why the history outlives the user (no foreign key).
+-- Only rows not revoked grant anything.
 CREATE TABLE user_token_grants (
-    user_id    uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    user_id    uuid NOT NULL,
     grantee    regrole NOT NULL,
     privilege  text NOT NULL CHECK (privilege IN ('read', 'write')),
     related_id text CHECK (related_id <> ''),
     granted_by name NOT NULL,
     created_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE NULLS NOT DISTINCT (user_id, grantee, related_id)
+    revoked_at timestamptz,
+    revoked_by name,
+    CHECK ((revoked_at IS NULL) = (revoked_by IS NULL))
 );
+-- one live grant per user, role and related id
+CREATE UNIQUE INDEX user_token_grants_live_key ON user_token_grants (user_id, grantee, related_id) NULLS NOT DISTINCT
+    WHERE revoked_at IS NULL;
 SELECT pg_catalog.pg_extension_config_dump('private_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('user_tokens', '');
 SELECT pg_catalog.pg_extension_config_dump('user_token_grants', '');

@@ -81,7 +81,7 @@ CREATE FUNCTION _user_token_access(user_id uuid, related_id text, need text) RET
 BEGIN
     PERFORM tokenvault._user_must_exist(user_id);
     IF NOT EXISTS (SELECT FROM tokenvault.user_token_grants g
-                    WHERE g.user_id = _user_token_access.user_id
+                    WHERE g.user_id = _user_token_access.user_id AND g.revoked_at IS NULL
                       AND (g.related_id IS NULL OR g.related_id = _user_token_access.related_id)
                       AND (g.privilege = 'write' OR need = 'read')
                       AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
@@ -127,7 +127,8 @@ BEGIN
     PERFORM tokenvault._admit_app();
     IF related_id IS NOT NULL OR NOT EXISTS (
             SELECT FROM tokenvault.user_token_grants g
-             WHERE g.user_id = _user_token_list_access.user_id AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+             WHERE g.user_id = _user_token_list_access.user_id AND g.revoked_at IS NULL
+               AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
         PERFORM tokenvault._user_token_access(user_id, related_id, 'read');
     END IF;
 END
@@ -141,7 +142,8 @@ CREATE FUNCTION list_user_tokens(user_id uuid, related_id text DEFAULT NULL)
       FROM tokenvault.user_tokens t
      WHERE t.user_id = $1 AND ($2 IS NULL OR t.related_id = $2)
        AND EXISTS (SELECT FROM tokenvault.user_token_grants g
-                    WHERE g.user_id = t.user_id AND (g.related_id IS NULL OR g.related_id = t.related_id)
+                    WHERE g.user_id = t.user_id AND g.revoked_at IS NULL
+                      AND (g.related_id IS NULL OR g.related_id = t.related_id)
                       AND tokenvault._holds(tokenvault._caller(), g.grantee))
      ORDER BY t.related_id, t.key
 $$;
@@ -160,10 +162,14 @@ $$;
 
 -- Share a user's tokens with a role: 'read', or 'write' (which reads too),
 -- for all of them or for one related id.  A new grant for the same role and
--- related id replaces the old one.
+-- related id takes the place of the old one, which stays, revoked by the
+-- granter.  Every grant is an event.
 CREATE FUNCTION grant_user_tokens(user_id uuid, role name, privilege text, related_id text DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    me name := tokenvault._caller();
+    replaced text;
 BEGIN
     PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(role IS NULL, 'role'::text);
@@ -176,23 +182,92 @@ BEGIN
         RAISE EXCEPTION 'related_id must not be empty (NULL grants all of the user''s tokens)'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    replaced := tokenvault._end_user_token_grant(user_id, role, related_id, me);
     INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by)
-    VALUES (user_id, tokenvault._role(role), privilege, related_id, tokenvault._caller())
-    ON CONFLICT ON CONSTRAINT user_token_grants_user_id_grantee_related_id_key DO UPDATE
-        SET privilege = EXCLUDED.privilege, granted_by = EXCLUDED.granted_by, created_at = now();
+    VALUES (user_id, tokenvault._role(role), privilege, related_id, me);
+    PERFORM tokenvault._user_token_grant_event('user_tokens.granted'::text, user_id, role, privilege, related_id, me, replaced);
 END
 $$;
 
 -- Take a grant back (the one for that related id, or the one for all the
--- user's tokens when NULL); whether there was one.
+-- user's tokens when NULL); whether there was one.  The row stays, marked
+-- revoked, and the revoke is an event.
 CREATE FUNCTION revoke_user_tokens(user_id uuid, role name, related_id text DEFAULT NULL) RETURNS boolean
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    me name := tokenvault._caller();
+    ended text;
 BEGIN
     PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(role IS NULL, 'role'::text);
-    DELETE FROM tokenvault.user_token_grants g
-     WHERE g.user_id = revoke_user_tokens.user_id AND g.grantee = tokenvault._role(role)
-       AND g.related_id IS NOT DISTINCT FROM revoke_user_tokens.related_id;
-    RETURN FOUND;
+    ended := tokenvault._end_user_token_grant(user_id, role, related_id, me);
+    IF ended IS NOT NULL THEN
+        PERFORM tokenvault._user_token_grant_event('user_tokens.revoked'::text, user_id, role, ended, related_id, me, NULL::text);
+    END IF;
+    RETURN ended IS NOT NULL;
 END
 $$;
+
+-- Mark the live grant of a role on a user's tokens (for one related id, or
+-- all when NULL) revoked by who; its privilege, NULL when there was none.
+-- The user's row lock makes grants and revokes of one user take turns, so
+-- that two of them cannot both find no live grant and both add one.
+CREATE FUNCTION _end_user_token_grant(user_id uuid, role name, related_id text, who name) RETURNS text
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ended text;
+BEGIN
+    PERFORM FROM tokenvault.users u WHERE u.id = _end_user_token_grant.user_id FOR NO KEY UPDATE;
+    UPDATE tokenvault.user_token_grants g SET revoked_at = now(), revoked_by = who
+     WHERE g.user_id = _end_user_token_grant.user_id AND g.grantee = tokenvault._role(role)
+       AND g.related_id IS NOT DISTINCT FROM _end_user_token_grant.related_id AND g.revoked_at IS NULL
+    RETURNING g.privilege INTO ended;
+    RETURN ended;
+END
+$$;
+
+-- A grant or revoke as an event: who gave whom what on whose tokens.
+CREATE FUNCTION _user_token_grant_event(kind text, user_id uuid, role name, privilege text, related_id text,
+                                        who name, replaced text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._publish(kind, NULL::uuid, jsonb_build_object(
+        'event', kind,
+        'user_id', user_id,
+        'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u
+                              WHERE u.id = _user_token_grant_event.user_id),
+        'grantee', role,
+        'privilege', privilege,
+        'related_id', left(related_id, 400),
+        'by', who)
+        || CASE WHEN replaced IS NULL THEN '{}' ELSE jsonb_build_object('replaces', replaced) END);
+END
+$$;
+
+-- A user deleted takes its tokens along (user_tokens' foreign key), and
+-- ends the grants on them, which stay as history: revoked by the role that
+-- deleted the user, each an event.
+CREATE FUNCTION _user_deleted_grants() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    g tokenvault.user_token_grants;
+BEGIN
+    FOR g IN UPDATE tokenvault.user_token_grants t SET revoked_at = now(), revoked_by = tokenvault._caller()
+              WHERE t.user_id = OLD.id AND t.revoked_at IS NULL
+             RETURNING t.* LOOP
+        PERFORM tokenvault._publish('user_tokens.revoked'::text, NULL::uuid, jsonb_build_object(
+            'event', 'user_tokens.revoked',
+            'user_id', OLD.id,
+            'external_user_id', left(OLD.external_user_id, 400),
+            'grantee', coalesce((SELECT r.rolname::text FROM pg_catalog.pg_roles r WHERE r.oid = g.grantee::oid),
+                                g.grantee::text),
+            'privilege', g.privilege,
+            'related_id', left(g.related_id, 400),
+            'by', g.revoked_by,
+            'reason', 'user deleted'::text));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_deleted_grants AFTER DELETE ON users
+    FOR EACH ROW EXECUTE FUNCTION _user_deleted_grants();

@@ -2,7 +2,7 @@
 -- written (through the functions, or straight into the tables as their
 -- owner), nothing is left half-written, and the roles get what they should.
 BEGIN;
-SELECT plan(53);
+SELECT plan(55);
 
 SELECT tokenvault.create_user('tap-sol-ann') AS ann, tokenvault.create_user('tap-sol-bob') AS bob,
        tokenvault.create_user('tap-sol-company') AS company \gset
@@ -172,6 +172,24 @@ RESET ROLE;
 SET LOCAL ROLE tap_sol_nobody;
 SELECT throws_ok('SELECT 1 FROM tokenvault.instances', '42501', NULL, 'a role with no grant reads no instance');
 RESET ROLE;
+
+-- row_security = off is what a restore sets, and what any role may set:
+-- the rules that span tables hold for every role but a superuser or the
+-- tables' owner
+CREATE ROLE tap_sol_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('tap_sol_admin', 'admin');
+SET LOCAL ROLE tap_sol_app;
+SET LOCAL row_security = off;
+SELECT tokenvault.create_instance(:'sol', :'bob', 'unfilled, by the app') AS i_off \gset
+SELECT throws_ok(format('SELECT tokenvault.update_instance(%L, enabled => true)', :'i_off'), '55000', NULL,
+                 'an application with row_security off cannot enable an instance whose required slots are empty');
+RESET ROLE;
+SET LOCAL ROLE tap_sol_admin;
+SET LOCAL row_security = off;
+SELECT throws_ok(format($$SELECT tokenvault.add_slot(%L, 'required later', 'config', '{"required": true}')$$, :'sol'), '55000', NULL,
+                 'nor an administrator add a required slot that enabled instances do not fill');
+RESET ROLE;
+RESET row_security;
 
 SELECT * FROM finish();
 ROLLBACK;

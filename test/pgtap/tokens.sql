@@ -151,8 +151,8 @@ RESET ROLE;
 
 SELECT tokenvault.delete_user(:'u');
 SELECT is((SELECT count(*) FROM tokenvault.user_tokens WHERE user_id = :'u')
-          + (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'u'), 0::bigint,
-          'deleting a user deletes its tokens and the grants on them');
+          + (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'u' AND revoked_at IS NULL), 0::bigint,
+          'deleting a user deletes its tokens and ends the grants on them');
 
 SELECT * FROM finish();
 ROLLBACK;

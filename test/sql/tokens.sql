@@ -110,10 +110,12 @@ RESET ROLE;
 SELECT try(format('SELECT tokenvault.grant_user_tokens(%L, ''regress_tv_billing'', ''admin'')', :'ada'));
 SELECT try(format('SELECT tokenvault.grant_user_tokens(%L, ''regress_tv_nobody'', ''read'')', :'ada'));
 
--- deleting the user deletes its tokens and the grants on them
+-- deleting the user deletes its tokens and ends the grants on them, which
+-- stay as history
 SELECT tokenvault.delete_user(:'ada');
 SELECT (SELECT count(*) FROM tokenvault.user_tokens WHERE user_id = :'ada') AS tokens,
-       (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'ada') AS grants;
+       (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'ada' AND revoked_at IS NULL) AS live_grants,
+       (SELECT count(*) FROM tokenvault.user_token_grants WHERE user_id = :'ada') AS grants_in_history;
 
 -- Roles outlive the database: clean up
 DELETE FROM tokenvault.private_tokens WHERE owner_name LIKE 'regress_tv_%';
