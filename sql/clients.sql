@@ -266,7 +266,7 @@ BEGIN
             'service_name', left(new.service, 400),
             'urls', changed,
             'new_host', moved IS NOT NULL,
-            'by', tokenvault._caller()));
+            'by', tokenvault._caller()), new.id);
     END IF;
 END
 $$;

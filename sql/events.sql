@@ -16,7 +16,8 @@ BEGIN
             'authId', a.id,
             'external_user_id', (SELECT left(u.external_user_id, 400) FROM tokenvault.users u WHERE u.id = a.user_id),
             'expires_at', to_char(coalesce(expires, a.expires_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
-        || CASE WHEN error IS NULL THEN '{}' ELSE jsonb_build_object('error', left(error, 400)) END);
+        || CASE WHEN error IS NULL THEN '{}' ELSE jsonb_build_object('error', left(error, 400)) END,
+        a.client_id);
 END
 $$;
 
@@ -35,14 +36,14 @@ $$;
 -- the table, under its grants, and a forged notification names no row.
 -- (No SET search_path: it runs for every refresh, and only functions and
 -- triggers that set it call it.)
-CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb) RETURNS void
+CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb, client_id uuid DEFAULT NULL) RETURNS void
     LANGUAGE plpgsql VOLATILE AS $$
 DECLARE
     event_id bigint;
     delivered timestamptz;
 BEGIN
-    INSERT INTO tokenvault.events (kind, auth_id, payload, delivered_at)
-    VALUES (kind, auth_id, payload,
+    INSERT INTO tokenvault.events (kind, auth_id, client_id, payload, delivered_at)
+    VALUES (kind, auth_id, client_id, payload,
             -- no webhook wants it: delivered by the NOTIFY alone
             CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
                                    WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)

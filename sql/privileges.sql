@@ -76,11 +76,8 @@ CREATE POLICY admitted ON auths FOR SELECT TO tokenvault_app
 -- is theirs to read; of a private client, its owner's only.
 CREATE POLICY admitted ON events FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app())
-           AND CASE WHEN kind LIKE 'client.%'
-                    THEN (SELECT tokenvault._admitted_admin())
-                         AND tokenvault._client_visible((payload->>'client_id')::uuid)
-                    WHEN kind LIKE 'user_tokens.%' THEN (SELECT tokenvault._admitted_admin())
-                    ELSE auth_id IS NULL OR auth_id IN (SELECT a.id FROM tokenvault.auths a) END);
+           AND (client_id IS NULL OR tokenvault._client_visible(client_id))
+           AND (kind NOT LIKE 'client.%' AND kind NOT LIKE 'user_tokens.%' OR (SELECT tokenvault._admitted_admin())));
 CREATE POLICY admitted ON webhooks FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
 CREATE POLICY admitted ON webhook_deliveries FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
 CREATE POLICY admitted ON solutions FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));

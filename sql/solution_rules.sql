@@ -357,7 +357,7 @@ BEGIN
             'external_user_id', left(r.external_user_id, 400),
             'authId', (r.a).id,
             'authentication_name', left((r.a).name, 400),
-            'service_name', left((r.a).service, 400)));
+            'service_name', left((r.a).service, 400)), (r.a).client_id);
     END LOOP;
 END
 $$;

@@ -96,7 +96,8 @@ CREATE TABLE events (
     auth_id      uuid,
     payload      jsonb NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    delivered_at timestamptz     -- every webhook has it (at once when there is none)
+    delivered_at timestamptz,    -- every webhook has it (at once when there is none)
+    client_id    uuid            -- the auth's client, or the client: who may read it (privileges.sql)
 );
 CREATE INDEX events_auth_id_idx ON events (auth_id);
 CREATE INDEX events_delivered_at_idx ON events (delivered_at);

@@ -3,7 +3,7 @@
 -- changes, deletes, revokes and lists none of them, through the functions
 -- or the tables; deleting their user is refused rather than taking them.
 BEGIN;
-SELECT plan(27);
+SELECT plan(29);
 
 CREATE ROLE tap_pc_owner IN ROLE tokenvault_app;
 CREATE ROLE tap_pc_other IN ROLE tokenvault_app;
@@ -79,6 +79,18 @@ SELECT is((SELECT count(*) FROM tokenvault.user_tokens WHERE user_id = :'u2'), 1
 SELECT tokenvault.grant_user_tokens(:'u2', 'tap_pc_other', 'write') IS NULL AS granted \gset
 SET LOCAL ROLE tap_pc_other;
 SELECT lives_ok(format('SELECT tokenvault.delete_user(%L)', :'u2'), 'with a write grant it deletes the user');
+RESET ROLE;
+
+-- events: a deleted private auth's stay its owner's; a deleted shared auth's are everyone's
+UPDATE tokenvault.clients SET visibility = 'private' WHERE id = :'pc';
+SET LOCAL ROLE tap_pc_owner;
+SELECT tokenvault.delete_auth(:'pa') IS NULL AS deleted, tokenvault.delete_auth(:'sa') IS NULL AS deleted_too \gset
+SELECT is((SELECT count(*) FROM tokenvault.events WHERE auth_id = :'pa' AND kind = 'auth.deleted'), 1::bigint,
+          'the owner reads the deletion of its private auth');
+RESET ROLE;
+SET LOCAL ROLE tap_pc_other;
+SELECT is((SELECT array_agg(auth_id) FROM tokenvault.events WHERE kind = 'auth.deleted' AND auth_id IN (:'pa', :'sa')),
+          ARRAY[:'sa'::uuid], 'another role reads that of the shared auth only');
 RESET ROLE;
 
 SELECT * FROM finish();
