@@ -13,7 +13,7 @@ CREATE FUNCTION _host_pattern_problem(pattern text) RETURNS text
 -- may not be requested, naming the first that may not; NULL when each may.
 CREATE FUNCTION _client_url_problem(c tokenvault.clients, fields jsonb) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
-    SELECT pg_catalog.coalesce(
+    SELECT COALESCE(
         tokenvault._url_problem('token_url', c.token_url, c.allowed_hosts, fields),
         tokenvault._url_problem('refresh_url', c.refresh_url, c.allowed_hosts, fields),
         tokenvault._url_problem('revoke_url', c.revoke_url, c.allowed_hosts, fields))
@@ -141,7 +141,8 @@ BEGIN
         IF settings ? k AND settings->>k !~* '^https?://[^/?#[:space:]]+' THEN
             RAISE EXCEPTION 'setting "%" must be an http or https URL', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'A URL may name the auth''s own fields in braces, as in https://{subdomain}.example.com/token.';
+                      HINT = 'A URL may name the auth''s own fields in braces, as in https://{subdomain}.example.com/token '
+                             'with "allowed_hosts": ["*.example.com"].';
         END IF;
     END LOOP;
     IF creating AND type = 'oauth2' THEN

@@ -93,9 +93,11 @@ tv_host_pattern_problem(const char *pattern)
 	const char *p = pattern;
 	const char *dot;
 
+	if (is_ip_literal(pattern))
+		return "an IP address is not a host name";
 	if (strncmp(p, "*.", 2) == 0)
 		p += 2;
-	if (*p == '\0')
+	if (*p == '\0' || strcmp(p, "*") == 0)
 		return "a pattern needs a host name after \"*.\"";
 	if (strlen(p) > 253)
 		return "a host name has at most 253 characters";
@@ -108,8 +110,6 @@ tv_host_pattern_problem(const char *pattern)
 		if (dot == NULL)
 			break;
 	}
-	if (is_ip_literal(pattern))
-		return "an IP address is not a host name";
 	return NULL;
 }
 

@@ -63,7 +63,8 @@ SELECT throws_ok(format('SELECT tokenvault.update_client(%L, ''{"extra_params": 
 SELECT throws_ok(format('SELECT tokenvault.update_client(%L, ''{"pkce": "yes"}'')', :'c'), '22023', NULL,
                  'pkce is a boolean');
 SELECT tokenvault.update_client(:'c', '{"body_format": "json", "token_path": "authed_user",
-    "expires_in_unit": "milliseconds", "refresh_url": "https://{subdomain}.provider.invalid/refresh"}');
+    "expires_in_unit": "milliseconds", "refresh_url": "https://{subdomain}.provider.invalid/refresh",
+    "allowed_hosts": ["provider.invalid", "*.provider.invalid"]}');
 SELECT results_eq(format('SELECT body_format, token_path, expires_in_unit, refresh_url FROM tokenvault.clients WHERE id = %L', :'c'),
                   $$VALUES ('json', 'authed_user', 'milliseconds', 'https://{subdomain}.provider.invalid/refresh')$$,
                   'quirks are stored as client columns');
