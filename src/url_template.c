@@ -239,7 +239,7 @@ tv_url_fill(const char *setting, const char *tmpl, JsonbContainer *fields,
 			*problem = psprintf("{%s} in %s is not a field name (letters, digits and _)", name, setting);
 			return NULL;
 		}
-		if (in_port)
+		if (in_authority && in_port)
 		{
 			*problem = psprintf("%s has {%s} in its port: a field may fill a host label, the path or the query",
 								setting, name);
