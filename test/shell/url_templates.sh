@@ -75,7 +75,7 @@ q -c "INSERT INTO ids SELECT 'victim', id, tokenvault._open_auth(secret, id)->>'
 
 # 1. A second application points the auth at the attacker, in each form a
 # resolver reads as 127.0.0.2, and then asks for a refresh.
-for host in 127.0.0.2 2130706434 0x7f000002 127.2 attacker.example; do
+for host in attacker.localhost 2130706434 0x7f000002 127.2 127.0.0.2; do
 	is "$(as_app "$app2" sqlstate "SELECT tokenvault.update_auth('$a', NULL,
 	        tokenvault.credentials('$a') || jsonb_build_object('instance_host', '$host'))")" 22023 \
 		"an application cannot make $host the token host of another's auth"
