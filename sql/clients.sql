@@ -30,15 +30,16 @@ DECLARE
                                    FROM '\{(access_token|refresh_token|id_token|password|api_key)\}');
 BEGIN
     IF secret_field IS NOT NULL THEN
-        RAISE EXCEPTION 'a URL of client % names the secret field "%"', c.id, secret_field
+        RAISE EXCEPTION 'a URL of client "%" names the secret field "%"', c.name, secret_field
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A URL may name only the auth''s plain fields, such as a tenant or domain label.';
     END IF;
     IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'client %: %', c.id, problem
+        RAISE EXCEPTION 'client "%": %', c.name, problem
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A URL that names fields in braces needs "allowed_hosts", the hosts it may become, '
-                         'such as ["*.my.salesforce.com"]; a field may fill a host label, the path or the query.';
+                  HINT = 'A URL that names fields in braces needs "allowed_hosts", the hosts the URLs may have, '
+                         'such as ["*.my.salesforce.com"], fixed hosts included; a field may fill a host label, '
+                         'the path or the query.';
     END IF;
 END
 $$;
