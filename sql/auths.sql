@@ -139,6 +139,18 @@ BEGIN
                            c.scopes);
 
     secret := data - plain_keys;
+    -- Fields that fill the client's URL templates are judged as they are
+    -- stored, whoever wrote them: an application, or a provider's token
+    -- response (a refresh's then fails as a token that cannot be stored).
+    -- The request judges them again, against the settings of its moment.
+    IF c.allowed_hosts IS NOT NULL OR concat(c.token_url, c.refresh_url, c.revoke_url) LIKE '%{%' THEN
+        k := tokenvault._client_url_problem(c, secret);
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION '%', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A field that fills a URL of the client may only make a host its allowed_hosts lists.';
+        END IF;
+    END IF;
     RETURN jsonb_build_object(
         'secret', secret,
         'token_type', CASE WHEN c.type = 'oauth2' THEN coalesce(data->>'token_type', 'Bearer') END,

@@ -1,5 +1,49 @@
 -- Clients: OAuth2 clients and credential shapes, their settings and provider quirks
 
+-- URL templates (url_template.c): why a URL setting, its placeholders filled
+-- from an auth's fields (those missing do not count), may not be requested;
+-- and why an allowed_hosts entry is no host pattern.  NULL when all is well.
+CREATE FUNCTION _url_problem(setting text, url text, allowed_hosts text[], fields jsonb) RETURNS text
+    LANGUAGE c IMMUTABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'tv_url_problem';
+
+CREATE FUNCTION _host_pattern_problem(pattern text) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tv_host_pattern_problem_sql';
+
+-- Why a client's token, refresh or revoke URL, filled from these fields,
+-- may not be requested, naming the first that may not; NULL when each may.
+CREATE FUNCTION _client_url_problem(c tokenvault.clients, fields jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT COALESCE(
+        tokenvault._url_problem('token_url', c.token_url, c.allowed_hosts, fields),
+        tokenvault._url_problem('refresh_url', c.refresh_url, c.allowed_hosts, fields),
+        tokenvault._url_problem('revoke_url', c.revoke_url, c.allowed_hosts, fields))
+$$;
+
+-- A client's URLs as saved: a URL with {placeholders} needs allowed_hosts,
+-- and a fixed host must be one of them; a secret field never fills a URL
+-- (it would travel in the clear, into providers' and proxies' logs).
+CREATE FUNCTION _check_client_urls(c tokenvault.clients) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text := tokenvault._client_url_problem(c, NULL);
+    secret_field text := substring(concat_ws(' ', c.token_url, c.refresh_url, c.revoke_url)
+                                   FROM '\{(access_token|refresh_token|id_token|password|api_key)\}');
+BEGIN
+    IF secret_field IS NOT NULL THEN
+        RAISE EXCEPTION 'a URL of client "%" names the secret field "%"', c.name, secret_field
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A URL may name only the auth''s plain fields, such as a tenant or domain label.';
+    END IF;
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'client "%": %', c.name, problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A URL that names fields in braces needs "allowed_hosts", the hosts the URLs may have, '
+                         'such as ["*.my.salesforce.com"], fixed hosts included; a field may fill a host label, '
+                         'the path or the query.';
+    END IF;
+END
+$$;
+
 -- Check a settings object and return it with defaults filled in for a type.
 -- Unknown keys are refused: a misspelt "client_secert" must not pass silently.
 CREATE FUNCTION _client_settings(type text, settings jsonb, creating boolean) RETURNS jsonb
@@ -8,15 +52,17 @@ DECLARE
     known constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'api_key_header', 'api_key_prefix', 'visibility'];
+        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
-        'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every'];
+        'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
+        'allowed_hosts'];
     choices constant jsonb := '{"client_auth": ["basic", "post"], "visibility": ["private", "shared"],
         "body_format": ["form", "json"], "expires_in_unit": ["seconds", "milliseconds"],
         "scope_separator": [" ", ","]}';
     k text;
     g text;
+    problem text;
 BEGIN
     settings := coalesce(settings, '{}');
     IF jsonb_typeof(settings) <> 'object' THEN
@@ -59,6 +105,20 @@ BEGIN
                 RAISE EXCEPTION 'setting "%" must be a positive whole number of seconds', k
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
+        ELSIF k = 'allowed_hosts' THEN
+            IF jsonb_typeof(settings->k) <> 'array' OR jsonb_array_length(settings->k) = 0
+               OR EXISTS (SELECT FROM jsonb_array_elements(settings->k) e WHERE jsonb_typeof(e) <> 'string') THEN
+                RAISE EXCEPTION 'setting "allowed_hosts" must be a non-empty array of host patterns'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'For example ["login.salesforce.com", "*.my.salesforce.com"].';
+            END IF;
+            SELECT format('"%s": %s', e, tokenvault._host_pattern_problem(e)) INTO problem
+              FROM jsonb_array_elements_text(settings->k) e WHERE tokenvault._host_pattern_problem(e) IS NOT NULL LIMIT 1;
+            IF problem IS NOT NULL THEN
+                RAISE EXCEPTION 'allowed_hosts entry %', problem
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
+            END IF;
         ELSIF k = 'pkce' THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
                 RAISE EXCEPTION 'setting "pkce" must be true or false' USING ERRCODE = 'invalid_parameter_value';
@@ -82,7 +142,8 @@ BEGIN
         IF settings ? k AND settings->>k !~* '^https?://[^/?#[:space:]]+' THEN
             RAISE EXCEPTION 'setting "%" must be an http or https URL', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'A URL may name the auth''s own fields in braces, as in https://{subdomain}.example.com/token.';
+                      HINT = 'A URL may name the auth''s own fields in braces, as in https://{subdomain}.example.com/token '
+                             'with "allowed_hosts": ["*.example.com"].';
         END IF;
     END LOOP;
     IF creating AND type = 'oauth2' THEN
@@ -126,7 +187,7 @@ BEGIN
     INSERT INTO tokenvault.clients (id, name, service, type, grant_type, client_id, auth_url, token_url,
             refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
             api_key_header, api_key_prefix, secret, owner, visibility,
-            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every)
+            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
             s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
             coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
@@ -135,7 +196,10 @@ BEGIN
             CASE WHEN s ? 'client_secret'
                  THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), new_id) END,
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
-            t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every);
+            t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
+            CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END)
+    RETURNING * INTO t;
+    PERFORM tokenvault._check_client_urls(t);
     RETURN new_id;
 END
 $$;
@@ -201,9 +265,12 @@ BEGIN
                               WHEN 'client_secret' = ANY (cleared) THEN NULL ELSE t.secret END,
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
+        allowed_hosts  = CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts'))
+                              WHEN 'allowed_hosts' = ANY (cleared) THEN NULL ELSE t.allowed_hosts END,
         updated_at     = now()
      WHERE t.id = c.id
     RETURNING t.* INTO n;
+    PERFORM tokenvault._check_client_urls(n);
     PERFORM tokenvault._check_url_move(c, n, s ? 'client_secret');
 END
 $$;
@@ -243,6 +310,14 @@ BEGIN
                    (3, 'revoke_url', new.revoke_url)) x(n, setting, url)
      WHERE x.url IS NOT NULL AND NOT tokenvault._url_origin(x.url) = ANY (known)
      ORDER BY x.n LIMIT 1;
+    -- a host allowed for templates that was neither allowed nor used before
+    -- is a new place for the secret too
+    IF moved IS NULL AND EXISTS (
+            SELECT FROM unnest(new.allowed_hosts) h
+             WHERE NOT h = ANY (coalesce(old.allowed_hosts, '{}'))
+               AND NOT ('https://' || h || ':443') = ANY (known) AND NOT ('http://' || h || ':80') = ANY (known)) THEN
+        moved := 'allowed_hosts';
+    END IF;
     IF moved IS NOT NULL AND old.secret IS NULL THEN
         RAISE EXCEPTION 'the % of client % cannot move to another host: the client has no secret', moved, old.id
             USING ERRCODE = 'insufficient_privilege',
@@ -255,7 +330,8 @@ BEGIN
     END IF;
     SELECT jsonb_object_agg(x.setting, jsonb_build_object('old', x.was, 'new', x.now)) INTO changed
       FROM (VALUES ('auth_url', old.auth_url, new.auth_url), ('token_url', old.token_url, new.token_url),
-                   ('refresh_url', old.refresh_url, new.refresh_url), ('revoke_url', old.revoke_url, new.revoke_url)
+                   ('refresh_url', old.refresh_url, new.refresh_url), ('revoke_url', old.revoke_url, new.revoke_url),
+                   ('allowed_hosts', array_to_string(old.allowed_hosts, ' '), array_to_string(new.allowed_hosts, ' '))
            ) x(setting, was, now)
      WHERE x.was IS DISTINCT FROM x.now;
     IF changed IS NOT NULL THEN

@@ -7,7 +7,8 @@ CREATE FUNCTION _random_token(bytes integer) RETURNS text
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_random_token';
 
 -- What oauth2.c needs to know of a client (and of the auth, for URL
--- templates), as one object.  Holds the client secret: internal only.
+-- templates, and the hosts they may become), as one object.  Holds the
+-- client secret: internal only.
 -- Inlined into its callers: every name is qualified.
 CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql STABLE AS $$
@@ -17,7 +18,7 @@ CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NU
                               THEN tokenvault._open_client(c.secret, c.id)
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
-        'extra_params', c.extra_params, 'template_values', credential))
+        'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts))
 $$;
 
 -- Send a token request; raise the provider's refusal as an error.

@@ -17,7 +17,7 @@ GRANT SELECT (id, user_id, client_id, name, service, scopes, status, token_type,
 GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_url, refresh_url,
               revoke_url, scopes, client_auth, token_lifetime, extra_params, api_key_header,
               api_key_prefix, owner, visibility, created_at, updated_at,
-              body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every)
+              body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts)
     ON clients TO tokenvault_app;
 GRANT SELECT ON events, stats TO tokenvault_app, tokenvault_admin;
 GRANT SELECT (id, url, kinds, enabled, created_at) ON webhooks TO tokenvault_admin;

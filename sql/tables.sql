@@ -41,6 +41,8 @@ CREATE TABLE clients (
     scope_separator text NOT NULL DEFAULT ' ' CHECK (scope_separator IN (' ', ',')),
     pkce            boolean NOT NULL DEFAULT true,
     refresh_every   integer CHECK (refresh_every > 0),
+    -- the hosts a URL with {placeholders} may become (url_template.c)
+    allowed_hosts   text[] CHECK (cardinality(allowed_hosts) > 0),
     CHECK ((type = 'oauth2') = (grant_type <> 'none'))
 );
 

@@ -68,3 +68,22 @@ tv_jsonb_object(JsonbContainer *obj, const char *key)
 
 	return c != NULL && JsonContainerIsObject(c) ? c : NULL;
 }
+
+/* The strings of an array member, as a List of char *; NIL if none. */
+List *
+tv_jsonb_strings(JsonbContainer *obj, const char *key)
+{
+	JsonbContainer *c = jsonb_container(obj, key);
+	List	   *out = NIL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (c == NULL || !JsonContainerIsArray(c))
+		return NIL;
+	it = JsonbIteratorInit(c);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && v.type == jbvString)
+			out = lappend(out, pnstrdup(v.val.string.val, v.val.string.len));
+	return out;
+}

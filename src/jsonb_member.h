@@ -6,11 +6,13 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
 extern bool tv_jsonb_member(JsonbContainer *obj, const char *key, JsonbValue *v);
 extern char *tv_jsonb_string(JsonbContainer *obj, const char *key);
 extern char *tv_jsonb_scalar(JsonbContainer *obj, const char *key);
 extern JsonbContainer *tv_jsonb_object(JsonbContainer *obj, const char *key);
+extern List *tv_jsonb_strings(JsonbContainer *obj, const char *key);
 
 #endif

@@ -26,6 +26,7 @@
 #include "oauth2.h"
 #include "oauth2_response.h"
 #include "sqlarg.h"
+#include "url_template.h"
 
 /* Each string-valued member of an object, in turn. */
 typedef void (*MemberFn) (const char *key, const char *value, void *arg);
@@ -106,38 +107,6 @@ body_add(const char *key, const char *value, void *arg)
 		b->secrets = lappend(b->secrets, (void *) value);
 }
 
-/* Fill "{name}" placeholders of a URL from the auth's own fields. */
-static char *
-fill_template(const char *url, JsonbContainer *values, char **problem)
-{
-	StringInfoData out;
-	const char *p = url;
-
-	initStringInfo(&out);
-	while (*p)
-	{
-		const char *close;
-		char	   *name;
-		char	   *value;
-
-		if (*p != '{' || (close = strchr(p, '}')) == NULL)
-		{
-			appendStringInfoChar(&out, *p++);
-			continue;
-		}
-		name = pnstrdup(p + 1, close - p - 1);
-		value = tv_jsonb_scalar(values, name);
-		if (value == NULL || value[0] == '\0')
-		{
-			*problem = psprintf("the URL names {%s}, which the auth does not have", name);
-			return NULL;
-		}
-		appendStringInfoString(&out, tv_url_encode(value));
-		p = close + 1;
-	}
-	return out.data;
-}
-
 /* "Basic base64(urlencode(id):urlencode(secret))", RFC 6749 2.3.1 */
 static char *
 basic_credentials(const char *id, const char *secret)
@@ -212,7 +181,11 @@ wipe_request(TvTokenCall *call)
 		explicit_bzero((char *) call->req.authorization, strlen(call->req.authorization));
 }
 
-/* A URL setting with its {placeholders} filled, or NULL and *problem. */
+/*
+ * A URL setting with its {placeholders} filled from the auth's fields and
+ * its host judged against the client's allowed_hosts, now, before the
+ * request is built: or NULL and *problem.
+ */
 static char *
 request_url(JsonbContainer *config, const char *setting, char **problem)
 {
@@ -223,13 +196,15 @@ request_url(JsonbContainer *config, const char *setting, char **problem)
 		*problem = psprintf("the client has no %s", setting);
 		return NULL;
 	}
-	return fill_template(url, tv_jsonb_object(config, "template_values"), problem);
+	return tv_url_fill(setting, url, tv_jsonb_object(config, "template_values"),
+					   tv_jsonb_strings(config, "allowed_hosts"), false, problem);
 }
 
 /*
  * Prepare a token request of one kind ("token" or "refresh": which URL and
  * extra parameters apply) with these grant parameters.  When it cannot be
- * sent (no URL, a template field missing), call->verdict says why.
+ * sent (no URL, a template field missing, a host allowed_hosts does not
+ * list), call->verdict says why.
  */
 void
 tv_oauth2_prepare(TvTokenCall *call, Jsonb *config_doc, const char *kind, Jsonb *params)

@@ -4,7 +4,9 @@
 // requests of the case in progress at once) and /_last/<case> tell the
 // tests what arrived; POST /_reset forgets it.
 //
-// Env: FAULT_PORT (0: any), PORT_FILE (the bound port is written there).
+// Env: FAULT_PORT (0: any), FAULT_HOST (the loopback address to listen on,
+// 127.0.0.1 unless set: a second peer on 127.0.0.2 and the same port plays an
+// attacker's host), PORT_FILE (the bound port is written there).
 // Tokens are made up per answer and carry the TVSECRET marker the test
 // harness scans logs for; this peer never prints a request or a token.
 import http from 'node:http';
@@ -101,6 +103,9 @@ const drained = (res) => new Promise((resolve) => {
 const cases = {
   ok: (req, res) => send(res, 200, okToken()),
   no_refresh: (req, res) => { const t = okToken(); delete t.refresh_token; send(res, 200, t); },
+  // a token with the query's parameters beside it, as a provider sends
+  // instance_url: whatever fields a test wants a provider to say
+  fields: (req, res, url) => send(res, 200, { ...okToken(), ...Object.fromEntries(url.searchParams) }),
   extra: (req, res) => send(res, 200, { ...okToken(), instance_url: 'https://eu12.example.com',
     id_token: 'eyJ.x.y', team: { id: 'T1', name: 'Acme' } }),
   nested: (req, res) => send(res, 200, { ok: true, data: { token: okToken() } }),
@@ -247,13 +252,15 @@ const sockets = new Set();
 server.on('connection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
 
 let port;
-server.listen(Number(process.env.FAULT_PORT || 0), '127.0.0.1', () => {
+const host = process.env.FAULT_HOST || '127.0.0.1';
+if (!/^127\.\d+\.\d+\.\d+$/.test(host)) throw new Error('FAULT_HOST must be a loopback address');
+server.listen(Number(process.env.FAULT_PORT || 0), host, () => {
   port = server.address().port;
   if (process.env.PORT_FILE) {
     writeFileSync(`${process.env.PORT_FILE}.tmp`, String(port));
     renameSync(`${process.env.PORT_FILE}.tmp`, process.env.PORT_FILE);
   }
-  console.log(`fault peer listening on http://127.0.0.1:${port}`);
+  console.log(`fault peer listening on http://${host}:${port}`);
 });
 
 for (const sig of ['SIGTERM', 'SIGINT']) {

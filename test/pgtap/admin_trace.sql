@@ -4,7 +4,7 @@
 -- tokens with itself, reading them and revoking the grant leaves the grant
 -- in the history and both as events.  No request is sent here.
 BEGIN;
-SELECT plan(36);
+SELECT plan(37);
 
 CREATE ROLE tap_trace_admin IN ROLE tokenvault_admin;
 SELECT tokenvault.admit('tap_trace_admin', 'admin');
@@ -35,8 +35,11 @@ SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "ht
                  '42501', NULL, 'another scheme is another place');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "https://provider.invalid:8443/token"}')$$, :'c'),
                  '42501', NULL, 'and so is another port');
-SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "https://{host}.invalid/token"}')$$, :'c'),
+SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "https://{host}.provider.invalid/token",
+                                                                 "allowed_hosts": ["provider.invalid", "*.provider.invalid"]}')$$, :'c'),
                  '42501', NULL, 'and a template host');
+SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"allowed_hosts": ["provider.invalid", "*.attacker.invalid"]}')$$, :'c'),
+                 '42501', NULL, 'and so is allowing a new host for templates');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "http://127.0.0.1:9/token", "client_secret": null}')$$, :'c'),
                  '42501', NULL, 'clearing the secret is not giving it');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, %L)$$, :'pub',

@@ -64,7 +64,8 @@ SELECT throws_ok(format('SELECT tokenvault.update_client(%L, ''{"pkce": "yes"}''
                  'pkce is a boolean');
 -- (a refresh URL on another host takes the client secret again)
 SELECT tokenvault.update_client(:'c', '{"body_format": "json", "token_path": "authed_user",
-    "expires_in_unit": "milliseconds", "refresh_url": "https://{subdomain}.provider.invalid/refresh"}'::jsonb
+    "expires_in_unit": "milliseconds", "refresh_url": "https://{subdomain}.provider.invalid/refresh",
+    "allowed_hosts": ["provider.invalid", "*.provider.invalid"]}'::jsonb
     || jsonb_build_object('client_secret', 'TVSECRET-cs-' || md5(random()::text)));
 SELECT results_eq(format('SELECT body_format, token_path, expires_in_unit, refresh_url FROM tokenvault.clients WHERE id = %L', :'c'),
                   $$VALUES ('json', 'authed_user', 'milliseconds', 'https://{subdomain}.provider.invalid/refresh')$$,

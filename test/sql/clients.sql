@@ -42,6 +42,16 @@ SELECT tokenvault.update_client(:'github', '{"token_url": null}');
 SELECT tokenvault.update_client(:'stripe', '{"client_id": "x"}');
 SELECT tokenvault.update_client('00000000-0000-0000-0000-000000000001', '{}');
 
+-- URL templates: the hosts they may become are declared, and a field fills one label
+SELECT tokenvault.create_client('T', 't', 'oauth2', '{"client_id": "a", "grant": "client_credentials", "token_url": "https://{tenant}.my.salesforce.com/services/oauth2/token"}');
+SELECT tokenvault.create_client('T', 't', 'oauth2', '{"client_id": "a", "grant": "client_credentials", "token_url": "https://{tenant}.my.salesforce.com/services/oauth2/token", "allowed_hosts": ["*.my.salesforce.com", "10.0.0.7"]}');
+SELECT tokenvault.create_client('T', 't', 'oauth2', '{"client_id": "a", "grant": "client_credentials", "token_url": "https://{tenant}.my.salesforce.com/services/oauth2/token", "allowed_hosts": ["*.my.salesforce.com"]}') AS templated \gset
+SELECT allowed_hosts FROM tokenvault.clients WHERE id = :'templated';
+SELECT tokenvault.update_client(:'templated', '{"revoke_url": "https://login.salesforce.com/services/oauth2/revoke"}');
+SELECT tokenvault.update_client(:'templated', '{"allowed_hosts": null}');
+SELECT tokenvault.create_auth(tokenvault.create_user('templated'), :'templated', 'x', '{"access_token": "t", "tenant": "evil.example.org"}');
+SELECT tokenvault.delete_client(:'templated');
+
 SELECT tokenvault.delete_client(:'weather');
 SELECT try(format('SELECT tokenvault.delete_client(%L)', :'weather'));
 SELECT name FROM tokenvault.clients ORDER BY name;
