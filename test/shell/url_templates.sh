@@ -32,6 +32,7 @@ q -v port="$port" -v secret="$TV_CLIENT_SECRET" -v app1="$app1" -v app2="$app2" 
 CREATE EXTENSION tokenvault;
 CREATE ROLE :"app1" LOGIN IN ROLE tokenvault_app;
 CREATE ROLE :"app2" LOGIN IN ROLE tokenvault_app;
+SELECT tokenvault.admit(:'app1', 'app') AS admitted, tokenvault.admit(:'app2', 'app') AS admitted_too \gset
 SELECT tokenvault.create_user('hosts-user') AS u \gset
 -- the shape the README used to show for Salesforce: a field is the whole host
 SELECT tokenvault.create_client('Whole host', 'tenant', 'oauth2', jsonb_build_object(
