@@ -3,13 +3,8 @@ EXTENSION  = tokenvault
 MODULE_big = tokenvault
 OBJS       = src/tokenvault.o src/access.o src/settings.o src/keyfile.o src/keyring.o src/crypto.o src/envelope.o \
              src/jsonb_member.o src/spi.o src/probe.o src/verdict.o src/auth.o src/tokens.o \
-<<<<<<< HEAD
-             src/http.o src/http_multi.o src/oauth2.o src/oauth2_response.o \
-             src/flight.o src/engine.o src/refresher.o src/autonomous.o src/webhooks.o src/worker.o
-=======
              src/http.o src/http_multi.o src/redact.o src/oauth2.o src/oauth2_response.o \
-             src/flight.o src/engine.o src/refresher.o src/webhooks.o src/worker.o
->>>>>>> sec-redact
+             src/flight.o src/engine.o src/refresher.o src/autonomous.o src/webhooks.o src/worker.o
 PGFILEDESC = "tokenvault - encrypted credential vault"
 
 # The version is written once, in tokenvault.control.
