@@ -33,11 +33,12 @@ fault_start
 # neither database is the worker's (postgres): every refresh here is one a caller asked for
 createdb tv_lim_a
 createdb tv_lim_b
-for db in tv_lim_a tv_lim_b; do
-	q -d "$db" -c "CREATE EXTENSION tokenvault"
-done
 for r in flood_app quota_app other_app third_app; do
-	q -c "CREATE ROLE $r LOGIN IN ROLE tokenvault_app"
+	q -c "CREATE ROLE $r LOGIN"
+done
+for db in tv_lim_a tv_lim_b; do
+	q -d "$db" -c "CREATE EXTENSION tokenvault" \
+		-c "SELECT tokenvault.admit(r, 'app') FROM unnest('{flood_app,quota_app,other_app,third_app}'::regrole[]) r" >/dev/null
 done
 count() { curl -sf "$TV_FAULT_URL/_count/$1"; }
 as() { local role=$1 db=$2; shift 2; PGUSER=$role PGDATABASE=$db "$@"; }
