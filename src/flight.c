@@ -149,6 +149,29 @@ flight_free(Flight *f)
 }
 
 /*
+ * Whether a new flight is refused, *why saying by which limit: a full
+ * table, or a caller's role or database with its quota under way (-1: not
+ * a caller's flight).
+ */
+static bool
+refused(bool room, int role_flights, int db_flights, char *why)
+{
+	if (!room)
+		snprintf(why, TV_REFRESH_MESSAGE_LEN, "too many token refreshes under way in the cluster (%d)", MAX_FLIGHTS);
+	else if (role_flights >= tv_max_refreshes_per_role)
+		snprintf(why, TV_REFRESH_MESSAGE_LEN,
+				 "too many token refreshes under way for this role (tokenvault.max_refreshes_per_role is %d)",
+				 tv_max_refreshes_per_role);
+	else if (db_flights >= tv_max_refreshes_per_database)
+		snprintf(why, TV_REFRESH_MESSAGE_LEN,
+				 "too many token refreshes under way in this database (tokenvault.max_refreshes_per_database is %d)",
+				 tv_max_refreshes_per_database);
+	else
+		return false;
+	return true;
+}
+
+/*
  * The flight of this auth, joined or newly queued; NULL if none is under
  * way and none may be filed, *why saying which limit refused it (empty:
  * may_file was false).  Joining costs nothing and is always allowed; a new
@@ -190,27 +213,8 @@ join_flight(pg_uuid_t *auth_id, bool force, bool background, bool may_file, char
 		}
 	}
 	why[0] = '\0';
-	if (!may_file)
+	if (!may_file || refused(free_slot != NULL, background ? -1 : role_flights, background ? -1 : db_flights, why))
 		return NULL;
-	if (free_slot == NULL)
-	{
-		snprintf(why, TV_REFRESH_MESSAGE_LEN, "too many token refreshes under way in the cluster (%d)", MAX_FLIGHTS);
-		return NULL;
-	}
-	if (!background && role_flights >= tv_max_refreshes_per_role)
-	{
-		snprintf(why, TV_REFRESH_MESSAGE_LEN,
-				 "too many token refreshes under way for this role (tokenvault.max_refreshes_per_role is %d)",
-				 tv_max_refreshes_per_role);
-		return NULL;
-	}
-	if (!background && db_flights >= tv_max_refreshes_per_database)
-	{
-		snprintf(why, TV_REFRESH_MESSAGE_LEN,
-				 "too many token refreshes under way in this database (tokenvault.max_refreshes_per_database is %d)",
-				 tv_max_refreshes_per_database);
-		return NULL;
-	}
 	f = free_slot;
 	memset(f, 0, sizeof(Flight));
 	f->state = FLIGHT_QUEUED;
