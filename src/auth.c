@@ -408,12 +408,19 @@ auth_access_token(pg_uuid_t *id)
 	return NULL;				/* keep compiler quiet */
 }
 
-/* Refreshed less than tokenvault.min_refresh_interval ago, and not failed since. */
+/*
+ * Refreshed less than tokenvault.min_refresh_interval ago, not failed since,
+ * and the token valid for as long as access_token() asks: a refresh that
+ * left none such does not stand in for the one asked for.
+ */
 static bool
 recently_refreshed(AuthRow *row)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	return row->refreshed && row->failure_count == 0 && strcmp(row->status, "active") == 0 &&
-		row->issued_at > GetCurrentTimestamp() - (TimestampTz) tv_min_refresh_interval * USECS_PER_SEC;
+		row->issued_at > now - (TimestampTz) tv_min_refresh_interval * USECS_PER_SEC &&
+		valid_long_enough(row, now, tv_min_validity);
 }
 
 /*
