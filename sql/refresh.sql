@@ -28,7 +28,10 @@ BEGIN
     END IF;
     a := r.a;
     c := r.c;
-    IF NOT force AND a.expires_at > now() + min_validity * interval '1 second' THEN
+    -- valid for min_validity, or for half its life if that is shorter (as
+    -- access_token() asks): no setting has every call send a request
+    IF NOT force AND a.expires_at > now() + least(min_validity * interval '1 second',
+                                                   (a.expires_at - coalesce(a.last_refreshed_at, a.created_at)) / 2) THEN
         plan.outcome := 'done';
         RETURN plan;
     END IF;

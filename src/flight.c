@@ -13,6 +13,13 @@
  * Single flight: a flight is keyed by database and auth, so every caller
  * that wants the same auth while one is queued or running joins it; exactly
  * one request goes out.
+ *
+ * The table is shared by every database, so what one application does must
+ * not fill it: a flight is freed as soon as its last waiter has read its
+ * outcome (or gone), and the flights callers file, as opposed to the ones
+ * they join, count against their role's and their database's quotas.  A
+ * caller refused a flight is told so and hands out a token still valid, if
+ * there is one (auth.c).
  */
 #include "postgres.h"
 
@@ -34,7 +41,6 @@
 
 #define MAX_FLIGHTS 1024
 #define MAX_REFRESHERS 32		/* databases with a refresher at once */
-#define DONE_KEEP_SECS 60		/* a finished flight stays readable this long */
 #define QUEUE_DEPTH 4			/* the schedule's flights queued, in max_concurrent_refreshes */
 #define CALLER_RESERVE (MAX_FLIGHTS / 4)	/* flight slots the schedule leaves to callers */
 
@@ -53,12 +59,24 @@ typedef struct Flight
 	pg_uuid_t	auth_id;
 	uint64		ticket;			/* tells this flight from a later one of the same auth */
 	bool		force;
-	bool		background;		/* filed by the worker's schedule, served after callers' */
+	bool		background;		/* no caller waits: served after callers' */
+	bool		scheduled;		/* the worker's schedule wants it, waited for or not */
+	Oid			filer;			/* the role of the caller that filed it; InvalidOid: the schedule */
+	int			waiters;		/* callers that have not read its outcome yet */
 	int			min_validity;
-	TimestampTz done_at;
 	TvOutcome outcome;
 	char		message[TV_REFRESH_MESSAGE_LEN];
 } Flight;
+
+/* A caller's place on a flight, given up once (flight_leave). */
+typedef struct Waiting
+{
+	Flight	   *flight;
+	uint64		ticket;
+	bool		left;
+	bool		done;			/* the outcome is read */
+	TvOutcome	outcome;
+} Waiting;
 
 typedef struct Refresher
 {
@@ -124,52 +142,79 @@ refresher_for(Oid dbid)
 	return NULL;
 }
 
-/*
- * May this flight's slot be taken for another?  A finished flight stays
- * readable for a while for its waiters; one of the worker's own that no
- * caller joined has none.
- */
-static bool
-flight_reusable(Flight *f, TimestampTz now)
+static void
+flight_free(Flight *f)
 {
-	return f->state == FLIGHT_FREE ||
-		(f->state == FLIGHT_DONE &&
-		 (f->background || TimestampDifferenceExceeds(f->done_at, now, DONE_KEEP_SECS * 1000)));
+	memset(f, 0, sizeof(Flight));
 }
 
 /*
- * The flight of this auth, joined or newly queued.  Caller holds the lock
- * exclusively.
+ * Whether a new flight is refused, *why saying by which limit: a full
+ * table, or a caller's role or database with its quota under way (-1: not
+ * a caller's flight).
+ */
+static bool
+refused(bool room, int role_flights, int db_flights, char *why)
+{
+	if (!room)
+		snprintf(why, TV_REFRESH_MESSAGE_LEN, "too many token refreshes under way in the cluster (%d)", MAX_FLIGHTS);
+	else if (role_flights >= tv_max_refreshes_per_role)
+		snprintf(why, TV_REFRESH_MESSAGE_LEN,
+				 "too many token refreshes under way for this role (tokenvault.max_refreshes_per_role is %d)",
+				 tv_max_refreshes_per_role);
+	else if (db_flights >= tv_max_refreshes_per_database)
+		snprintf(why, TV_REFRESH_MESSAGE_LEN,
+				 "too many token refreshes under way in this database (tokenvault.max_refreshes_per_database is %d)",
+				 tv_max_refreshes_per_database);
+	else
+		return false;
+	return true;
+}
+
+/*
+ * The flight of this auth, joined or newly queued; NULL if none is under
+ * way and none may be filed, *why saying which limit refused it (empty:
+ * may_file was false).  Joining costs nothing and is always allowed; a new
+ * flight of a caller counts against its role and database.  Caller holds
+ * the lock exclusively.
  */
 static Flight *
-join_flight(pg_uuid_t *auth_id, bool force, bool background)
+join_flight(pg_uuid_t *auth_id, bool force, bool background, bool may_file, char *why)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	Oid			role = background ? InvalidOid : GetOuterUserId();
 	Flight	   *free_slot = NULL;
 	Flight	   *f;
+	int			role_flights = 0;
+	int			db_flights = 0;
 	int			i;
 
 	for (i = 0; i < MAX_FLIGHTS; i++)
 	{
 		f = &shared->flights[i];
+		if (f->state == FLIGHT_FREE)
+		{
+			if (free_slot == NULL)
+				free_slot = f;
+			continue;
+		}
 		if ((f->state == FLIGHT_QUEUED || f->state == FLIGHT_RUNNING) &&
 			f->dbid == MyDatabaseId && memcmp(&f->auth_id, auth_id, sizeof(pg_uuid_t)) == 0)
 		{
 			f->force |= force;
 			f->background &= background;
+			f->scheduled |= background;
 			f->min_validity = Max(f->min_validity, tv_min_validity);
 			return f;
 		}
-		if (free_slot == NULL && flight_reusable(f, now))
-			free_slot = f;
+		if (OidIsValid(f->filer))
+		{
+			role_flights += f->filer == role;
+			db_flights += f->dbid == MyDatabaseId;
+		}
 	}
-	if (free_slot == NULL && background)
+	why[0] = '\0';
+	if (!may_file || refused(free_slot != NULL, background ? -1 : role_flights, background ? -1 : db_flights, why))
 		return NULL;
-	if (free_slot == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many token refreshes under way (%d)", MAX_FLIGHTS),
-				 errhint("Try again in a moment.")));
 	f = free_slot;
 	memset(f, 0, sizeof(Flight));
 	f->state = FLIGHT_QUEUED;
@@ -178,8 +223,40 @@ join_flight(pg_uuid_t *auth_id, bool force, bool background)
 	f->ticket = shared->next_ticket++;
 	f->force = force;
 	f->background = background;
+	f->scheduled = background;
+	f->filer = role;
 	f->min_validity = tv_min_validity;
 	return f;
+}
+
+/*
+ * Give up a caller's place on its flight.  The last waiter frees a finished
+ * flight, and a queued one that nobody else wants (the schedule did not
+ * file it): no request goes out for no one.  A running one is freed when it
+ * finishes.  Also on the way out of an error or a FATAL exit, whatever the
+ * lock's state then.
+ */
+static void
+flight_leave(Waiting *w)
+{
+	Flight	   *f = w->flight;
+
+	if (w->left)
+		return;
+	w->left = true;
+	if (LWLockHeldByMe(shared->lock))
+		LWLockRelease(shared->lock);
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (f->ticket == w->ticket && --f->waiters == 0 &&
+		(f->state == FLIGHT_DONE || (f->state == FLIGHT_QUEUED && !f->scheduled)))
+		flight_free(f);
+	LWLockRelease(shared->lock);
+}
+
+static void
+flight_leave_on_exit(int code, Datum arg)
+{
+	flight_leave((Waiting *) DatumGetPointer(arg));
 }
 
 /* This database's refresher slot, taken if it has none; NULL if all are taken.  Lock held. */
@@ -275,18 +352,56 @@ wake_refresher(void)
 }
 
 /*
+ * Wait for a flight's outcome until the deadline (w->done says if it came).
+ * The waiter leaves the flight once it has read it.
+ */
+static void
+await_flight(Waiting *w, TimestampTz deadline, char *message)
+{
+	Flight	   *f = w->flight;
+
+	ConditionVariablePrepareToSleep(&shared->done);
+	for (;;)
+	{
+		LWLockAcquire(shared->lock, LW_SHARED);
+		if (f->ticket == w->ticket && f->state == FLIGHT_DONE)
+		{
+			w->outcome = f->outcome;
+			strlcpy(message, f->message, TV_REFRESH_MESSAGE_LEN);
+			w->done = true;
+		}
+		else if (f->ticket != w->ticket)
+		{
+			/* gone without an outcome for us: the row tells */
+			w->outcome = TV_OUTCOME_DONE;
+			w->done = true;
+		}
+		LWLockRelease(shared->lock);
+		if (w->done || GetCurrentTimestamp() >= deadline)
+			break;
+		if (ConditionVariableTimedSleep(&shared->done, 1000, PG_WAIT_EXTENSION))
+		{
+			/* a second without news: make sure a refresher is there */
+			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+			wake_refresher();
+		}
+	}
+	ConditionVariableCancelSleep();
+	flight_leave(w);
+}
+
+/*
  * Have this auth refreshed (or found valid) by the refresher and wait for
  * the outcome, at most tokenvault.http_timeout and a margin.  *message gets
- * what went wrong, never a secret.
+ * what went wrong, never a secret.  Unless may_file, only a flight already
+ * under way is joined.  TV_OUTCOME_NO_FLIGHT: none was joined nor filed,
+ * *message saying which limit refused it (empty if none did).
  */
 TvOutcome
-tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
+tv_refresh_wait(pg_uuid_t *auth_id, bool force, bool may_file, char *message)
 {
-	Flight	   *f;
-	uint64		ticket;
+	Waiting		w = {0};
 	TimestampTz deadline;
-	TvOutcome outcome = TV_OUTCOME_ERROR;
-	bool		done = false;
 
 	if (shared == NULL)
 		ereport(ERROR,
@@ -298,14 +413,25 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 		return TV_OUTCOME_IN_RECOVERY;
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	f = join_flight(auth_id, force, false);
-	ticket = f->ticket;
+	if (refresher_slot_here() == NULL)
+	{
+		LWLockRelease(shared->lock);
+		snprintf(message, TV_REFRESH_MESSAGE_LEN, "too many databases use tokenvault refreshes (%d)",
+				 MAX_REFRESHERS);
+		return TV_OUTCOME_NO_FLIGHT;
+	}
+	w.flight = join_flight(auth_id, force, false, may_file, message);
+	if (w.flight == NULL)
+	{
+		LWLockRelease(shared->lock);
+		return TV_OUTCOME_NO_FLIGHT;
+	}
+	w.flight->waiters++;
+	w.ticket = w.flight->ticket;
 	if (!wake_refresher())		/* releases the lock */
 	{
-		/*
-		 * As when the provider is down: a token still valid is handed out.
-		 * The flight stays queued for the next refresher that starts.
-		 */
+		/* as when the provider is down: a token still valid is handed out */
+		flight_leave(&w);
 		strlcpy(message, "no background worker slot is free for a tokenvault refresher (max_worker_processes)",
 				TV_REFRESH_MESSAGE_LEN);
 		return TV_OUTCOME_RETRYABLE;
@@ -313,40 +439,19 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message)
 
 	/* the refresher may be slow to start; beyond that, one request's worth */
 	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (tv_http_timeout + 15) * 1000L);
-	ConditionVariablePrepareToSleep(&shared->done);
-	for (;;)
+	/* a cancel, an error or a FATAL exit while waiting gives the place up too */
+	PG_ENSURE_ERROR_CLEANUP(flight_leave_on_exit, PointerGetDatum(&w));
 	{
-		LWLockAcquire(shared->lock, LW_SHARED);
-		if (f->ticket == ticket && f->state == FLIGHT_DONE)
-		{
-			outcome = f->outcome;
-			strlcpy(message, f->message, TV_REFRESH_MESSAGE_LEN);
-			done = true;
-		}
-		else if (f->ticket != ticket)
-		{
-			/* finished and reused long ago: the row tells */
-			outcome = TV_OUTCOME_DONE;
-			done = true;
-		}
-		LWLockRelease(shared->lock);
-		if (done || GetCurrentTimestamp() >= deadline)
-			break;
-		if (ConditionVariableTimedSleep(&shared->done, 1000, PG_WAIT_EXTENSION))
-		{
-			/* a second without news: make sure a refresher is there */
-			LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-			wake_refresher();
-		}
+		await_flight(&w, deadline, message);
 	}
-	ConditionVariableCancelSleep();
-	if (!done)
+	PG_END_ENSURE_ERROR_CLEANUP(flight_leave_on_exit, PointerGetDatum(&w));
+	if (!w.done)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONNECTION_EXCEPTION),
 				 errmsg("timed out waiting for the refresh of auth %s",
 						DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(auth_id)))),
 				 errhint("Is the tokenvault refresher running?  See pg_stat_activity.")));
-	return outcome;
+	return w.outcome;
 }
 
 /* ---- for the refreshers ---- */
@@ -454,18 +559,19 @@ tv_flight_claim(TvFlight *claimed, int max)
 	return n;
 }
 
-/* Report a flight's outcome to its waiters (unless it is long gone). */
+/* Report a flight's outcome to its waiters, or free it if none waits. */
 void
 tv_flight_finish(const TvFlight *f, TvOutcome outcome, const char *message)
 {
 	Flight	   *slot = &shared->flights[f->slot];
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	if (slot->ticket == f->ticket)
+	if (slot->ticket == f->ticket && slot->waiters == 0)
+		flight_free(slot);
+	else if (slot->ticket == f->ticket)
 	{
 		slot->state = FLIGHT_DONE;
 		slot->outcome = outcome;
-		slot->done_at = GetCurrentTimestamp();
 		strlcpy(slot->message, message, TV_REFRESH_MESSAGE_LEN);
 	}
 	LWLockRelease(shared->lock);
@@ -497,11 +603,12 @@ int
 tv_flight_file_background(pg_uuid_t *ids, int n)
 {
 	int			i;
+	char		why[TV_REFRESH_MESSAGE_LEN];
 
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (i = 0; i < n; i++)
 	{
-		Flight	   *f = join_flight(&ids[i], true, true);
+		Flight	   *f = join_flight(&ids[i], true, true, true, why);
 
 		if (f == NULL)
 			break;
@@ -520,7 +627,6 @@ tv_flight_file_background(pg_uuid_t *ids, int n)
 int
 tv_flight_room(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
 	int			batch = Max(1, Min(tv_max_concurrent_refreshes, (MAX_FLIGHTS - CALLER_RESERVE) / QUEUE_DEPTH));
 	int			free_slots = 0;
 	int			queued = 0;
@@ -532,7 +638,7 @@ tv_flight_room(void)
 	{
 		Flight	   *f = &shared->flights[i];
 
-		if (flight_reusable(f, now))
+		if (f->state == FLIGHT_FREE)
 			free_slots++;
 		else if (f->state == FLIGHT_QUEUED && f->background && f->dbid == MyDatabaseId)
 			queued++;

@@ -27,7 +27,7 @@ extern void tv_flight_shmem_request(void);
 extern void tv_flight_shmem_startup(void);
 
 /* For backends: have an auth refreshed and wait. */
-extern TvOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, char *message);
+extern TvOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, bool may_file, char *message);
 
 /* For the worker's schedule. */
 extern int	tv_flight_room(void);

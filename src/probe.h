@@ -12,7 +12,7 @@
 #include "utils/snapshot.h"
 #include "utils/uuid.h"
 
-#define TV_PROBE_MAX_COLUMNS 8
+#define TV_PROBE_MAX_COLUMNS 12
 
 /*
  * A table and the columns a caller reads of it, by name and type.  Their

@@ -19,13 +19,21 @@ int			tv_refresh_lead = 60;
 int			tv_expiry_notice = 7 * 24 * 3600;
 int			tv_max_concurrent_refreshes = 32;
 int			tv_event_retention = 7 * 24 * 3600;
+int			tv_min_refresh_interval = 10;
+int			tv_max_refreshes_per_role = 64;
+int			tv_max_refreshes_per_database = 128;
 
 void
 tv_settings_define(void)
 {
+	/*
+	 * Any role may ask for more, but never for more than half a token's
+	 * life (auth.c, _refresh_plan): a token just refreshed always satisfies
+	 * it, so no setting can have every call send a request.
+	 */
 	DefineCustomIntVariable("tokenvault.min_validity",
 							"How long a token returned by access_token() must stay valid.",
-							NULL,
+							"At most half the token's lifetime is asked for, whatever the setting.",
 							&tv_min_validity,
 							30, 0, 24 * 3600,
 							PGC_USERSET, GUC_UNIT_S,
@@ -65,6 +73,35 @@ tv_settings_define(void)
 							&tv_max_response_size,
 							1024, 16, 1024 * 1024,
 							PGC_SUSET, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	/*
+	 * The limits below stand between an application and the provider and
+	 * the other databases, so only a superuser may change them (for a role:
+	 * ALTER ROLE ... SET).
+	 */
+	DefineCustomIntVariable("tokenvault.min_refresh_interval",
+							"How long after an auth's last refresh refresh_auth() returns that refresh's result instead of sending a request.",
+							NULL,
+							&tv_min_refresh_interval,
+							10, 0, 3600,
+							PGC_SUSET, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.max_refreshes_per_role",
+							"Token refreshes one role may have under way at once, in all databases.",
+							NULL,
+							&tv_max_refreshes_per_role,
+							64, 1, 1024,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("tokenvault.max_refreshes_per_database",
+							"Token refreshes callers in one database may have under way at once.",
+							NULL,
+							&tv_max_refreshes_per_database,
+							128, 1, 1024,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 
 	/* only the postmaster may define a postmaster setting; without preloading there is no worker */

@@ -14,6 +14,9 @@ extern int	tv_refresh_lead;	/* seconds */
 extern int	tv_expiry_notice;	/* seconds */
 extern int	tv_max_concurrent_refreshes;
 extern int	tv_event_retention; /* seconds */
+extern int	tv_min_refresh_interval;	/* seconds */
+extern int	tv_max_refreshes_per_role;
+extern int	tv_max_refreshes_per_database;
 
 extern void tv_settings_define(void);
 extern void tv_reload_if_asked(void);

@@ -18,7 +18,8 @@ typedef enum TvOutcome
 	TV_OUTCOME_NEEDS_REAUTH,	/* the grant is gone: the user must authorize again */
 	TV_OUTCOME_RETRYABLE,		/* try again later */
 	TV_OUTCOME_ERROR,			/* the provider or the client's settings are at fault */
-	TV_OUTCOME_IN_RECOVERY		/* C only: a standby, where the primary refreshes */
+	TV_OUTCOME_IN_RECOVERY,		/* C only: a standby, where the primary refreshes */
+	TV_OUTCOME_NO_FLIGHT		/* C only: no refresh was asked for (a limit, a backoff) */
 } TvOutcome;
 
 #define TV_OUTCOME_SQL_LABELS 4

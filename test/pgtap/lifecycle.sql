@@ -91,6 +91,8 @@ SELECT is((SELECT count(*) FROM tokenvault.users), :before_users::bigint, 'nor a
 
 -- access_token() on what it cannot serve
 SELECT tokenvault.create_auth(:'u1', :'c', NULL, jsonb_build_object('access_token', :'at', 'expires_in', 10)) AS soon \gset
+-- issued an hour ago: 10 s is less than half its life, so min_validity (30 s) holds uncapped
+UPDATE tokenvault.auths SET last_refreshed_at = now() - interval '1 hour' WHERE id = :'soon';
 SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'soon'), '55000', NULL,
                  'a token valid for less than min_validity is not returned');
 SET LOCAL tokenvault.min_validity = 0;

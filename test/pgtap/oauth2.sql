@@ -1,7 +1,7 @@
 -- The OAuth2 engine's SQL side, without a network: authorization states
 -- and PKCE, quirk settings, and how a refresh verdict is applied.
 BEGIN;
-SELECT plan(40);
+SELECT plan(41);
 
 SELECT tokenvault.create_user('tap-oauth2') AS u \gset
 SELECT tokenvault.create_client('Code', 'code', 'oauth2', jsonb_build_object(
@@ -94,10 +94,16 @@ SELECT 'TVSECRET-at-' || md5(random()::text) AS at1, 'TVSECRET-rt-' || md5(rando
 UPDATE tokenvault.clients SET expires_in_unit = 'seconds', token_path = NULL WHERE id = :'c';
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'refresh_token', :'rt1',
            'expires_in', 10, 'instance_url', 'https://eu.example')) AS a \gset
+-- issued an hour ago: with 10 s left it is past half its life, so min_validity is not capped
+UPDATE tokenvault.auths SET last_refreshed_at = now() - interval '1 hour' WHERE id = :'a';
+SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at2', 'refresh_token', :'rt2',
+           'expires_in', 3600)) AS fresh \gset
 SELECT is((tokenvault._refresh_plan(:'a', false, 30)).params,
           jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', :'rt1'),
           'a token about to expire plans a refresh_token grant');
 SELECT is((tokenvault._refresh_plan(:'a', false, 5)).outcome, 'done', 'one valid for long enough needs none');
+SELECT is((tokenvault._refresh_plan(:'fresh', false, 86400)).outcome, 'done',
+          'one valid for half its life needs none, whatever min_validity asks');
 SELECT is((tokenvault._refresh_plan(:'a', false, 30)).config#>>'{template_values,instance_url}', 'https://eu.example',
           'the auth''s fields fill URL templates');
 SELECT is((SELECT outcome || ': ' || message FROM tokenvault._refresh_apply(:'a', 7, NULL, pg_temp.done('{"access_token": "x"}'))),
@@ -125,6 +131,7 @@ SELECT tokenvault._refresh_apply(:'a', 3, NULL, pg_temp.failed('needs_reauth', '
 SELECT is((SELECT status FROM tokenvault.auths WHERE id = :'a'), 'needs_reauth', 'invalid_grant marks the auth needs_reauth');
 
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'expires_in', 1)) AS noref \gset
+UPDATE tokenvault.auths SET last_refreshed_at = now() - interval '1 hour' WHERE id = :'noref';
 SELECT is((tokenvault._refresh_plan(:'noref', false, 30)).outcome, 'needs_reauth',
           'an expiring token with no refresh token cannot be refreshed');
 

@@ -14,6 +14,8 @@ fault_start
 
 db=tv_faults_$$
 createdb "$db"
+# every refresh_auth() here is meant to reach the peer: no rate limit (refresh_limits.sh tests it)
+q -d "$db" -c "ALTER DATABASE $db SET tokenvault.min_refresh_interval = 0" >/dev/null
 export PGDATABASE=$db
 q -v url="$TV_FAULT_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL'
 CREATE EXTENSION tokenvault;

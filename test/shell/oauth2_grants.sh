@@ -17,6 +17,8 @@ short=$TV_OIDC_URL
 
 db=tv_grants_$$
 createdb "$db"
+# every refresh_auth() here is meant to reach the provider: no rate limit (refresh_limits.sh tests it)
+q -d "$db" -c "ALTER DATABASE $db SET tokenvault.min_refresh_interval = 0" >/dev/null
 export PGDATABASE=$db
 q -v long="$long" -v short="$short" -v secret="$TV_CLIENT_SECRET" <<'SQL'
 CREATE EXTENSION tokenvault;

@@ -17,6 +17,8 @@ trusted=$TV_OIDC_URL
 
 db=tv_tls_$$
 createdb "$db"
+# refresh_auth() here is meant to reach the provider: no rate limit (refresh_limits.sh tests it)
+q -d "$db" -c "ALTER DATABASE $db SET tokenvault.min_refresh_interval = 0" >/dev/null
 export PGDATABASE=$db
 q -c "CREATE EXTENSION tokenvault"
 client() { # NAME URL GRANT_CLIENT
