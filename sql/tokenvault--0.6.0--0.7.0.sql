@@ -963,6 +963,58 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION _refresh_plan(auth_id uuid, force boolean, min_validity integer) RETURNS tokenvault.refresh_plan
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    a tokenvault.auths;
+    c tokenvault.clients;
+    cred jsonb;
+    plan tokenvault.refresh_plan;
+BEGIN
+    SELECT x AS a, y AS c INTO r
+      FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id;
+    IF NOT FOUND THEN
+        plan.outcome := 'done';
+        plan.message := 'the auth was deleted';
+        RETURN plan;
+    END IF;
+    a := r.a;
+    c := r.c;
+    -- valid for min_validity, or for half its life if that is shorter (as
+    -- access_token() asks): no setting has every call send a request
+    IF NOT force AND a.expires_at > now() + least(min_validity * interval '1 second',
+                                                   (a.expires_at - coalesce(a.last_refreshed_at, a.created_at)) / 2) THEN
+        plan.outcome := 'done';
+        RETURN plan;
+    END IF;
+    cred := tokenvault._open_auth(a.secret, a.id);
+    IF cred ? 'refresh_token' THEN
+        plan.kind := 'refresh';
+        plan.params := jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token');
+    ELSIF c.grant_type IN ('client_credentials', 'password') THEN
+        plan.kind := 'token';
+        plan.params := tokenvault._direct_grant_params(c, cred, a.scopes);
+    ELSE
+        IF a.status <> 'needs_reauth' THEN
+            UPDATE tokenvault.auths SET status = 'needs_reauth',
+                   last_error = 'the token expired and there is no refresh token', updated_at = now()
+             WHERE id = a.id RETURNING * INTO a;
+            PERFORM tokenvault._emit('auth.needs_reauth', a, NULL, a.last_error);
+        END IF;
+        plan.outcome := 'needs_reauth';
+        plan.message := 'the token expired and there is no refresh token';
+        RETURN plan;
+    END IF;
+    plan.version := a.version;
+    plan.config := tokenvault._client_config(c, cred);
+    -- the old token's own fields go; credentials (username, password) and
+    -- an unrotated refresh token stay
+    plan.keep := cred - ARRAY['access_token', 'id_token'];
+    RETURN plan;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
     RETURNS void
     LANGUAGE plpgsql VOLATILE AS $$
