@@ -233,7 +233,7 @@ DECLARE
     n tokenvault.clients;
     cleared text[];
 BEGIN
-    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._admit_admin(), tokenvault._require_client_access(c.id, NULL::uuid);
     PERFORM tokenvault._refuse_null(settings IS NULL, 'settings'::text);
     IF jsonb_typeof(settings) = 'object' THEN
         cleared := ARRAY(SELECT key FROM jsonb_each(settings) WHERE jsonb_typeof(value) = 'null');
@@ -354,7 +354,7 @@ DECLARE
     n bigint;
     slots text;
 BEGIN
-    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._admit_admin(), tokenvault._require_client_access(c.id, NULL::uuid);
     SELECT string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ') INTO slots
       FROM tokenvault.slots s WHERE s.client_id = c.id;
     IF slots IS NOT NULL THEN

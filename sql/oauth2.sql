@@ -203,6 +203,8 @@ BEGIN
     -- single use: the state is gone for good before the code is exchanged,
     -- whether the exchange succeeds, fails or is rolled back
     IF FOUND THEN
+        -- a state of a private client is its owner's to complete (and to use up)
+        PERFORM tokenvault._require_client_access((r.state_row).client_id, NULL::uuid);
         taken := tokenvault._consume_state(complete_authorization.state, r.made_by);
     END IF;
     IF NOT taken THEN

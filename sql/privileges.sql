@@ -73,18 +73,21 @@ CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app
 CREATE POLICY admitted ON auths FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(client_id));
 -- What administrators do to clients and grants (client.*, user_tokens.*)
--- is theirs to read; of a private client, its owner's only.
+-- is theirs to read; of a private client, its owner's only.  An auth event
+-- without its client (recorded before 0.7.0, when the auth may be gone
+-- since) is the administrators'.
 CREATE POLICY admitted ON events FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app())
            AND (client_id IS NULL OR tokenvault._client_visible(client_id))
-           AND (kind NOT LIKE 'client.%' AND kind NOT LIKE 'user_tokens.%' OR (SELECT tokenvault._admitted_admin())));
+           AND (kind NOT LIKE 'client.%' AND kind NOT LIKE 'user_tokens.%' AND (client_id IS NOT NULL OR auth_id IS NULL)
+                OR (SELECT tokenvault._admitted_admin())));
 CREATE POLICY admitted ON webhooks FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
 CREATE POLICY admitted ON webhook_deliveries FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
 CREATE POLICY admitted ON solutions FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON slots FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON instances FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON instance_auth_values FOR SELECT TO tokenvault_app
-    USING ((SELECT tokenvault._admitted_app()));
+    USING ((SELECT tokenvault._admitted_app()) AND auth_id IN (SELECT a.id FROM tokenvault.auths a));
 CREATE POLICY admitted ON instance_config_values FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON user_token_grants FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));

@@ -5,6 +5,7 @@ CREATE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.soluti
 DECLARE
     s tokenvault.solutions;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(solution_id IS NULL, 'solution id'::text);
     SELECT * INTO s FROM tokenvault.solutions t WHERE t.id = _solution_must_exist.solution_id;
     IF NOT FOUND THEN
@@ -21,6 +22,7 @@ CREATE FUNCTION _instance_must_exist(instance_id uuid) RETURNS tokenvault.instan
 DECLARE
     i tokenvault.instances;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(instance_id IS NULL, 'instance id'::text);
     SELECT * INTO i FROM tokenvault.instances t WHERE t.id = _instance_must_exist.instance_id;
     IF NOT FOUND THEN
@@ -40,6 +42,7 @@ DECLARE
     s tokenvault.slots;
     known text;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(external_id IS NULL, 'externalId'::text);
     SELECT * INTO s FROM tokenvault.slots t
      WHERE t.solution_id = _slot_must_exist.solution_id AND t.external_id = _slot_must_exist.external_id;
@@ -142,7 +145,9 @@ BEGIN
     SELECT * INTO a FROM tokenvault.auths t WHERE t.id = NEW.auth_id FOR NO KEY UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'auth % does not exist', NEW.auth_id USING ERRCODE = 'undefined_object';
-    ELSIF a.user_id <> i.owner THEN
+    END IF;
+    PERFORM tokenvault._require_client_access(a.client_id, a.id);
+    IF a.user_id <> i.owner THEN
         RAISE EXCEPTION 'auth % does not belong to the owner of instance %', a.id, i.id
             USING ERRCODE = 'check_violation',
                   HINT = 'An instance is filled with its owner''s own auths; an auth all users share goes in a static slot.';

@@ -397,7 +397,8 @@ BEGIN
              WHERE i.owner = user_instances.user_id), '[]'),
         'authentications', coalesce((
             SELECT jsonb_agg(jsonb_build_object('id', a.id, 'name', a.name) ORDER BY a.created_at, a.id)
-              FROM tokenvault.auths a WHERE a.user_id = user_instances.user_id), '[]'));
+              FROM tokenvault.auths a
+             WHERE a.user_id = user_instances.user_id AND tokenvault._client_visible(a.client_id)), '[]'));
 END
 $$;
 

@@ -447,7 +447,7 @@ DECLARE
     n tokenvault.clients;
     cleared text[];
 BEGIN
-    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._admit_admin(), tokenvault._require_client_access(c.id, NULL::uuid);
     PERFORM tokenvault._refuse_null(settings IS NULL, 'settings'::text);
     IF jsonb_typeof(settings) = 'object' THEN
         cleared := ARRAY(SELECT key FROM jsonb_each(settings) WHERE jsonb_typeof(value) = 'null');
@@ -554,7 +554,7 @@ DECLARE
     n bigint;
     slots text;
 BEGIN
-    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._admit_admin(), tokenvault._require_client_access(c.id, NULL::uuid);
     SELECT string_agg(format('"%s" of solution %s', s.external_id, s.solution_id), ', ') INTO slots
       FROM tokenvault.slots s WHERE s.client_id = c.id;
     IF slots IS NOT NULL THEN
@@ -934,6 +934,8 @@ BEGIN
     -- single use: the state is gone for good before the code is exchanged,
     -- whether the exchange succeeds, fails or is rolled back
     IF FOUND THEN
+        -- a state of a private client is its owner's to complete (and to use up)
+        PERFORM tokenvault._require_client_access((r.state_row).client_id, NULL::uuid);
         taken := tokenvault._consume_state(complete_authorization.state, r.made_by);
     END IF;
     IF NOT taken THEN
@@ -1113,6 +1115,7 @@ CREATE OR REPLACE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenv
 DECLARE
     s tokenvault.solutions;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(solution_id IS NULL, 'solution id'::text);
     SELECT * INTO s FROM tokenvault.solutions t WHERE t.id = _solution_must_exist.solution_id;
     IF NOT FOUND THEN
@@ -1129,6 +1132,7 @@ CREATE OR REPLACE FUNCTION _instance_must_exist(instance_id uuid) RETURNS tokenv
 DECLARE
     i tokenvault.instances;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(instance_id IS NULL, 'instance id'::text);
     SELECT * INTO i FROM tokenvault.instances t WHERE t.id = _instance_must_exist.instance_id;
     IF NOT FOUND THEN
@@ -1146,6 +1150,7 @@ DECLARE
     s tokenvault.slots;
     known text;
 BEGIN
+    PERFORM tokenvault._admit_app();
     PERFORM tokenvault._refuse_null(external_id IS NULL, 'externalId'::text);
     SELECT * INTO s FROM tokenvault.slots t
      WHERE t.solution_id = _slot_must_exist.solution_id AND t.external_id = _slot_must_exist.external_id;
@@ -1168,6 +1173,50 @@ BEGIN
                           THEN format('The solution has no %sslots.', coalesce(_slot_must_exist.kind || ' ', ''))
                           ELSE format('Its %sslots are: %s (external ids are case-sensitive).',
                                       coalesce(_slot_must_exist.kind || ' ', ''), known) END;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _instance_auth_values_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    i tokenvault.instances := tokenvault._instance_must_exist(NEW.instance_id);
+    s tokenvault.slots := tokenvault._slot_must_exist(i.solution_id, NEW.external_id, 'auth');
+    a tokenvault.auths;
+    other record;
+BEGIN
+    NEW.solution_id := i.solution_id;
+    IF s.static_auth_id IS NOT NULL THEN
+        RAISE EXCEPTION 'slot "%" is static: its auth is the solution''s and cannot be set or changed', s.external_id
+            USING ERRCODE = 'check_violation',
+                  HINT = 'Every instance of the solution uses the slot''s static auth; nothing needs to be given.';
+    END IF;
+    -- The row lock makes writers of one auth take turns, so that two
+    -- instances cannot both take it while one of them forces it unique.
+    SELECT * INTO a FROM tokenvault.auths t WHERE t.id = NEW.auth_id FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'auth % does not exist', NEW.auth_id USING ERRCODE = 'undefined_object';
+    END IF;
+    PERFORM tokenvault._require_client_access(a.client_id, a.id);
+    IF a.user_id <> i.owner THEN
+        RAISE EXCEPTION 'auth % does not belong to the owner of instance %', a.id, i.id
+            USING ERRCODE = 'check_violation',
+                  HINT = 'An instance is filled with its owner''s own auths; an auth all users share goes in a static slot.';
+    END IF;
+    PERFORM tokenvault._auth_fits_slot(a, s);
+    SELECT v.instance_id, v.external_id INTO other
+      FROM tokenvault.instance_auth_values v
+      JOIN tokenvault.slots o ON o.solution_id = v.solution_id AND o.external_id = v.external_id
+     WHERE v.auth_id = a.id AND v.instance_id <> i.id AND (s.force_unique OR o.force_unique)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'auth % is already used by instance %', a.id, other.instance_id
+            USING ERRCODE = 'unique_violation',
+                  HINT = CASE WHEN s.force_unique
+                              THEN format('Slot "%s" forces a unique auth: create a new auth for this instance.', s.external_id)
+                              ELSE format('It fills the force-unique slot "%s" there: create a new auth for this instance.',
+                                          other.external_id) END;
+    END IF;
+    RETURN NEW;
 END
 $$;
 
@@ -1408,7 +1457,8 @@ BEGIN
              WHERE i.owner = user_instances.user_id), '[]'),
         'authentications', coalesce((
             SELECT jsonb_agg(jsonb_build_object('id', a.id, 'name', a.name) ORDER BY a.created_at, a.id)
-              FROM tokenvault.auths a WHERE a.user_id = user_instances.user_id), '[]'));
+              FROM tokenvault.auths a
+             WHERE a.user_id = user_instances.user_id AND tokenvault._client_visible(a.client_id)), '[]'));
 END
 $$;
 
@@ -1776,18 +1826,21 @@ CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app
 CREATE POLICY admitted ON auths FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(client_id));
 -- What administrators do to clients and grants (client.*, user_tokens.*)
--- is theirs to read; of a private client, its owner's only.
+-- is theirs to read; of a private client, its owner's only.  An auth event
+-- without its client (recorded before 0.7.0, when the auth may be gone
+-- since) is the administrators'.
 CREATE POLICY admitted ON events FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app())
            AND (client_id IS NULL OR tokenvault._client_visible(client_id))
-           AND (kind NOT LIKE 'client.%' AND kind NOT LIKE 'user_tokens.%' OR (SELECT tokenvault._admitted_admin())));
+           AND (kind NOT LIKE 'client.%' AND kind NOT LIKE 'user_tokens.%' AND (client_id IS NOT NULL OR auth_id IS NULL)
+                OR (SELECT tokenvault._admitted_admin())));
 CREATE POLICY admitted ON webhooks FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
 CREATE POLICY admitted ON webhook_deliveries FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
 CREATE POLICY admitted ON solutions FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON slots FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON instances FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON instance_auth_values FOR SELECT TO tokenvault_app
-    USING ((SELECT tokenvault._admitted_app()));
+    USING ((SELECT tokenvault._admitted_app()) AND auth_id IN (SELECT a.id FROM tokenvault.auths a));
 CREATE POLICY admitted ON instance_config_values FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON user_token_grants FOR SELECT TO tokenvault_admin USING ((SELECT tokenvault._admitted_admin()));
@@ -1807,24 +1860,24 @@ CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_ad
 ------------------------------------------------------------------------------
 
 -- Until 0.7.0 membership in tokenvault_app or tokenvault_admin was enough,
--- in every database.  So that an update breaks no application, the roles
--- granted them directly are admitted in this database, at their level;
--- review the list (SELECT * FROM tokenvault.admissions) and dismiss the
--- roles that do not belong here (tokenvault.dismiss()).
-INSERT INTO admissions (role, level, admitted_by)
-SELECT DISTINCT ON (m.member) m.member::regrole, CASE r.rolname WHEN 'tokenvault_admin' THEN 'admin' ELSE 'app' END,
-       'update to 0.7.0'
-  FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
- WHERE r.rolname IN ('tokenvault_app', 'tokenvault_admin')
-   AND m.member NOT IN (SELECT oid FROM pg_catalog.pg_roles WHERE rolname IN ('tokenvault_app', 'tokenvault_admin'))
- ORDER BY m.member, r.rolname = 'tokenvault_admin' DESC;
+-- in every database.  No role is admitted here by the update: admitting
+-- every member would give each tenant's roles every database again.  So
+-- the update names the roles that were members, and the superuser admits
+-- those that belong here (until then they are refused, with a hint).
 DO $$
 DECLARE
-    n bigint := (SELECT count(*) FROM @extschema@.admissions);
+    members text := (SELECT pg_catalog.string_agg(format('SELECT tokenvault.admit(%L, %L);', m.member::regrole::text,
+                                                         CASE r.rolname WHEN 'tokenvault_admin' THEN 'admin' ELSE 'app' END),
+                                                  ' ' ORDER BY m.member::regrole::text)
+                       FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.roleid
+                      WHERE r.rolname IN ('tokenvault_app', 'tokenvault_admin')
+                        AND m.member NOT IN (SELECT oid FROM pg_catalog.pg_roles
+                                              WHERE rolname IN ('tokenvault_app', 'tokenvault_admin')));
 BEGIN
-    IF n > 0 THEN
-        RAISE WARNING 'tokenvault 0.7.0: % role(s) that were members of tokenvault_app or tokenvault_admin are admitted in this database', n
-            USING HINT = 'Roles are now admitted per database: review tokenvault.admissions, and tokenvault.dismiss() those that do not belong here.';
+    IF members IS NOT NULL THEN
+        RAISE WARNING 'tokenvault 0.7.0 admits roles per database, and this one admits none yet'
+            USING DETAIL = 'Members of tokenvault_app and tokenvault_admin are refused here until admitted.',
+                  HINT = 'Admit those that belong in this database: ' || members;
     END IF;
 END
 $$;

@@ -9,7 +9,10 @@
  * and the clients' owners are kept per backend, and forgotten when the
  * tables or role memberships change: the tables' statement triggers send a
  * relcache invalidation (tv_table_changed), which every backend receives at
- * the other's commit, and this one at its next command.
+ * the other's commit, and this one at its next command.  What is kept is
+ * read with the latest snapshot, not the caller's: a repeatable-read
+ * transaction that began before a dismissal would otherwise read the old
+ * row after the invalidation, and keep it for good.
  */
 #include "postgres.h"
 
@@ -108,8 +111,7 @@ level_of(Oid role)
 	if (superuser_arg(role))
 		return TV_LEVEL_ADMIN;
 	rel = tv_probe_open(&admissions);
-	scan = systable_beginscan(rel, InvalidOid, false,
-							  ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(), 0, NULL);
+	scan = systable_beginscan(rel, InvalidOid, false, GetLatestSnapshot(), 0, NULL);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		bool		isnull;
@@ -194,9 +196,7 @@ client_owner(pg_uuid_t *client_id)
 	entry = hash_search(client_owners, client_id, HASH_FIND, NULL);
 	if (entry)
 		return entry;
-	if (!tv_probe_by_id(&clients, client_id,
-						ActiveSnapshotSet() ? GetActiveSnapshot() : GetTransactionSnapshot(),
-						fill_client_owner, &found))
+	if (!tv_probe_by_id(&clients, client_id, GetLatestSnapshot(), fill_client_owner, &found))
 		return NULL;
 	/* an invalidation while probing (the table changed) would drop the entry */
 	if (client_owners_stale)
@@ -288,7 +288,7 @@ tv_admitted_admin(PG_FUNCTION_ARGS)
 Datum
 tv_client_visible(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(may_use(client_owner(PG_GETARG_UUID_P(0))));
+	PG_RETURN_BOOL(tv_admitted(TV_LEVEL_APP) && may_use(client_owner(PG_GETARG_UUID_P(0))));
 }
 
 /* _require_client_access(client_id uuid, auth_id uuid) returns void */

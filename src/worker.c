@@ -40,6 +40,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "access.h"
 #include "engine.h"
 #include "flight.h"
 #include "http.h"
@@ -514,6 +515,9 @@ tv_worker_stats(PG_FUNCTION_ARGS)
 	char		state[32] = "absent";
 	TimestampTz last_loop_at = 0;
 	int			i;
+
+	/* the stats view's reader: nothing about the cluster where it was not admitted */
+	tv_require_admission(TV_LEVEL_APP);
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");

@@ -3,11 +3,12 @@
 -- changes, deletes, revokes and lists none of them, through the functions
 -- or the tables; deleting their user is refused rather than taking them.
 BEGIN;
-SELECT plan(29);
+SELECT plan(34);
 
 CREATE ROLE tap_pc_owner IN ROLE tokenvault_app;
 CREATE ROLE tap_pc_other IN ROLE tokenvault_app;
-SELECT tokenvault.admit('tap_pc_owner', 'app'), tokenvault.admit('tap_pc_other', 'app');
+CREATE ROLE tap_pc_admin IN ROLE tokenvault_admin;
+SELECT tokenvault.admit('tap_pc_owner', 'app'), tokenvault.admit('tap_pc_other', 'app'), tokenvault.admit('tap_pc_admin', 'admin');
 
 SELECT tokenvault.create_user('tap-pc-user') AS u, tokenvault.create_user('tap-pc-user-2') AS u2 \gset
 SELECT tokenvault.create_client('Private API', 'papi', 'api_key', '{"visibility": "private"}') AS pc,
@@ -16,6 +17,8 @@ SELECT tokenvault.create_client('Private API', 'papi', 'api_key', '{"visibility"
            '{"visibility": "private", "client_id": "tap-pc", "auth_url": "https://127.0.0.1:9/a", "token_url": "https://127.0.0.1:9/t"}') AS po \gset
 -- an administrator made them; the owner is the application that uses them
 UPDATE tokenvault.clients SET owner = 'tap_pc_owner' WHERE id IN (:'pc', :'po');
+SELECT tokenvault.create_solution('Private slots') AS sol \gset
+SELECT tokenvault.add_slot(:'sol', 'api', 'auth', '{"service": "papi"}') IS NULL AS slot \gset
 
 SET LOCAL ROLE tap_pc_owner;
 SELECT tokenvault.create_auth(:'u', :'pc', 'mine', jsonb_build_object('api_key', 'TVSECRET-pc-' || md5(random()::text))) AS pa,
@@ -48,6 +51,20 @@ SELECT throws_ok(format('SELECT tokenvault.delete_user_auths(%L)', :'u'), '42501
                  'delete_user_auths does not take the private auth along');
 SELECT throws_ok(format('SELECT tokenvault.delete_user(%L)', :'u2'), '42501', NULL, 'nor does delete_user');
 SELECT ok(tokenvault.access_token(:'sa') LIKE 'TVSECRET-sc-%', 'a shared auth is every admitted application''s');
+-- nor through an instance of its own, or the mapping query
+SELECT throws_ok(format('SELECT tokenvault.create_instance(%L, %L, ''theirs'', %L)', :'sol', :'u',
+                        jsonb_build_array(jsonb_build_object('externalId', 'api', 'authId', :'pa'))),
+                 '42501', NULL, 'nor puts it into an instance');
+SELECT is((SELECT array_agg(e->>'id') FROM jsonb_array_elements(tokenvault.user_instances(:'u')->'authentications') e),
+          ARRAY[:'sa'], 'user_instances lists only the shared auth');
+RESET ROLE;
+-- another administrator manages no private client of another role: making
+-- it shared would hand its auths to every application
+SET LOCAL ROLE tap_pc_admin;
+SELECT throws_ok(format('SELECT tokenvault.update_client(%L, ''{"visibility": "shared"}'')', :'pc'),
+                 '42501', NULL, 'another administrator does not make it shared');
+SELECT throws_ok(format('SELECT tokenvault.delete_client(%L, true)', :'pc'), '42501', NULL, 'nor deletes it');
+SELECT throws_ok(format('SELECT tokenvault.credentials(%L)', :'pa'), '42501', NULL, 'nor reads its auths');
 RESET ROLE;
 SELECT is((SELECT count(*) FROM tokenvault.auths WHERE id IN (:'pa', :'pa2')), 2::bigint, 'the private auths are all still there');
 SELECT is((SELECT name FROM tokenvault.auths WHERE id = :'pa'), 'mine', 'unchanged');

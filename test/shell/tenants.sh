@@ -74,4 +74,25 @@ is "$first $second" "t done" "a session that was admitted is refused once dismis
 exec {long[1]}>&-
 wait "$long_PID" 2>/dev/null || true
 
+# a repeatable-read transaction that began before the dismissal, too: the
+# admission is read afresh, not with the transaction's old snapshot
+q -c "SELECT tokenvault.admit('app_a', 'app')" >/dev/null
+coproc rr { PGUSER=app_a psql -X -q -At 2>/dev/null; }
+echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) > 0 FROM tokenvault.users;" >&"${rr[1]}"
+read -r -t 30 first <&"${rr[0]}" || first=none
+q -c "SELECT tokenvault.dismiss('app_a')" >/dev/null
+echo "SELECT length(tokenvault.access_token('$b_auth')) > 0;" >&"${rr[1]}"
+echo "ROLLBACK; SELECT length(tokenvault.access_token('$b_auth')) > 0;" >&"${rr[1]}"
+echo "SELECT 'done';" >&"${rr[1]}"
+read -r -t 30 second <&"${rr[0]}" || second=none
+is "$first $second" "t done" "a repeatable-read transaction older than the dismissal is refused, and so is the session after it"
+exec {rr[1]}>&-
+wait "$rr_PID" 2>/dev/null || true
+
+# and a role not admitted learns nothing of what exists here
+is "$(PGUSER=app_a sqlstate "SELECT tokenvault.instance(gen_random_uuid())")" 42501 \
+	"a role not admitted is refused before a lookup (instance of a made-up id)"
+is "$(PGUSER=admin_a sqlstate "SELECT tokenvault.update_solution(gen_random_uuid(), 'x')")" 42501 \
+	"  ... (update_solution of a made-up id)"
+
 done_testing
