@@ -41,17 +41,25 @@ CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb, client_id uuid 
 DECLARE
     event_id bigint;
     delivered timestamptz;
+    private_to name := (SELECT c.owner FROM tokenvault.clients c
+                         WHERE c.id = _publish.client_id AND c.visibility = 'private');
+    -- the webhooks that want it; a private client's events only those its owner added
+    hearers uuid[] := ARRAY(
+        SELECT w.id FROM tokenvault.webhooks w
+         WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))
+           AND (private_to IS NULL
+                OR EXISTS (SELECT FROM pg_catalog.pg_roles o, pg_catalog.pg_roles p
+                            WHERE o.rolname = w.owner AND p.rolname = private_to
+                              AND pg_catalog.pg_has_role(o.oid, p.oid, 'MEMBER'))));
 BEGIN
     INSERT INTO tokenvault.events (kind, auth_id, client_id, payload, delivered_at)
     VALUES (kind, auth_id, client_id, payload,
             -- no webhook wants it: delivered by the NOTIFY alone
-            CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
-                                   WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)
+            CASE WHEN cardinality(hearers) = 0 THEN now() END)
     RETURNING id, delivered_at INTO event_id, delivered;
     IF delivered IS NULL THEN
         INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
-            SELECT w.id, event_id, _publish.auth_id FROM tokenvault.webhooks w
-             WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
+            SELECT h, event_id, _publish.auth_id FROM unnest(hearers) h;
         PERFORM tokenvault._wake_worker(now());
     END IF;
     PERFORM pg_notify('tokenvault', jsonb_build_object('id', event_id, 'kind', kind)::text);

@@ -20,7 +20,7 @@ GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_ur
               body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts)
     ON clients TO tokenvault_app;
 GRANT SELECT ON events, stats TO tokenvault_app, tokenvault_admin;
-GRANT SELECT (id, url, kinds, enabled, created_at) ON webhooks TO tokenvault_admin;
+GRANT SELECT (id, url, kinds, enabled, created_at, owner) ON webhooks TO tokenvault_admin;
 GRANT SELECT ON webhook_deliveries TO tokenvault_admin;
 GRANT SELECT ON solutions, slots, instances, instance_auth_values, instance_config_values TO tokenvault_app;
 GRANT SELECT (owner, owner_name, related_id, key, created_at, updated_at) ON private_tokens TO tokenvault_app;

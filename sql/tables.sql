@@ -110,7 +110,8 @@ CREATE TABLE webhooks (
     secret     bytea NOT NULL,  -- sealed HMAC key
     kinds      text[],          -- NULL: every kind
     enabled    boolean NOT NULL DEFAULT true,
-    created_at timestamptz NOT NULL DEFAULT now()
+    created_at timestamptz NOT NULL DEFAULT now(),
+    owner      name             -- who added it: a private client's events reach its owner's only
 );
 
 CREATE TABLE webhook_deliveries (

@@ -26,6 +26,9 @@ $$;
 ALTER TABLE clients ADD COLUMN allowed_hosts text[] CHECK (cardinality(allowed_hosts) > 0);
 
 ALTER TABLE events ADD COLUMN client_id uuid;
+
+-- a webhook added before 0.7.0 has no owner, and hears no private client's events
+ALTER TABLE webhooks ADD COLUMN owner name;
 UPDATE events e SET client_id = a.client_id FROM auths a WHERE a.id = e.auth_id;
 
 -- grants become an append-only history, which outlives the user
@@ -1047,17 +1050,25 @@ CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb, client_id uuid 
 DECLARE
     event_id bigint;
     delivered timestamptz;
+    private_to name := (SELECT c.owner FROM tokenvault.clients c
+                         WHERE c.id = _publish.client_id AND c.visibility = 'private');
+    -- the webhooks that want it; a private client's events only those its owner added
+    hearers uuid[] := ARRAY(
+        SELECT w.id FROM tokenvault.webhooks w
+         WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))
+           AND (private_to IS NULL
+                OR EXISTS (SELECT FROM pg_catalog.pg_roles o, pg_catalog.pg_roles p
+                            WHERE o.rolname = w.owner AND p.rolname = private_to
+                              AND pg_catalog.pg_has_role(o.oid, p.oid, 'MEMBER'))));
 BEGIN
     INSERT INTO tokenvault.events (kind, auth_id, client_id, payload, delivered_at)
     VALUES (kind, auth_id, client_id, payload,
             -- no webhook wants it: delivered by the NOTIFY alone
-            CASE WHEN NOT EXISTS (SELECT FROM tokenvault.webhooks w
-                                   WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds))) THEN now() END)
+            CASE WHEN cardinality(hearers) = 0 THEN now() END)
     RETURNING id, delivered_at INTO event_id, delivered;
     IF delivered IS NULL THEN
         INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
-            SELECT w.id, event_id, _publish.auth_id FROM tokenvault.webhooks w
-             WHERE w.enabled AND (w.kinds IS NULL OR kind = ANY (w.kinds));
+            SELECT h, event_id, _publish.auth_id FROM unnest(hearers) h;
         PERFORM tokenvault._wake_worker(now());
     END IF;
     PERFORM pg_notify('tokenvault', jsonb_build_object('id', event_id, 'kind', kind)::text);
@@ -1086,8 +1097,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
     END IF;
-    INSERT INTO tokenvault.webhooks (id, url, secret, kinds)
-    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds);
+    INSERT INTO tokenvault.webhooks (id, url, secret, kinds, owner)
+    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds, tokenvault._caller());
     RETURN new_id;
 END
 $$;
@@ -1818,6 +1829,7 @@ ALTER TABLE user_token_grants ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON admissions FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA tokenvault FROM PUBLIC;
 GRANT SELECT (allowed_hosts) ON clients TO tokenvault_app;
+GRANT SELECT (owner) ON webhooks TO tokenvault_admin;
 GRANT EXECUTE ON FUNCTION _admitted_app(), _admitted_admin(), _client_visible(uuid) TO tokenvault_app;
 GRANT EXECUTE ON FUNCTION _worker_stats() TO tokenvault_app;
 CREATE POLICY admitted ON users FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));

@@ -22,8 +22,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
     END IF;
-    INSERT INTO tokenvault.webhooks (id, url, secret, kinds)
-    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds);
+    INSERT INTO tokenvault.webhooks (id, url, secret, kinds, owner)
+    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds, tokenvault._caller());
     RETURN new_id;
 END
 $$;

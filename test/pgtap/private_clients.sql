@@ -3,7 +3,7 @@
 -- changes, deletes, revokes and lists none of them, through the functions
 -- or the tables; deleting their user is refused rather than taking them.
 BEGIN;
-SELECT plan(34);
+SELECT plan(36);
 
 CREATE ROLE tap_pc_owner IN ROLE tokenvault_app;
 CREATE ROLE tap_pc_other IN ROLE tokenvault_app;
@@ -100,8 +100,20 @@ RESET ROLE;
 
 -- events: a deleted private auth's stay its owner's; a deleted shared auth's are everyone's
 UPDATE tokenvault.clients SET visibility = 'private' WHERE id = :'pc';
+SET LOCAL ROLE tap_pc_admin;
+SELECT tokenvault.add_webhook('http://127.0.0.1:9/admin-hook', 'TVSECRET-wh-' || md5(random()::text)) AS admin_hook \gset
+RESET ROLE;
+SELECT tokenvault.add_webhook('http://127.0.0.1:9/superuser-hook', 'TVSECRET-wh-' || md5(random()::text)) AS su_hook \gset
 SET LOCAL ROLE tap_pc_owner;
 SELECT tokenvault.delete_auth(:'pa') IS NULL AS deleted, tokenvault.delete_auth(:'sa') IS NULL AS deleted_too \gset
+RESET ROLE;
+SELECT is((SELECT array_agg(e.auth_id ORDER BY e.auth_id = :'pa') FROM tokenvault.webhook_deliveries d
+             JOIN tokenvault.events e ON e.id = d.event_id WHERE d.webhook_id = :'admin_hook' AND e.kind = 'auth.deleted'),
+          ARRAY[:'sa'::uuid], 'another administrator''s webhook hears of the shared auth only');
+SELECT is((SELECT count(*) FROM tokenvault.webhook_deliveries d JOIN tokenvault.events e ON e.id = d.event_id
+            WHERE d.webhook_id = :'su_hook' AND e.kind = 'auth.deleted' AND e.auth_id IN (:'pa', :'sa')),
+          2::bigint, 'a webhook of a member of the owner (a superuser''s) hears of both');
+SET LOCAL ROLE tap_pc_owner;
 SELECT is((SELECT count(*) FROM tokenvault.events WHERE auth_id = :'pa' AND kind = 'auth.deleted'), 1::bigint,
           'the owner reads the deletion of its private auth');
 RESET ROLE;
