@@ -14,21 +14,10 @@
 #include "miscadmin.h"
 #include "storage/fd.h"
 
+#include "hex.h"
 #include "keyfile.h"
 
 #define KEY_SOURCE_MAX (1024 * 1024)
-
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /*
  * Parse one "<id> <hex>" line into *key.  Returns NULL, or what is wrong with
@@ -52,8 +41,8 @@ tv_keyfile_parse_line(const char *line, size_t len, TvKey *key)
 		return "has a key shorter than 64 hex digits";
 	for (i = 0; i < TV_KEY_LEN; i++)
 	{
-		int			hi = hex_value(p[2 * i]);
-		int			lo = hex_value(p[2 * i + 1]);
+		int			hi = tv_hex_value(p[2 * i]);
+		int			lo = tv_hex_value(p[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return "has a key that is not 64 hex digits";

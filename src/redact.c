@@ -24,24 +24,13 @@
 #include "nodes/pg_list.h"
 #include "utils/memutils.h"
 
+#include "hex.h"
 #include "redact.h"
 
 #define FRAGMENT 8				/* bytes of a secret that may not show */
 #define SHORTEST 4				/* shorter secrets are not looked for */
 
 /* ---- readings of a text ---- */
-
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
 
 /* %XX in either case decoded; '+' a space too when plus_space (form encoding) */
 static StringInfo
@@ -54,9 +43,9 @@ percent_decoded(StringInfo in, bool plus_space)
 	{
 		char		c = in->data[i];
 
-		if (c == '%' && i + 2 < in->len && hex_value(in->data[i + 1]) >= 0 && hex_value(in->data[i + 2]) >= 0)
+		if (c == '%' && i + 2 < in->len && tv_hex_value(in->data[i + 1]) >= 0 && tv_hex_value(in->data[i + 2]) >= 0)
 		{
-			appendStringInfoChar(out, (char) (hex_value(in->data[i + 1]) * 16 + hex_value(in->data[i + 2])));
+			appendStringInfoChar(out, (char) (tv_hex_value(in->data[i + 1]) * 16 + tv_hex_value(in->data[i + 2])));
 			i += 2;
 		}
 		else
@@ -73,9 +62,9 @@ hex4(const char *p)
 
 	for (i = 0; i < 4; i++)
 	{
-		if (hex_value(p[i]) < 0)
+		if (tv_hex_value(p[i]) < 0)
 			return -1;
-		v = v * 16 + hex_value(p[i]);
+		v = v * 16 + tv_hex_value(p[i]);
 	}
 	return v;
 }
