@@ -408,16 +408,17 @@ void
 tv_keyring_define_settings(void)
 {
 	/*
-	 * The key settings are superuser-only: the key command runs as the
-	 * server's operating-system user, and the key file is read with its
-	 * rights.
+	 * The key settings are superuser-only, to set and to read: the key
+	 * command runs as the server's operating-system user, the key file is
+	 * read with its rights, and a command line may carry what a secrets
+	 * manager needs (it should not: see the README).
 	 */
 	DefineCustomStringVariable("tokenvault.key_file",
 							   "Key ring file; a relative path is relative to the data directory.",
 							   "Created with one new key, mode 0600, on first use.",
 							   &tv_key_file,
 							   "tokenvault.keys",
-							   PGC_SUSET, 0,
+							   PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, key_source_changed, NULL);
 
 	DefineCustomStringVariable("tokenvault.key_command",
@@ -425,7 +426,7 @@ tv_keyring_define_settings(void)
 							   NULL,
 							   &tv_key_command,
 							   "",
-							   PGC_SUSET, 0,
+							   PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, key_source_changed, NULL);
 }
 
