@@ -577,6 +577,11 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _header_token_safe(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
+    SELECT value ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'
+$$;
+
 CREATE OR REPLACE FUNCTION _auth_fields(c tokenvault.clients, data jsonb, scopes text[]) RETURNS jsonb
     LANGUAGE plpgsql STABLE AS $$
 DECLARE
@@ -675,6 +680,11 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value',
                       HINT = 'A field that fills a URL of the client may only make a host its allowed_hosts lists.';
         END IF;
+    END IF;
+    IF c.type = 'oauth2' AND NOT tokenvault._header_token_safe(coalesce(data->>'token_type', 'Bearer')) THEN
+        RAISE EXCEPTION 'token_type is not an HTTP authentication scheme'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'It becomes the scheme of the Authorization header: 1 to 64 letters, digits or !#$%&''*+.^_`|~- .';
     END IF;
     RETURN jsonb_build_object(
         'secret', secret,
@@ -825,6 +835,12 @@ BEGIN
     PERFORM tokenvault._admit_app();
     CASE c.type
         WHEN 'oauth2' THEN
+            -- one stored before 0.7.0 checked no token type
+            IF NOT tokenvault._header_token_safe(a.token_type) THEN
+                RAISE EXCEPTION 'auth % has a token type that is not an HTTP authentication scheme', a.id
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Import the token again with tokenvault.update_auth(), or refresh it.';
+            END IF;
             -- RFC 6750 scheme names are case-insensitive, but many APIs insist on "Bearer".
             RETURN jsonb_build_object('Authorization',
                 CASE WHEN lower(a.token_type) = 'bearer' THEN 'Bearer' ELSE a.token_type END
