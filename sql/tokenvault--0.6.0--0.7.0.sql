@@ -1137,6 +1137,32 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH heads AS (
+        SELECT DISTINCT ON (webhook_id, auth_id) id, next_attempt_at
+          FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL
+         ORDER BY webhook_id, auth_id, id
+    ), due AS (
+        SELECT id FROM heads WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT n
+    ), claimed AS (
+        UPDATE tokenvault.webhook_deliveries d
+           SET attempts = attempts + 1, next_attempt_at = now() + tokenvault._lease()
+          FROM due WHERE d.id = due.id
+        RETURNING d.id, d.webhook_id, d.event_id
+    )
+    SELECT coalesce((
+               -- the body names its delivery and event, so that the signature
+               -- covers them: a receiver that keeps the ids it has seen
+               -- refuses a replay, and a body cannot pass for another event's
+               SELECT array_agg(ROW(c.id, w.url, e.kind,
+                                    (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
+                                    tokenvault._open_webhook(w.secret, w.id))::tokenvault.delivery)
+                 FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
+                 JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
+           (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())
+$$;
+
 CREATE OR REPLACE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -64,7 +64,11 @@ CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], 
         RETURNING d.id, d.webhook_id, d.event_id
     )
     SELECT coalesce((
-               SELECT array_agg(ROW(c.id, w.url, e.kind, e.payload::text,
+               -- the body names its delivery and event, so that the signature
+               -- covers them: a receiver that keeps the ids it has seen
+               -- refuses a replay, and a body cannot pass for another event's
+               SELECT array_agg(ROW(c.id, w.url, e.kind,
+                                    (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
                                     tokenvault._open_webhook(w.secret, w.id))::tokenvault.delivery)
                  FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
                  JOIN tokenvault.events e ON e.id = c.event_id), '{}'),

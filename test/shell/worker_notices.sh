@@ -76,9 +76,11 @@ sig=$(received | field "r[r.length-1].headers['x-tokenvault-signature']")
 want="v1=$(printf '%s.%s' "$ts" "$body" | openssl dgst -sha256 -hmac "$hook_secret" | sed 's/^.*= //')"
 is "$sig" "$want" "  ... signed: HMAC-SHA256 over timestamp.body with the webhook's secret verifies"
 is "$(q -v p="$body" <<SQL
-SELECT :'p'::jsonb = payload FROM tokenvault.events WHERE kind = 'auth.expiring' AND auth_id = '$auth';
+SELECT :'p'::jsonb = e.payload || jsonb_build_object('delivery_id', d.id, 'event_id', e.id)
+  FROM tokenvault.events e JOIN tokenvault.webhook_deliveries d ON d.event_id = e.id
+ WHERE e.kind = 'auth.expiring' AND e.auth_id = '$auth';
 SQL
-)" t "  ... the body is the event's payload"
+)" t "  ... the body is the event's payload with its delivery_id and event_id, which the signature covers"
 is "$(received | field "r[r.length-1].headers['x-tokenvault-delivery']")" \
 	"$(q -c "SELECT d.id FROM tokenvault.webhook_deliveries d JOIN tokenvault.events e ON e.id = d.event_id WHERE e.auth_id = '$auth'")" \
 	"  ... with its delivery id"
