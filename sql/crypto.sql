@@ -38,6 +38,12 @@ CREATE FUNCTION _open_user_token(sealed bytea, user_id uuid, related_id text, ke
 CREATE FUNCTION _key_id(sealed bytea) RETURNS bigint
     LANGUAGE c STRICT IMMUTABLE AS 'MODULE_PATHNAME', 'tv_key_id';
 
+CREATE FUNCTION _create_key_file() RETURNS bigint
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_create_key_file_sql';
+
+CREATE FUNCTION _wait_for_older_transactions() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_wait_for_older_transactions';
+
 CREATE FUNCTION _add_key() RETURNS bigint
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_add_key_sql';
 

@@ -49,7 +49,7 @@ GRANT EXECUTE ON FUNCTION
 
 GRANT EXECUTE ON FUNCTION
     create_client(text, text, text, jsonb), update_client(uuid, jsonb), delete_client(uuid, boolean),
-    key_ring(), key_usage(), add_key(), drop_key(bigint), rotate_key(),
+    key_ring(), key_usage(), create_key_file(), add_key(), drop_key(bigint), rotate_key(),
     add_webhook(text, text, text[]), delete_webhook(uuid),
     create_solution(text, text), update_solution(uuid, text, text), delete_solution(uuid, boolean),
     add_slot(uuid, text, text, jsonb), update_slot(uuid, text, jsonb), delete_slot(uuid, text),

@@ -165,9 +165,9 @@ tv_keyfile_format_line(const TvKey *key, char *buf)
 
 /*
  * Write a key file durably: a temporary file, fsynced, then moved into place.
- * With exclusive, an existing file wins (another backend created it first).
+ * With exclusive, an existing file wins and false is returned.
  */
-void
+bool
 tv_keyfile_write(const char *path, const char *content, size_t len, bool exclusive)
 {
 	char	   *tmp = psprintf("%s.tmp.%d", path, MyProcPid);
@@ -190,14 +190,30 @@ tv_keyfile_write(const char *path, const char *content, size_t len, bool exclusi
 	}
 	if (exclusive)
 	{
-		if (link(tmp, path) < 0 && errno != EEXIST)
+		bool		created = link(tmp, path) == 0;
+		int			save_errno = errno;
+
+		unlink(tmp);
+		if (!created && save_errno != EEXIST)
+		{
+			errno = save_errno;
 			ereport(ERROR,
 					(errcode_for_file_access(),
 					 errmsg("could not create key file \"%s\": %m", path)));
-		unlink(tmp);
-		fsync_fname(".", true);
+		}
+		if (created)
+		{
+			char		dir[MAXPGPATH];
+
+			strlcpy(dir, path, sizeof(dir));
+			get_parent_directory(dir);
+			fsync_fname(dir, true);
+		}
+		pfree(tmp);
+		return created;
 	}
-	else if (durable_rename(tmp, path, ERROR) != 0)
+	if (durable_rename(tmp, path, ERROR) != 0)
 		unlink(tmp);
 	pfree(tmp);
+	return true;
 }

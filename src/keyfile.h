@@ -20,6 +20,6 @@ extern const char *tv_keyfile_parse_line(const char *line, size_t len, TvKey *ke
 extern size_t tv_keyfile_format_line(const TvKey *key, char *buf);
 extern char *tv_keyfile_read(const char *path, size_t *len, struct stat *st);
 extern char *tv_keyfile_run_command(const char *command, size_t *len);
-extern void tv_keyfile_write(const char *path, const char *content, size_t len, bool exclusive);
+extern bool tv_keyfile_write(const char *path, const char *content, size_t len, bool exclusive);
 
 #endif

@@ -7,8 +7,15 @@
  * Key ids are random 32-bit numbers, so a key file recreated by mistake
  * never hands out an id that an older ciphertext names.
  *
+ * The key file is never inside the data directory, which base backups,
+ * replicas and pg_read_server_files carry, unless a setting says so; and it
+ * is never created behind the administrator's back: a restore that forgot
+ * it must fail loudly, not start a new ring.
+ *
  * Each backend reads the ring once and keeps it in a locked page that core
  * dumps leave out; it is wiped when read again and when the backend exits.
+ * The newest key id is published in shared memory, so a backend that read
+ * the ring before a key was added learns of it before its next seal.
  */
 #include "postgres.h"
 
@@ -18,8 +25,13 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
-#include "utils/guc.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
+#include "storage/procarray.h"
+#include "storage/shmem.h"
+#include "utils/guc.h"
 
 #include "access.h"
 #include "keyfile.h"
@@ -27,6 +39,15 @@
 
 static char *tv_key_file = NULL;
 static char *tv_key_command = NULL;
+static bool tv_key_file_in_data_directory = false;
+
+/* What every backend of the cluster must seal with from now on. */
+typedef struct KeyRingShared
+{
+	pg_atomic_uint32 newest_key_id;
+} KeyRingShared;
+
+static KeyRingShared *shared = NULL;
 
 #define KEY_FILE_HEADER \
 	"# tokenvault key ring: one key a line, \"<key id> <64 hex digits>\".\n" \
@@ -43,6 +64,26 @@ static KeyRing *ring = NULL;
 static bool ring_loaded = false;
 static uint64 ring_generation = 0;	/* bumped whenever the ring is wiped */
 static struct stat ring_file_stat;	/* the key file as it was when read */
+static LocalTransactionId ring_lxid = InvalidLocalTransactionId;	/* read in */
+static char *ring_path = NULL;	/* the key file's absolute path, when read */
+
+void
+tv_keyring_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KeyRingShared)));
+}
+
+void
+tv_keyring_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("tokenvault key ring", sizeof(KeyRingShared), &found);
+	if (!found)
+		pg_atomic_init_u32(&shared->newest_key_id, 0);
+	LWLockRelease(AddinShmemInitLock);
+}
 
 static bool
 using_key_command(void)
@@ -53,7 +94,7 @@ using_key_command(void)
 const char *
 tv_keyring_source(void)
 {
-	return using_key_command() ? "tokenvault.key_command" : tv_key_file;
+	return using_key_command() ? "tokenvault.key_command" : ring_path ? ring_path : tv_key_file;
 }
 
 static void
@@ -161,36 +202,81 @@ new_key(const KeyRing *existing, TvKey *key)
 	} while (key->id == 0);
 }
 
-static void
-create_key_file(const char *path)
+/* Is path (absolute, canonical) the data directory or under it, symlinks resolved? */
+static bool
+in_data_directory(const char *path)
 {
-	TvKey		key;
-	char		line[128];
-	char	   *content;
-	size_t		len;
+	char		dir[MAXPGPATH];
+	char	   *real_data = realpath(DataDir, NULL);
+	char	   *real_file = realpath(path, NULL);
+	char	   *real_dir;
+	bool		inside;
 
-	new_key(NULL, &key);
-	tv_keyfile_format_line(&key, line);
-	content = psprintf("%s%s", KEY_FILE_HEADER, line);
-	len = strlen(content);
-	tv_keyfile_write(path, content, len, true);
-	explicit_bzero(content, len);
-	explicit_bzero(line, sizeof(line));
-	explicit_bzero(&key, sizeof(key));
-	/* the statement that got here may carry a secret: keep it out of the log */
-	ereport(LOG,
-			(errhidestmt(true),
-			 errhidecontext(true),
-			 errmsg("tokenvault created key file \"%s\" with a new key", path),
-			 errhint("Back this file up apart from the database: secrets sealed with it cannot be opened without it.")));
+	strlcpy(dir, path, sizeof(dir));
+	get_parent_directory(dir);
+	real_dir = realpath(dir, NULL);
+	inside = path_is_prefix_of_path(DataDir, path) ||
+		(real_data && real_dir && path_is_prefix_of_path(real_data, real_dir)) ||
+		(real_data && real_file && path_is_prefix_of_path(real_data, real_file));
+	free(real_data);
+	free(real_file);
+	free(real_dir);
+	return inside;
 }
 
 /*
- * Read the ring from its source.  The key file is created on first use when
- * creating is allowed (sealing needs a key; opening cannot use a new one).
+ * The key file's absolute path.  Inside the data directory it would travel
+ * with every base backup and replica, so it is refused there unless
+ * tokenvault.key_file_in_data_directory says otherwise.
  */
+static const char *
+key_file_path(void)
+{
+	char	   *path;
+
+	if (tv_key_file == NULL || tv_key_file[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("tokenvault has no key ring: neither tokenvault.key_file nor tokenvault.key_command is set"),
+				 errhint("Set tokenvault.key_file to a file outside the data directory and create it once with SELECT tokenvault.create_key_file(); see the README, \"Encryption and key management\".")));
+	path = make_absolute_path(tv_key_file);
+	canonicalize_path(path);
+	if (!tv_key_file_in_data_directory && in_data_directory(path))
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("key file \"%s\" is inside the data directory", path),
+				 errdetail("Every base backup and replica of the cluster would carry the keys beside the secrets they open."),
+				 errhint("Move the key file out of the data directory and point tokenvault.key_file at it, or set tokenvault.key_file_in_data_directory if this is meant.")));
+	if (ring_path == NULL || strcmp(ring_path, path) != 0)
+	{
+		if (ring_path)
+			pfree(ring_path);
+		ring_path = MemoryContextStrdup(TopMemoryContext, path);
+	}
+	free(path);
+	return ring_path;
+}
+
 static void
-ring_load(bool create)
+missing_key_file(const char *path)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_FILE),
+			 errmsg("key file \"%s\" does not exist", path),
+			 errhint("Restore the key file from its backup, or point tokenvault.key_file at it. Only if no secret was ever sealed in this cluster, create it with SELECT tokenvault.create_key_file().")));
+}
+
+/* Publish the ring's newest key: every backend seals with it from now on. */
+static void
+publish_newest(void)
+{
+	if (shared)
+		pg_atomic_write_u32(&shared->newest_key_id, ring->keys[ring->nkeys - 1].id);
+}
+
+/* Read the ring from its source.  A missing key file is an error, never created here. */
+static void
+ring_load(void)
 {
 	char	   *text;
 	size_t		len;
@@ -203,17 +289,11 @@ ring_load(bool create)
 		text = tv_keyfile_run_command(tv_key_command, &len);
 	else
 	{
-		text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
-		if (text == NULL && create)
-		{
-			create_key_file(tv_key_file);
-			text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
-		}
+		const char *path = key_file_path();
+
+		text = tv_keyfile_read(path, &len, &ring_file_stat);
 		if (text == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_FILE),
-					 errmsg("key file \"%s\" does not exist", tv_key_file),
-					 errhint("Restore the key file from its backup, or point tokenvault.key_file at it.")));
+			missing_key_file(path);
 	}
 	why = ring_parse(text, len, &lineno);
 	explicit_bzero(text, len);
@@ -231,8 +311,59 @@ ring_load(bool create)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIG_FILE_ERROR),
 				 errmsg("key ring from %s holds no key", tv_keyring_source()),
-				 errhint("Add a line \"<key id> <64 hex digits>\", or remove the key file to have a new one created.")));
+				 errhint("Add a line \"<key id> <64 hex digits>\" from the key file's backup.")));
 	ring_loaded = true;
+	ring_lxid = MyProc ? MyProc->lxid : InvalidLocalTransactionId;
+	publish_newest();
+}
+
+static void
+require_key_file(const char *what)
+{
+	if (using_key_command())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot %s while tokenvault.key_command supplies the keys", what),
+				 errhint("Change the key command's output instead, then reconnect.")));
+}
+
+/*
+ * Create the first key file, with one new key.  An existing file wins: it is
+ * never overwritten.
+ */
+static uint32
+create_key_file(void)
+{
+	const char *path;
+	TvKey		key;
+	char		line[128];
+	char	   *content;
+	size_t		len;
+	uint32		id;
+
+	require_key_file("create a key file");
+	path = key_file_path();
+	new_key(NULL, &key);
+	tv_keyfile_format_line(&key, line);
+	content = psprintf("%s%s", KEY_FILE_HEADER, line);
+	len = strlen(content);
+	if (!tv_keyfile_write(path, content, len, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("key file \"%s\" already exists", path),
+				 errhint("Add a key to it with tokenvault.add_key().")));
+	explicit_bzero(content, len);
+	explicit_bzero(line, sizeof(line));
+	id = key.id;
+	explicit_bzero(&key, sizeof(key));
+	keyring_invalidate();
+	/* the statement that got here may carry a secret: keep it out of the log */
+	ereport(LOG,
+			(errhidestmt(true),
+			 errhidecontext(true),
+			 errmsg("tokenvault created key file \"%s\" with a new key", path),
+			 errhint("Back this file up apart from the database: secrets sealed with it cannot be opened without it.")));
+	return id;
 }
 
 /* Has the key file changed since we read it (a key added or dropped)? */
@@ -243,7 +374,7 @@ key_file_changed(void)
 
 	if (using_key_command())
 		return false;
-	if (stat(tv_key_file, &st) < 0)
+	if (ring_path == NULL || stat(ring_path, &st) < 0)
 		return true;
 	return st.st_ino != ring_file_stat.st_ino ||
 		st.st_size != ring_file_stat.st_size ||
@@ -251,12 +382,32 @@ key_file_changed(void)
 		st.st_mtim.tv_nsec != ring_file_stat.st_mtim.tv_nsec;
 }
 
-/* The key that seals; the file is checked each time so a new key is used at once. */
+/*
+ * Has a newer key been published since we read the ring?  Without shared
+ * memory (the library not preloaded) a key command is run again once a
+ * transaction instead.
+ */
+static bool
+newer_key_published(void)
+{
+	uint32		published;
+
+	if (shared == NULL)
+		return using_key_command() && MyProc && MyProc->lxid != ring_lxid;
+	published = pg_atomic_read_u32(&shared->newest_key_id);
+	return published != 0 && published != ring->keys[ring->nkeys - 1].id;
+}
+
+/*
+ * The key that seals.  The source is checked each time, so a key added by
+ * any backend seals at once: a seal with an older key could land after
+ * rotate_key() passed its row, and be lost when that key is dropped.
+ */
 const TvKey *
 tv_keyring_newest(void)
 {
-	if (!ring_loaded || key_file_changed())
-		ring_load(true);
+	if (!ring_loaded || key_file_changed() || newer_key_published())
+		ring_load();
 	return &ring->keys[ring->nkeys - 1];
 }
 
@@ -281,7 +432,7 @@ tv_keyring_find(uint32 id)
 		key = ring_lookup(id);
 	if (key == NULL)
 	{
-		ring_load(false);
+		ring_load();
 		key = ring_lookup(id);
 	}
 	return key;
@@ -292,22 +443,13 @@ key_ids(uint32 **ids)
 {
 	int			i;
 
-	tv_keyring_newest();
+	ring_load();
 	*ids = palloc(sizeof(uint32) * ring->nkeys);
 	for (i = 0; i < ring->nkeys; i++)
 		(*ids)[i] = ring->keys[i].id;
 	return ring->nkeys;
 }
 
-static void
-require_key_file(const char *what)
-{
-	if (using_key_command())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("cannot %s while tokenvault.key_command supplies the keys", what),
-				 errhint("Change the key command's output instead, then reconnect.")));
-}
 
 /* Append a new random key to the key file; it seals from now on. */
 static uint32
@@ -321,12 +463,12 @@ add_key(void)
 	uint32		id;
 
 	require_key_file("add a key");
-	tv_keyring_newest();		/* creates the file if needed */
-	text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
+	tv_keyring_newest();
+	text = tv_keyfile_read(ring_path, &len, &ring_file_stat);
 	if (text == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FILE),
-				 errmsg("key file \"%s\" vanished", tv_key_file)));
+				 errmsg("key file \"%s\" vanished", ring_path)));
 	new_key(ring, &key);
 	tv_keyfile_format_line(&key, line);
 	initStringInfo(&buf);
@@ -334,13 +476,13 @@ add_key(void)
 	if (len > 0 && text[len - 1] != '\n')
 		appendStringInfoChar(&buf, '\n');
 	appendStringInfoString(&buf, line);
-	tv_keyfile_write(tv_key_file, buf.data, buf.len, false);
+	tv_keyfile_write(ring_path, buf.data, buf.len, false);
 	explicit_bzero(text, len);
 	explicit_bzero(buf.data, buf.len);
 	explicit_bzero(line, sizeof(line));
 	id = key.id;
 	explicit_bzero(&key, sizeof(key));
-	keyring_invalidate();
+	ring_load();				/* publishes the new key to every backend */
 	return id;
 }
 
@@ -356,7 +498,6 @@ drop_key(uint32 id)
 	char		prefix[16];
 	size_t		plen;
 
-	require_key_file("drop a key");
 	tv_keyring_newest();
 	if (ring_lookup(id) == NULL)
 		ereport(ERROR,
@@ -367,12 +508,19 @@ drop_key(uint32 id)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot drop the only key in the key ring"),
 				 errhint("Add a key with tokenvault.add_key() and run tokenvault.rotate_key() first.")));
+	if (using_key_command())
+	{
+		ereport(NOTICE,
+				(errmsg("key %u seals no secret in this database", id),
+				 errhint("Remove it from what tokenvault.key_command prints once every database that uses tokenvault says so.")));
+		return;
+	}
 
-	text = tv_keyfile_read(tv_key_file, &len, &ring_file_stat);
+	text = tv_keyfile_read(ring_path, &len, &ring_file_stat);
 	if (text == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FILE),
-				 errmsg("key file \"%s\" vanished", tv_key_file)));
+				 errmsg("key file \"%s\" vanished", ring_path)));
 	plen = snprintf(prefix, sizeof(prefix), "%u", id);
 	out = palloc(len + 1);
 	for (p = text; p < text + len;)
@@ -391,7 +539,7 @@ drop_key(uint32 id)
 		}
 		p = next;
 	}
-	tv_keyfile_write(tv_key_file, out, outlen, false);
+	tv_keyfile_write(ring_path, out, outlen, false);
 	explicit_bzero(text, len);
 	explicit_bzero(out, outlen);
 	keyring_invalidate();
@@ -400,6 +548,12 @@ drop_key(uint32 id)
 /* A changed key source must be read again before the next seal or open. */
 static void
 key_source_changed(const char *newval, void *extra)
+{
+	keyring_invalidate();
+}
+
+static void
+key_place_changed(bool newval, void *extra)
 {
 	keyring_invalidate();
 }
@@ -414,12 +568,20 @@ tv_keyring_define_settings(void)
 	 * manager needs (it should not: see the README).
 	 */
 	DefineCustomStringVariable("tokenvault.key_file",
-							   "Key ring file; a relative path is relative to the data directory.",
-							   "Created with one new key, mode 0600, on first use.",
+							   "Key ring file, outside the data directory.",
+							   "Created once with tokenvault.create_key_file(); mode 0600.",
 							   &tv_key_file,
-							   "tokenvault.keys",
+							   "",
 							   PGC_SUSET, GUC_SUPERUSER_ONLY,
 							   NULL, key_source_changed, NULL);
+
+	DefineCustomBoolVariable("tokenvault.key_file_in_data_directory",
+							 "Allows a key file inside the data directory, where backups and replicas carry it.",
+							 NULL,
+							 &tv_key_file_in_data_directory,
+							 false,
+							 PGC_SUSET, GUC_SUPERUSER_ONLY,
+							 NULL, key_place_changed, NULL);
 
 	DefineCustomStringVariable("tokenvault.key_command",
 							   "Shell command that prints the key ring; overrides tokenvault.key_file.",
@@ -435,6 +597,8 @@ tv_keyring_define_settings(void)
 PG_FUNCTION_INFO_V1(tv_key_ring);
 PG_FUNCTION_INFO_V1(tv_add_key_sql);
 PG_FUNCTION_INFO_V1(tv_drop_key_sql);
+PG_FUNCTION_INFO_V1(tv_create_key_file_sql);
+PG_FUNCTION_INFO_V1(tv_wait_for_older_transactions);
 
 /* key_ring() returns table (key_id bigint, newest boolean); never key material */
 Datum
@@ -475,5 +639,34 @@ tv_drop_key_sql(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("key id %lld is out of range", (long long) id)));
 	drop_key((uint32) id);
+	PG_RETURN_VOID();
+}
+
+/* _create_key_file() returns bigint: the first key's id */
+Datum
+tv_create_key_file_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(create_key_file());
+}
+
+/*
+ * _wait_for_older_transactions(): wait until every transaction of the
+ * cluster that began before this call has ended.  One of them may have
+ * sealed with a key that is about to be dropped; once they are over, a new
+ * snapshot sees all such rows.
+ */
+Datum
+tv_wait_for_older_transactions(PG_FUNCTION_ARGS)
+{
+	VirtualTransactionId *vxids;
+	int			n;
+	int			i;
+
+	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, true, 0, &n);
+	for (i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		(void) VirtualXactLock(vxids[i], true);
+	}
 	PG_RETURN_VOID();
 }

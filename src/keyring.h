@@ -11,6 +11,8 @@
 #define TV_MAX_KEYS 256
 
 extern void tv_keyring_define_settings(void);
+extern void tv_keyring_shmem_request(void);
+extern void tv_keyring_shmem_startup(void);
 extern const TvKey *tv_keyring_newest(void);
 extern const TvKey *tv_keyring_find(uint32 id);
 extern const char *tv_keyring_source(void);

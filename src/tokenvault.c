@@ -28,6 +28,7 @@ shmem_request(void)
 		prev_shmem_request_hook();
 	tv_flight_shmem_request();
 	tv_worker_shmem_request();
+	tv_keyring_shmem_request();
 }
 
 static void
@@ -37,6 +38,7 @@ shmem_startup(void)
 		prev_shmem_startup_hook();
 	tv_flight_shmem_startup();
 	tv_worker_shmem_startup();
+	tv_keyring_shmem_startup();
 }
 
 void

@@ -1,8 +1,9 @@
 # Throwaway PostgreSQL 15 cluster for tests, the demo and benchmarks.
 # Source this file, then: cluster_start; ...; (cluster_stop runs on exit).
 # tv_at_exit CMD runs CMD on exit too, before what was registered earlier.
-# After cluster_start, PGHOST/PGPORT/PGUSER point at the new cluster and
-# TV_DATA is its data directory.  Under test/run-tests.sh, what a cluster
+# After cluster_start, PGHOST/PGPORT/PGUSER point at the new cluster,
+# TV_DATA is its data directory and TV_KEYS its key file, which lives outside
+# the data directory as the README recommends and is made here, at test time.  Under test/run-tests.sh, what a cluster
 # leaves behind is kept for the run's leak scan as it stops (test/leaks.sh).
 
 source "$(dirname "${BASH_SOURCE[0]}")/leaks.sh"
@@ -43,11 +44,15 @@ cluster_start() {
 
 	as_server_user initdb -D "$TV_DATA" -U postgres -A trust --no-sync >"$TV_TMP/initdb.log" 2>&1 ||
 		{ cat "$TV_TMP/initdb.log"; return 1; }
+	TV_KEYS="$TV_TMP/keys/tokenvault.keys"
+	export TV_KEYS
+	key_file_create "$TV_KEYS"
 	cat >>"$TV_DATA/postgresql.conf" <<CONF
 listen_addresses = ''
 port = $PGPORT
 unix_socket_directories = '$TV_TMP'
 shared_preload_libraries = 'tokenvault'
+tokenvault.key_file = '$TV_KEYS'
 fsync = off
 log_min_messages = log
 log_line_prefix = '%m [%p] %q%a '
@@ -55,6 +60,19 @@ ${TV_EXTRA_CONF:-}
 CONF
 	as_server_user pg_ctl -D "$TV_DATA" -l "$TV_LOG" -w -t 60 start >/dev/null ||
 		{ cat "$TV_LOG"; return 1; }
+}
+
+# A key file with one new key, in a directory of its own that only the
+# server's user reads (what tokenvault.create_key_file() writes).
+key_file_create() {
+	local dir id
+	dir=$(dirname "$1")
+	mkdir -p -m 700 "$dir"
+	id=$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')
+	[ "$id" != 0 ] || id=1
+	(umask 077 && printf '%s %s\n' "$id" "$(od -An -v -N32 -tx1 /dev/urandom | tr -d ' \n')" >"$1")
+	[ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
+	return 0
 }
 
 cluster_stop() {

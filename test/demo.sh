@@ -69,7 +69,7 @@ SELECT key AS header, pg_temp.peek(value #>> '{}', 15) AS value
   FROM jsonb_each(tokenvault.http_headers(:'auth_id'));
 \echo
 
-\echo '7. The key ring lives outside the database (tokenvault.key_file, in the data directory):'
+\echo '7. The key ring lives outside the database and its data directory (tokenvault.key_file):'
 SELECT key_id, newest, secrets FROM tokenvault.key_usage();
 SQL
 

@@ -3,7 +3,9 @@ BEGIN;
 SELECT plan(21);
 
 -- a key ring of its own, so this file does not depend on the others
-SELECT set_config('tokenvault.key_file', 'tap-crypto-' || md5(random()::text), true) AS ring \gset
+SELECT set_config('tokenvault.key_file', regexp_replace(current_setting('tokenvault.key_file'), '[^/]*$', '')
+                  || 'tap-crypto-' || md5(random()::text), true) AS ring \gset
+SELECT tokenvault.create_key_file() AS first_key \gset
 
 CREATE TEMP TABLE made (n int, access_token text, refresh_token text, extra text);
 INSERT INTO made

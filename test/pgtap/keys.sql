@@ -1,8 +1,9 @@
 -- The key ring: where keys come from, rotation, and what happens without them.
 BEGIN;
-SELECT plan(28);
+SELECT plan(32);
 
-SELECT 'tap-keys-' || md5(random()::text) AS ring \gset
+-- a key file of its own, beside the cluster's, outside the data directory
+SELECT regexp_replace(current_setting('tokenvault.key_file'), '[^/]*$', '') || 'tap-keys-' || md5(random()::text) AS ring \gset
 SELECT set_config('tokenvault.key_file', :'ring', true) AS ring_set \gset
 
 -- A shell command run by the server, from its data directory.
@@ -15,11 +16,18 @@ BEGIN
 END
 $$;
 
--- The key file is made on first use, readable by the server alone
+-- The key file is made by create_key_file() alone, readable by the server alone
 SELECT is(pg_temp.sh(format('test -e %s && echo present || echo absent', :'ring')), 'absent',
           'no key file before first use');
+SELECT throws_ok('SELECT * FROM tokenvault.key_ring()', '58P01', format('key file "%s" does not exist', :'ring'),
+                 'a missing key file is an error naming it');
+SELECT is(pg_temp.sh(format('test -e %s && echo present || echo absent', :'ring')), 'absent',
+          '... and is not created behind our back');
+SELECT cmp_ok(tokenvault.create_key_file(), '>', 0::bigint, 'create_key_file() makes the first ring');
 SELECT is((SELECT count(*) FROM tokenvault.key_ring() WHERE newest), 1::bigint,
-          'first use makes a ring with one key, the newest');
+          'a ring with one key, the newest');
+SELECT throws_ok('SELECT tokenvault.create_key_file()', '42710', format('key file "%s" already exists', :'ring'),
+                 'an existing key file is never overwritten');
 SELECT is(pg_temp.sh(format('stat -c %%a %s', :'ring')), '600', 'the new key file has mode 0600');
 SELECT is(pg_temp.sh(format('grep -c "^[0-9]" %s', :'ring')), '1', 'it holds one key line');
 
@@ -71,12 +79,12 @@ SELECT throws_ok('SELECT tokenvault.drop_key(NULL)', '22004', 'key id must not b
                  'drop_key(NULL) is an error');
 
 -- A ring without the key a secret needs
-SELECT set_config('tokenvault.key_file', 'tap-keys-other-' || md5(random()::text), true) AS other \gset
-SELECT is((SELECT count(*) FROM tokenvault.key_ring()), 1::bigint, 'another key file starts a ring of its own');
+SELECT set_config('tokenvault.key_command', 'echo 7 ' || repeat('0', 64), true) AS other \gset
+SELECT is((SELECT count(*) FROM tokenvault.key_ring()), 1::bigint, 'another ring holds a key of its own');
 SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', (SELECT id FROM made LIMIT 1)), '55000',
                  format('key %s needed to open this secret is not in the key ring', :new_key),
                  'a secret whose key is missing names that key');
-SELECT set_config('tokenvault.key_file', :'ring', true) AS back \gset
+SELECT set_config('tokenvault.key_command', '', true) AS back \gset
 SELECT is((SELECT count(*) FROM made WHERE tokenvault.access_token(id) = token), 2100::bigint,
           'with the key file back, everything opens again');
 

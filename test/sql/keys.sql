@@ -2,7 +2,11 @@
 \set SHOW_CONTEXT never
 -- Key ids are random, so only their shape is shown.
 SET client_min_messages = warning;
-SELECT set_config('tokenvault.key_file', 'regress-ring-' || md5(random()::text), false) IS NOT NULL AS fresh_ring;
+-- A key file of its own, beside the cluster's (outside the data directory).
+SELECT set_config('tokenvault.key_file', regexp_replace(current_setting('tokenvault.key_file'), '[^/]*$', '')
+                  || 'regress-ring-' || md5(random()::text), false) IS NOT NULL AS fresh_ring;
+SELECT tokenvault.create_key_file() > 0 AS created;
+SELECT split_part(try('SELECT tokenvault.create_key_file()'), ':', 1) AS create_again;
 SELECT 'TVSECRET-' || md5(random()::text) AS token \gset
 SELECT tokenvault.create_user('user-3001') AS u \gset
 SELECT tokenvault.create_client('API', 'api', 'api_key') AS c \gset
@@ -26,9 +30,10 @@ SELECT try(format('SELECT tokenvault.drop_key(%s)', :new_key));
 SELECT tokenvault.drop_key(NULL);
 
 -- a ring without the key that sealed a secret says which key is missing
-SELECT set_config('tokenvault.key_file', 'regress-other-ring-' || md5(random()::text), false) IS NOT NULL AS other_ring;
+SELECT set_config('tokenvault.key_command', 'echo 7 ' || repeat('0', 64), false) IS NOT NULL AS other_ring;
 SELECT count(*) FROM tokenvault.key_ring();
 SELECT try(format('SELECT tokenvault.access_token(%L)', id)) FROM tokenvault.auths LIMIT 1;
+RESET tokenvault.key_command;
 RESET tokenvault.key_file;
 SELECT tokenvault.delete_user(:'u');
 DELETE FROM tokenvault.clients;
