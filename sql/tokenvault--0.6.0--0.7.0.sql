@@ -124,6 +124,12 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _create_key_file() RETURNS bigint
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_create_key_file_sql';
+
+CREATE FUNCTION _wait_for_older_transactions() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_wait_for_older_transactions';
+
 CREATE OR REPLACE FUNCTION create_user(external_user_id text, name text DEFAULT NULL) RETURNS uuid
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1781,6 +1787,25 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION create_key_file() RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    PERFORM pg_advisory_xact_lock(hashtext('tokenvault.key_file'));
+    EXECUTE (SELECT 'SELECT count(*) FROM (' ||
+                    string_agg(format('SELECT 1 FROM %s WHERE %I IS NOT NULL', s.tbl, s.col), ' UNION ALL ') || ') s'
+               FROM tokenvault._sealed_columns() s) INTO n;
+    IF n > 0 THEN
+        RAISE EXCEPTION 'this database holds % sealed secret(s), so its key file exists somewhere', n
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Restore the key file from its backup and point tokenvault.key_file at it; a new key file would open none of them.';
+    END IF;
+    RETURN tokenvault._create_key_file();
+END
+$$;
+
 CREATE OR REPLACE FUNCTION add_key() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -1798,7 +1823,16 @@ DECLARE
 BEGIN
     PERFORM tokenvault._admit_admin();
     PERFORM tokenvault._refuse_null(key_id IS NULL, 'key id'::text);
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'drop_key() must run at READ COMMITTED'
+            USING ERRCODE = 'active_sql_transaction',
+                  HINT = 'It counts the secrets a key seals after the transactions that may still seal with it have ended, which needs a new snapshot.';
+    END IF;
     PERFORM pg_advisory_xact_lock(hashtext('tokenvault.key_file'));
+    -- A transaction that sealed with this key before the newer key was
+    -- published may commit after rotate_key() passed its row: wait for every
+    -- transaction older than this one, then count with a new snapshot.
+    PERFORM tokenvault._wait_for_older_transactions();
     SELECT u.secrets INTO n FROM tokenvault.key_usage() u WHERE u.key_id = drop_key.key_id;
     IF n > 0 THEN
         RAISE EXCEPTION 'key % still seals % secret(s)', key_id, n
@@ -1874,6 +1908,7 @@ GRANT SELECT (allowed_hosts) ON clients TO tokenvault_app;
 GRANT SELECT (owner) ON webhooks TO tokenvault_admin;
 GRANT EXECUTE ON FUNCTION _admitted_app(), _admitted_admin(), _client_visible(uuid) TO tokenvault_app;
 GRANT EXECUTE ON FUNCTION _worker_stats() TO tokenvault_app;
+GRANT EXECUTE ON FUNCTION create_key_file() TO tokenvault_admin;
 CREATE POLICY admitted ON users FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(id));

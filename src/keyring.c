@@ -224,6 +224,24 @@ in_data_directory(const char *path)
 	return inside;
 }
 
+/* Before 0.7.0 the key file defaulted to the data directory: say where it is. */
+static void
+no_key_source(void)
+{
+	struct stat st;
+
+	if (stat("tokenvault.keys", &st) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIG_FILE_ERROR),
+				 errmsg("tokenvault has no key ring: neither tokenvault.key_file nor tokenvault.key_command is set"),
+				 errdetail("The key file of tokenvault 0.6.0 and earlier is \"%s/tokenvault.keys\", in the data directory.", DataDir),
+				 errhint("Move it out of the data directory and point tokenvault.key_file at it.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_CONFIG_FILE_ERROR),
+			 errmsg("tokenvault has no key ring: neither tokenvault.key_file nor tokenvault.key_command is set"),
+			 errhint("Set tokenvault.key_file to a file outside the data directory and create it once with SELECT tokenvault.create_key_file(); see the README, \"Encryption and key management\".")));
+}
+
 /*
  * The key file's absolute path.  Inside the data directory it would travel
  * with every base backup and replica, so it is refused there unless
@@ -235,10 +253,7 @@ key_file_path(void)
 	char	   *path;
 
 	if (tv_key_file == NULL || tv_key_file[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIG_FILE_ERROR),
-				 errmsg("tokenvault has no key ring: neither tokenvault.key_file nor tokenvault.key_command is set"),
-				 errhint("Set tokenvault.key_file to a file outside the data directory and create it once with SELECT tokenvault.create_key_file(); see the README, \"Encryption and key management\".")));
+		no_key_source();
 	path = make_absolute_path(tv_key_file);
 	canonicalize_path(path);
 	if (!tv_key_file_in_data_directory && in_data_directory(path))

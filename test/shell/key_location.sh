@@ -18,6 +18,12 @@ is "$(sqlstate "$seal")" F0000 "with no key file set, sealing is refused with an
 is "$(find "$TV_DATA" -newer "$TV_DATA/PG_VERSION" -type f -exec grep -lE '^[0-9]+ [0-9a-f]{64}' {} + 2>/dev/null | wc -l)" 0 \
 	"and no key file was created in the data directory"
 
+# where 0.6.0 kept it, the error says so (and still does not read it)
+as_server_user sh -c "umask 077; : >'$TV_DATA/tokenvault.keys'"
+is "$(psql -X -At -c "$seal" 2>&1 | grep -c 'key file of tokenvault 0.6.0 and earlier is')" 1 \
+	"a key file left where 0.6.0 kept it is pointed at, to be moved out"
+rm -f "$TV_DATA/tokenvault.keys"
+
 q -c "ALTER SYSTEM SET tokenvault.key_file = '$TV_KEYS'" -c "SELECT pg_reload_conf()" >/dev/null
 wait_until 10 "the key file setting is in force" sh -c "[ \"\$(psql -X -At -c 'SHOW tokenvault.key_file')\" = '$TV_KEYS' ]"
 is "$(sqlstate "$seal")" ok "with tokenvault.key_file outside the data directory, secrets are sealed"
