@@ -668,7 +668,7 @@ tv_create_key_file_sql(PG_FUNCTION_ARGS)
  * _wait_for_older_transactions(): wait until every transaction of the
  * cluster that began before this call has ended.  One of them may have
  * sealed with a key that is about to be dropped; once they are over, a new
- * snapshot sees all such rows.
+ * snapshot sees all such rows.  (Autovacuum and VACUUM never seal.)
  */
 Datum
 tv_wait_for_older_transactions(PG_FUNCTION_ARGS)
@@ -677,7 +677,8 @@ tv_wait_for_older_transactions(PG_FUNCTION_ARGS)
 	int			n;
 	int			i;
 
-	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, true, 0, &n);
+	vxids = GetCurrentVirtualXIDs(InvalidTransactionId, false, true,
+								   PROC_IS_AUTOVACUUM | PROC_IN_VACUUM, &n);
 	for (i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
