@@ -16,6 +16,7 @@
 #include "utils/timestamp.h"
 
 #include "access.h"
+#include "crypto.h"
 #include "envelope.h"
 #include "flight.h"
 #include "jsonb_member.h"
@@ -186,11 +187,15 @@ require_token_type(pg_uuid_t *id, AuthRow *row)
 static text *
 jsonb_string_member(Jsonb *jb, const char *key)
 {
-	char	   *value = tv_jsonb_string(&jb->root, key);
+	JsonbValue	v;
+	text	   *value;
 
-	if (value == NULL || value[0] == '\0')
+	if (!tv_jsonb_member(&jb->root, key, &v) || v.type != jbvString || v.val.string.len == 0)
 		return NULL;
-	return cstring_to_text(value);
+	/* straight from the opened secret, with no copy left behind */
+	value = cstring_to_text_with_len(v.val.string.val, v.val.string.len);
+	tv_wipe_on_reset((struct varlena *) value);
+	return value;
 }
 
 static void

@@ -3,11 +3,17 @@
  *
  * A sealed value is
  *
- *     version (1 byte) | key id (4 bytes, big-endian) | nonce (12) | ciphertext | tag (16)
+ *     version 2 (1 byte) | key id (4, big-endian) | key check (4) | nonce (12) | ciphertext | tag (16)
  *
- * The header, the kind of value and the caller's associated data (the row it
- * belongs to) are all authenticated, so a sealed value opens only where and
- * as what it was sealed.
+ * (version 1, written before 0.7.0, has no key check).  The header, the kind
+ * of value and the caller's associated data (the row it belongs to) are all
+ * authenticated, so a sealed value opens only where and as what it was
+ * sealed.  The key check is the start of an HMAC of a fixed label under the
+ * key: a ring holding another key under the right id is told apart from a
+ * value that was altered or moved.
+ *
+ * No key schedule outlives one seal or open: OpenSSL keeps it on the heap,
+ * which core dumps include, and wipes it when the context is freed.
  */
 #include "postgres.h"
 
@@ -16,17 +22,19 @@
 
 #include "fmgr.h"
 #include "lib/stringinfo.h"
-#include "storage/ipc.h"
+#include "utils/memutils.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include "crypto.h"
 #include "keyring.h"
 
-#define SEAL_VERSION 1
+#define SEAL_VERSION 2
 #define NONCE_LEN 12
 #define TAG_LEN 16
-#define HEADER_LEN (1 + 4 + NONCE_LEN)
+#define CHECK_LEN 4
+#define HEADER_LEN_V1 (1 + 4 + NONCE_LEN)
+#define HEADER_LEN (1 + 4 + CHECK_LEN + NONCE_LEN)
 
 PG_FUNCTION_INFO_V1(tv_key_id);
 PG_FUNCTION_INFO_V1(tv_random_token);
@@ -46,20 +54,30 @@ get_uint32(const unsigned char *p)
 	return (uint32) p[0] << 24 | (uint32) p[1] << 16 | (uint32) p[2] << 8 | p[3];
 }
 
-static void
+/* The header length of a sealed value, by its format version. */
+static int
 check_sealed(bytea *sealed)
 {
 	const unsigned char *p = (const unsigned char *) VARDATA_ANY(sealed);
+	Size		len = VARSIZE_ANY_EXHDR(sealed);
+	int			header_len;
 
-	if (VARSIZE_ANY_EXHDR(sealed) < HEADER_LEN + TAG_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("sealed secret is too short to be valid")));
-	if (p[0] != SEAL_VERSION)
+	if (len < 1)
+		header_len = HEADER_LEN;
+	else if (p[0] == 1)
+		header_len = HEADER_LEN_V1;
+	else if (p[0] == SEAL_VERSION)
+		header_len = HEADER_LEN;
+	else
 		ereport(ERROR,
 				(errcode(ERRCODE_DATA_CORRUPTED),
 				 errmsg("sealed secret has unknown format version %d", p[0]),
 				 errhint("It was written by a newer tokenvault, or it is not a tokenvault secret.")));
+	if (len < header_len + TAG_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("sealed secret is too short to be valid")));
+	return header_len;
 }
 
 static uint32
@@ -69,89 +87,58 @@ sealed_key_id(bytea *sealed)
 	return get_uint32((const unsigned char *) VARDATA_ANY(sealed) + 1);
 }
 
-/*
- * A cipher context per key, keyed once: setting up AES-GCM (the key schedule
- * and the GHASH tables) costs more than opening a short token, so each seal
- * or open only sets the nonce.  Contexts follow the key ring: when it is read
- * again, they are freed (OpenSSL wipes the key schedule) and made anew.
- */
-typedef struct KeyCtx
-{
-	uint32		key_id;
-	bool		encrypt;
-	uint64		generation;
-	EVP_CIPHER_CTX *ctx;
-} KeyCtx;
-
-#define KEY_CTX_SLOTS 8
-static KeyCtx key_ctx_cache[KEY_CTX_SLOTS];
-static int	key_ctx_next = 0;
-
+/* The key's check value: HMAC-SHA256 of a fixed label, its first bytes. */
 static void
-key_ctx_free_all(int code, Datum arg)
+key_check(const TvKey *key, unsigned char *check)
 {
-	int			i;
+	static const char label[] = "tokenvault key check";
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
 
-	for (i = 0; i < KEY_CTX_SLOTS; i++)
-	{
-		EVP_CIPHER_CTX_free(key_ctx_cache[i].ctx);
-		key_ctx_cache[i].ctx = NULL;
-	}
-}
-
-static EVP_CIPHER_CTX *
-key_ctx(const TvKey *key, bool encrypt)
-{
-	static bool exit_hook = false;
-	uint64		generation = tv_keyring_generation();
-	KeyCtx	   *slot;
-	int			i;
-
-	for (i = 0; i < KEY_CTX_SLOTS; i++)
-	{
-		slot = &key_ctx_cache[i];
-		if (slot->ctx && slot->generation == generation &&
-			slot->key_id == key->id && slot->encrypt == encrypt)
-			return slot->ctx;
-	}
-	if (!exit_hook)
-	{
-		on_proc_exit(key_ctx_free_all, 0);
-		exit_hook = true;
-	}
-	slot = &key_ctx_cache[key_ctx_next];
-	key_ctx_next = (key_ctx_next + 1) % KEY_CTX_SLOTS;
-	EVP_CIPHER_CTX_free(slot->ctx);
-	slot->ctx = EVP_CIPHER_CTX_new();
-	if (slot->ctx == NULL ||
-		EVP_CipherInit_ex(slot->ctx, EVP_aes_256_gcm(), NULL, key->material, NULL, encrypt) != 1)
-	{
-		EVP_CIPHER_CTX_free(slot->ctx);
-		slot->ctx = NULL;
+	if (HMAC(EVP_sha256(), key->material, TV_KEY_LEN, (const unsigned char *) label,
+			 sizeof(label) - 1, mac, &maclen) == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not set up AES-256-GCM with OpenSSL")));
-	}
-	slot->key_id = key->id;
-	slot->encrypt = encrypt;
-	slot->generation = generation;
-	return slot->ctx;
+				 errmsg("could not compute a key check value with OpenSSL")));
+	memcpy(check, mac, CHECK_LEN);
+	explicit_bzero(mac, sizeof(mac));
+}
+
+static const EVP_CIPHER *
+aes_256_gcm(void)
+{
+	static EVP_CIPHER *cipher = NULL;
+
+	if (cipher == NULL)
+		cipher = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+	if (cipher == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not find AES-256-GCM in OpenSSL")));
+	return cipher;
 }
 
 /*
- * Start an operation on a keyed context: set the nonce, then feed header,
- * kind and associated data as AAD.  Returns false on any OpenSSL failure.
+ * A context keyed for one seal or open, with the nonce set and header, kind
+ * and associated data fed as AAD; NULL on any OpenSSL failure.  The caller
+ * frees it at once (EVP_CIPHER_CTX_free wipes the key schedule).
  */
-static bool
-start(EVP_CIPHER_CTX *ctx, const unsigned char *header, char kind,
-	  const char *aad, Size aadlen)
+static EVP_CIPHER_CTX *
+start(const TvKey *key, bool encrypt, const unsigned char *header, int header_len,
+	  char kind, const char *aad, Size aadlen)
 {
+	EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
 	int			n;
 
-	return EVP_CipherInit_ex(ctx, NULL, NULL, NULL, header + 5, -1) == 1 &&
-		EVP_CipherUpdate(ctx, NULL, &n, header, HEADER_LEN) == 1 &&
+	if (ctx &&
+		EVP_CipherInit_ex(ctx, aes_256_gcm(), NULL, key->material,
+						  header + header_len - NONCE_LEN, encrypt) == 1 &&
+		EVP_CipherUpdate(ctx, NULL, &n, header, header_len) == 1 &&
 		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) &kind, 1) == 1 &&
-		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) aad, aadlen) == 1;
+		EVP_CipherUpdate(ctx, NULL, &n, (const unsigned char *) aad, aadlen) == 1)
+		return ctx;
+	EVP_CIPHER_CTX_free(ctx);
+	return NULL;
 }
 
 bytea *
@@ -161,38 +148,78 @@ tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 	bytea	   *out = palloc(VARHDRSZ + HEADER_LEN + len + TAG_LEN);
 	unsigned char *header = (unsigned char *) VARDATA(out);
 	unsigned char *body = header + HEADER_LEN;
-	EVP_CIPHER_CTX *ctx = key_ctx(key, true);
+	EVP_CIPHER_CTX *ctx;
 	int			n;
+	bool		ok;
 
 	SET_VARSIZE(out, VARHDRSZ + HEADER_LEN + len + TAG_LEN);
 	header[0] = SEAL_VERSION;
 	put_uint32(header + 1, key->id);
-	if (!pg_strong_random(header + 5, NONCE_LEN))
+	key_check(key, header + 5);
+	if (!pg_strong_random(header + 5 + CHECK_LEN, NONCE_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate a random nonce")));
 
-	if (!(start(ctx, header, kind, aad, aadlen) &&
-		  EVP_EncryptUpdate(ctx, body, &n, (const unsigned char *) plain, len) == 1 &&
-		  EVP_EncryptFinal_ex(ctx, body + len, &n) == 1 &&
-		  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, body + len) == 1))
+	ctx = start(key, true, header, HEADER_LEN, kind, aad, aadlen);
+	ok = ctx &&
+		EVP_EncryptUpdate(ctx, body, &n, (const unsigned char *) plain, len) == 1 &&
+		EVP_EncryptFinal_ex(ctx, body + len, &n) == 1 &&
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, TAG_LEN, body + len) == 1;
+	EVP_CIPHER_CTX_free(ctx);
+	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not encrypt a secret with OpenSSL")));
 	return out;
 }
 
+static void
+wipe_callback(void *arg)
+{
+	struct varlena *v = (struct varlena *) arg;
+
+	explicit_bzero(VARDATA(v), VARSIZE(v) - VARHDRSZ);
+}
+
+/*
+ * Wipe an opened value when the memory context it lives in is reset or
+ * deleted, so no plaintext lingers in freed memory the code owned.
+ */
+void
+tv_wipe_on_reset(struct varlena *value)
+{
+	MemoryContextCallback *cb = palloc(sizeof(MemoryContextCallback));
+
+	cb->func = wipe_callback;
+	cb->arg = value;
+	MemoryContextRegisterResetCallback(GetMemoryChunkContext(value), cb);
+}
+
+static void
+key_mismatch(uint32 key_id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("key %u in the key ring is not the key that sealed this secret", key_id),
+			 errdetail("The key check value differs: the key ring from %s holds another key under that id.",
+					   tv_keyring_source()),
+			 errhint("Restore the key file (or what tokenvault.key_command prints) that holds the key this secret was sealed with.")));
+}
+
 /*
  * Open a sealed value.  The result is a varlena holding the plaintext, so a
- * jsonb or text sealed value comes back as that type.
+ * jsonb or text sealed value comes back as that type; it is wiped when its
+ * memory context goes.
  */
 struct varlena *
 tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 {
-	const unsigned char *header;
-	const unsigned char *body;
-	Size		len;
-	uint32		key_id = sealed_key_id(sealed);
+	int			header_len = check_sealed(sealed);
+	const unsigned char *header = (const unsigned char *) VARDATA_ANY(sealed);
+	const unsigned char *body = header + header_len;
+	Size		len = VARSIZE_ANY_EXHDR(sealed) - header_len - TAG_LEN;
+	uint32		key_id = get_uint32(header + 1);
 	const TvKey *key = tv_keyring_find(key_id);
 	struct varlena *out;
 	EVP_CIPHER_CTX *ctx;
@@ -205,18 +232,24 @@ tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 				 errmsg("key %u needed to open this secret is not in the key ring", key_id),
 				 errdetail("The key ring was read from %s.", tv_keyring_source()),
 				 errhint("Restore the line for key %u from the key file's backup, or make tokenvault.key_command print it.", key_id)));
+	if (header[0] == SEAL_VERSION)
+	{
+		unsigned char check[CHECK_LEN];
 
-	header = (const unsigned char *) VARDATA_ANY(sealed);
-	body = header + HEADER_LEN;
-	len = VARSIZE_ANY_EXHDR(sealed) - HEADER_LEN - TAG_LEN;
+		key_check(key, check);
+		if (memcmp(check, header + 5, CHECK_LEN) != 0)
+			key_mismatch(key_id);
+	}
+
 	out = palloc(VARHDRSZ + len);
 	SET_VARSIZE(out, VARHDRSZ + len);
-
-	ctx = key_ctx(key, false);
-	ok = start(ctx, header, kind, aad, aadlen) &&
+	tv_wipe_on_reset(out);
+	ctx = start(key, false, header, header_len, kind, aad, aadlen);
+	ok = ctx &&
 		EVP_DecryptUpdate(ctx, (unsigned char *) VARDATA(out), &n, body, len) == 1 &&
 		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, TAG_LEN, (void *) (body + len)) == 1 &&
 		EVP_DecryptFinal_ex(ctx, (unsigned char *) VARDATA(out) + len, &n) == 1;
+	EVP_CIPHER_CTX_free(ctx);
 	if (!ok)
 	{
 		explicit_bzero(VARDATA(out), len);

@@ -17,6 +17,7 @@ extern bytea *tv_seal(char kind, const char *plain, Size len,
 					  const char *aad, Size aadlen);
 extern struct varlena *tv_open(char kind, bytea *sealed,
 							   const char *aad, Size aadlen);
+extern void tv_wipe_on_reset(struct varlena *value);
 extern char *tv_hmac_sha256_hex(const char *key, const char *text);
 
 #endif

@@ -62,7 +62,6 @@ typedef struct KeyRing
 
 static KeyRing *ring = NULL;
 static bool ring_loaded = false;
-static uint64 ring_generation = 0;	/* bumped whenever the ring is wiped */
 static struct stat ring_file_stat;	/* the key file as it was when read */
 static LocalTransactionId ring_lxid = InvalidLocalTransactionId;	/* read in */
 static char *ring_path = NULL;	/* the key file's absolute path, when read */
@@ -103,14 +102,6 @@ ring_wipe(int code, Datum arg)
 	if (ring)
 		explicit_bzero(ring, sizeof(KeyRing));
 	ring_loaded = false;
-	ring_generation++;
-}
-
-/* Anything derived from a key (a cipher context) is stale once this changes. */
-uint64
-tv_keyring_generation(void)
-{
-	return ring_generation;
 }
 
 static void

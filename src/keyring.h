@@ -16,6 +16,5 @@ extern void tv_keyring_shmem_startup(void);
 extern const TvKey *tv_keyring_newest(void);
 extern const TvKey *tv_keyring_find(uint32 id);
 extern const char *tv_keyring_source(void);
-extern uint64 tv_keyring_generation(void);
 
 #endif

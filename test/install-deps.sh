@@ -9,6 +9,7 @@ packages=(
 	libcurl4-openssl-dev libssl-dev
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
 	openssl curl
+	gdb
 )
 # Node.js runs the test peers; a machine may have it from elsewhere (NodeSource).
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

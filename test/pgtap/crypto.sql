@@ -1,6 +1,6 @@
 -- Encryption at rest: what is stored, and what it takes to open it.
 BEGIN;
-SELECT plan(21);
+SELECT plan(23);
 
 -- a key ring of its own, so this file does not depend on the others
 SELECT set_config('tokenvault.key_file', regexp_replace(current_setting('tokenvault.key_file'), '[^/]*$', '')
@@ -41,11 +41,11 @@ SELECT is((SELECT count(*) FROM tokenvault.auths a, made m
           0::bigint, 'not even 8 bytes of a token appear in a stored secret');
 SELECT is((SELECT count(DISTINCT get_byte(secret, 0)) || '/' || min(get_byte(secret, 0))
              FROM tokenvault.auths),
-          '1/1', 'every sealed secret starts with format version 1');
+          '1/2', 'every sealed secret starts with format version 2');
 SELECT is((SELECT count(*) FROM tokenvault.auths
             WHERE tokenvault._key_id(secret) <> (SELECT key_id FROM tokenvault.key_ring() WHERE newest)),
           0::bigint, 'every secret names the newest key as the one that sealed it');
-SELECT is((SELECT count(DISTINCT substr(secret, 6, 12)) FROM tokenvault.auths),
+SELECT is((SELECT count(DISTINCT substr(secret, 10, 12)) FROM tokenvault.auths),
           (SELECT count(*) FROM tokenvault.auths), 'every secret has its own nonce');
 
 SELECT tokenvault.create_auth(:'u', :'k', 'same 1', jsonb_build_object('api_key', access_token)) AS same1,
@@ -93,7 +93,7 @@ CREATE FUNCTION pg_temp.flip(b bytea, byte int) RETURNS bytea LANGUAGE sql
 UPDATE tokenvault.auths SET secret = pg_temp.flip((SELECT secret FROM good), 10) WHERE id = :'a2';
 SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'a2'), 'XX001', NULL,
                  'a flipped bit in the nonce is detected');
-UPDATE tokenvault.auths SET secret = pg_temp.flip((SELECT secret FROM good), 20) WHERE id = :'a2';
+UPDATE tokenvault.auths SET secret = pg_temp.flip((SELECT secret FROM good), 25) WHERE id = :'a2';
 SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'a2'), 'XX001', NULL,
                  'a flipped bit in the ciphertext is detected');
 UPDATE tokenvault.auths SET secret = pg_temp.flip((SELECT secret FROM good), length((SELECT secret FROM good)) - 1)
@@ -103,15 +103,24 @@ SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'a2'), 'XX001', N
 UPDATE tokenvault.auths SET secret = substr((SELECT secret FROM good), 1, 30) WHERE id = :'a2';
 SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'a2'), 'XX001',
                  'sealed secret is too short to be valid', 'a truncated secret is refused');
-UPDATE tokenvault.auths SET secret = set_byte((SELECT secret FROM good), 0, 2) WHERE id = :'a2';
+UPDATE tokenvault.auths SET secret = set_byte((SELECT secret FROM good), 0, 3) WHERE id = :'a2';
 SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'a2'), 'XX001',
-                 'sealed secret has unknown format version 2', 'an unknown format version is refused');
+                 'sealed secret has unknown format version 3', 'an unknown format version is refused');
 UPDATE tokenvault.auths SET secret = pg_temp.flip((SELECT secret FROM good), 4) WHERE id = :'a2';
 SELECT throws_like(format('SELECT tokenvault.access_token(%L)', :'a2'),
                    'key % needed to open this secret is not in the key ring',
                    'a changed key id asks for a key the ring does not have');
 UPDATE tokenvault.auths SET secret = (SELECT secret FROM good) WHERE id = :'a2';
 SELECT isnt(tokenvault.access_token(:'a2'), NULL, 'the untouched ciphertext still opens');
+
+-- a ring holding another key under the right id: a key mismatch, not a moved secret
+SELECT key_id AS sealing_key FROM tokenvault.key_ring() WHERE newest \gset
+SELECT set_config('tokenvault.key_command', format('echo %s %s', :sealing_key, repeat('0', 64)), true) AS wrong \gset
+SELECT throws_ok(format('SELECT tokenvault.access_token(%L)', :'a2'), '55000',
+                 format('key %s in the key ring is not the key that sealed this secret', :sealing_key),
+                 'another key under the sealing key''s id is reported as a key mismatch (key check value)');
+SELECT set_config('tokenvault.key_command', '', true) AS right_again \gset
+SELECT isnt(tokenvault.access_token(:'a2'), NULL, 'with the right ring it opens again');
 
 SELECT * FROM finish();
 ROLLBACK;
