@@ -96,6 +96,7 @@ CREATE POLICY admitted ON user_token_grants FOR SELECT TO tokenvault_admin USING
 -- an administrator sees every role's, and writes none: the functions write.
 CREATE POLICY private_tokens_own ON private_tokens FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app())
-           AND owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+           AND owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+           AND owner_name = current_user);
 CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_admin
     USING ((SELECT tokenvault._admitted_admin()));

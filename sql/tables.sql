@@ -263,6 +263,7 @@ CREATE TABLE user_token_grants (
     created_at timestamptz NOT NULL DEFAULT now(),
     revoked_at timestamptz,
     revoked_by name,
+    grantee_name name,           -- with the OID, who the grant is for; NULL: unknown (before 0.7.0, a role dropped)
     CHECK ((revoked_at IS NULL) = (revoked_by IS NULL))
 );
 -- one live grant per user, role and related id

@@ -52,7 +52,8 @@ CREATE FUNCTION delete_private_token(related_id text, key text) RETURNS boolean
 BEGIN
     PERFORM tokenvault._admit_app();
     DELETE FROM tokenvault.private_tokens t
-     WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.related_id = delete_private_token.related_id
+     WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.owner_name = tokenvault._caller()
+       AND t.related_id = delete_private_token.related_id
        AND t.key = delete_private_token.key;
     RETURN FOUND;
 END
@@ -66,11 +67,14 @@ CREATE FUNCTION _role(name name) RETURNS regrole
 $$;
 
 -- Whether a role has what is granted to another (it, or a role it inherits
--- from); false for a role dropped since the grant.
-CREATE FUNCTION _holds(member name, grantee regrole) RETURNS boolean
+-- from); false for a role dropped since the grant, and for another role
+-- that has its OID since (a restore elsewhere, OIDs wrapping around): the
+-- grantee is matched by OID and name.
+CREATE FUNCTION _holds(member name, grantee regrole, grantee_name name) RETURNS boolean
     LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT FROM pg_catalog.pg_roles r
-                    WHERE r.oid = grantee::pg_catalog.oid AND pg_catalog.pg_has_role(member, r.oid, 'USAGE'))
+                    WHERE r.oid = grantee::pg_catalog.oid AND r.rolname = grantee_name
+                      AND pg_catalog.pg_has_role(member, r.oid, 'USAGE'))
 $$;
 
 -- Refuse unless the calling role (or a role it inherits from) holds a grant
@@ -84,7 +88,7 @@ BEGIN
                     WHERE g.user_id = _user_token_access.user_id AND g.revoked_at IS NULL
                       AND (g.related_id IS NULL OR g.related_id = _user_token_access.related_id)
                       AND (g.privilege = 'write' OR need = 'read')
-                      AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+                      AND tokenvault._holds(tokenvault._caller(), g.grantee, g.grantee_name)) THEN
         RAISE EXCEPTION 'role % may not % the tokens of user %', tokenvault._caller(), need,
                 user_id || CASE WHEN related_id IS NULL THEN '' ELSE format(' with related id "%s"', related_id) END
             USING ERRCODE = 'insufficient_privilege',
@@ -128,7 +132,7 @@ BEGIN
     IF related_id IS NOT NULL OR NOT EXISTS (
             SELECT FROM tokenvault.user_token_grants g
              WHERE g.user_id = _user_token_list_access.user_id AND g.revoked_at IS NULL
-               AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+               AND tokenvault._holds(tokenvault._caller(), g.grantee, g.grantee_name)) THEN
         PERFORM tokenvault._user_token_access(user_id, related_id, 'read');
     END IF;
 END
@@ -144,7 +148,7 @@ CREATE FUNCTION list_user_tokens(user_id uuid, related_id text DEFAULT NULL)
        AND EXISTS (SELECT FROM tokenvault.user_token_grants g
                     WHERE g.user_id = t.user_id AND g.revoked_at IS NULL
                       AND (g.related_id IS NULL OR g.related_id = t.related_id)
-                      AND tokenvault._holds(tokenvault._caller(), g.grantee))
+                      AND tokenvault._holds(tokenvault._caller(), g.grantee, g.grantee_name))
      ORDER BY t.related_id, t.key
 $$;
 
@@ -183,8 +187,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     replaced := tokenvault._end_user_token_grant(user_id, role, related_id, me);
-    INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by)
-    VALUES (user_id, tokenvault._role(role), privilege, related_id, me);
+    INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by, grantee_name)
+    VALUES (user_id, tokenvault._role(role), privilege, related_id, me, role);
     PERFORM tokenvault._user_token_grant_event('user_tokens.granted'::text, user_id, role, privilege, related_id, me, replaced);
 END
 $$;

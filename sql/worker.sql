@@ -77,6 +77,7 @@ BEGIN
     END LOOP;
     DELETE FROM tokenvault.events
      WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
+    PERFORM tokenvault._purge_dropped_roles(1000);
     RETURN least(
         (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
         (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
@@ -85,6 +86,23 @@ BEGIN
            FROM tokenvault.events WHERE delivered_at IS NOT NULL),
         now() + interval '1 hour');
 END
+$$;
+
+-- What dropped roles leave behind: their private tokens are deleted and
+-- their live grants on user tokens revoked (the history stays), up to n of
+-- each a call.  Nobody could read them (a role is matched by OID and name),
+-- but a dump would carry them to where another role has that OID.
+CREATE FUNCTION _purge_dropped_roles(n integer) RETURNS void
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM tokenvault.private_tokens
+     WHERE ctid IN (SELECT t.ctid FROM tokenvault.private_tokens t
+                     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = t.owner::pg_catalog.oid)
+                     LIMIT n);
+    UPDATE tokenvault.user_token_grants SET revoked_at = now(), revoked_by = 'tokenvault: role dropped'
+     WHERE ctid IN (SELECT g.ctid FROM tokenvault.user_token_grants g
+                     WHERE g.revoked_at IS NULL
+                       AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = g.grantee::pg_catalog.oid)
+                     LIMIT n);
 $$;
 
 -- A changed refresh_lead: every stored schedule made again.  Returns how

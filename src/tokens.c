@@ -42,6 +42,21 @@ enum
 static TvTable private_tokens = {"private_tokens", {"owner", "owner_name", "related_id", "key", "value"},
 {REGROLEOID, NAMEOID, TEXTOID, TEXTOID, BYTEAOID}};
 
+/*
+ * Is the row the caller's by name as well as by OID?  An OID outlives its
+ * role: after a DROP ROLE, a dump restored where another role has that OID,
+ * or OIDs wrapping around, the OID alone would hand the row to a stranger.
+ */
+static bool
+owned_by_caller(HeapTuple tup, TupleDesc desc)
+{
+	bool		isnull;
+	Name		owner = DatumGetName(tv_probe_get(&private_tokens, TOKEN_OWNER_NAME, tup, desc, &isnull));
+	char	   *caller = GetUserNameFromId(GetOuterUserId(), false);
+
+	return strcmp(NameStr(*owner), caller) == 0;
+}
+
 static text *
 open_value(HeapTuple tup, TupleDesc desc)
 {
@@ -99,7 +114,7 @@ tv_get_private_token(PG_FUNCTION_ARGS)
 				 errmsg("related_id and key must not be null")));
 	scan = begin_scan(&rel, PG_GETARG_TEXT_PP(0), PG_GETARG_TEXT_PP(1));
 	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
+	if (HeapTupleIsValid(tup) && owned_by_caller(tup, RelationGetDescr(rel)))
 		value = open_value(tup, RelationGetDescr(rel));
 	systable_endscan(scan);
 	tv_probe_close(rel);
@@ -130,6 +145,8 @@ tv_list_private_tokens(PG_FUNCTION_ARGS)
 		bool		nulls[3] = {false, false, false};
 		bool		isnull;
 
+		if (!owned_by_caller(tup, desc))
+			continue;
 		values[0] = tv_probe_get(&private_tokens, TOKEN_RELATED_ID, tup, desc, &isnull);
 		values[1] = tv_probe_get(&private_tokens, TOKEN_KEY, tup, desc, &isnull);
 		values[2] = PointerGetDatum(open_value(tup, desc));

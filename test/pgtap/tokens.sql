@@ -2,7 +2,7 @@
 -- table, grants that give exactly what they say, revokes at once, 16 MiB
 -- values, nothing in plaintext, and key rotation that reaches the tokens.
 BEGIN;
-SELECT plan(42);
+SELECT plan(43);
 
 CREATE ROLE tap_tok_a IN ROLE tokenvault_app;
 SELECT tokenvault.admit('tap_tok_a', 'app');
@@ -69,8 +69,9 @@ SELECT throws_ok($$SELECT tokenvault.get_private_token('r2', 'k')$$, 'XX001', NU
 RESET ROLE;
 DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_a' AND related_id = 'r2';
 
--- Roles are held by OID: a renamed role keeps its tokens, a dropped role's
--- go to no later role of the same name
+-- Roles are held by OID and name: a dropped role's tokens go to no later
+-- role of the same name nor of the same OID; a renamed role reads its
+-- tokens under the name it stored them with
 CREATE ROLE tap_tok_old IN ROLE tokenvault_app;
 SELECT tokenvault.admit('tap_tok_old', 'app');
 SET LOCAL ROLE tap_tok_old;
@@ -78,7 +79,11 @@ SELECT tokenvault.put_private_token('r', 'k', :'secret_a');
 RESET ROLE;
 ALTER ROLE tap_tok_old RENAME TO tap_tok_renamed;
 SET LOCAL ROLE tap_tok_renamed;
-SELECT is(tokenvault.get_private_token('r', 'k'), :'secret_a', 'a renamed role still reads its token');
+SELECT is(tokenvault.get_private_token('r', 'k'), NULL, 'a renamed role does not read a token stored under its old name');
+RESET ROLE;
+ALTER ROLE tap_tok_renamed RENAME TO tap_tok_old;
+SET LOCAL ROLE tap_tok_old;
+SELECT is(tokenvault.get_private_token('r', 'k'), :'secret_a', '... and reads it again under that name');
 RESET ROLE;
 DELETE FROM tokenvault.private_tokens WHERE owner_name = 'tap_tok_old';
 CREATE ROLE tap_tok_gone IN ROLE tokenvault_app;
