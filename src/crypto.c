@@ -8,9 +8,8 @@
  * (version 1, written before 0.7.0, has no key check).  The header, the kind
  * of value and the caller's associated data (the row it belongs to) are all
  * authenticated, so a sealed value opens only where and as what it was
- * sealed.  The key check is the start of an HMAC of a fixed label under the
- * key: a ring holding another key under the right id is told apart from a
- * value that was altered or moved.
+ * sealed.  The key check (keyfile.c) tells a ring holding another key under
+ * the right id apart from a value that was altered or moved.
  *
  * No key schedule outlives one seal or open: OpenSSL keeps it on the heap,
  * which core dumps include, and wipes it when the context is freed.
@@ -32,7 +31,7 @@
 #define SEAL_VERSION 2
 #define NONCE_LEN 12
 #define TAG_LEN 16
-#define CHECK_LEN 4
+#define CHECK_LEN TV_KEY_CHECK_LEN
 #define HEADER_LEN_V1 (1 + 4 + NONCE_LEN)
 #define HEADER_LEN (1 + 4 + CHECK_LEN + NONCE_LEN)
 
@@ -87,23 +86,6 @@ sealed_key_id(bytea *sealed)
 	return get_uint32((const unsigned char *) VARDATA_ANY(sealed) + 1);
 }
 
-/* The key's check value: HMAC-SHA256 of a fixed label, its first bytes. */
-static void
-key_check(const TvKey *key, unsigned char *check)
-{
-	static const char label[] = "tokenvault key check";
-	unsigned char mac[EVP_MAX_MD_SIZE];
-	unsigned int maclen = 0;
-
-	if (HMAC(EVP_sha256(), key->material, TV_KEY_LEN, (const unsigned char *) label,
-			 sizeof(label) - 1, mac, &maclen) == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not compute a key check value with OpenSSL")));
-	memcpy(check, mac, CHECK_LEN);
-	explicit_bzero(mac, sizeof(mac));
-}
-
 static const EVP_CIPHER *
 aes_256_gcm(void)
 {
@@ -155,7 +137,7 @@ tv_seal(char kind, const char *plain, Size len, const char *aad, Size aadlen)
 	SET_VARSIZE(out, VARHDRSZ + HEADER_LEN + len + TAG_LEN);
 	header[0] = SEAL_VERSION;
 	put_uint32(header + 1, key->id);
-	key_check(key, header + 5);
+	memcpy(header + 5, key->check, CHECK_LEN);
 	if (!pg_strong_random(header + 5 + CHECK_LEN, NONCE_LEN))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -232,14 +214,8 @@ tv_open(char kind, bytea *sealed, const char *aad, Size aadlen)
 				 errmsg("key %u needed to open this secret is not in the key ring", key_id),
 				 errdetail("The key ring was read from %s.", tv_keyring_source()),
 				 errhint("Restore the line for key %u from the key file's backup, or make tokenvault.key_command print it.", key_id)));
-	if (header[0] == SEAL_VERSION)
-	{
-		unsigned char check[CHECK_LEN];
-
-		key_check(key, check);
-		if (memcmp(check, header + 5, CHECK_LEN) != 0)
-			key_mismatch(key_id);
-	}
+	if (header[0] == SEAL_VERSION && memcmp(key->check, header + 5, CHECK_LEN) != 0)
+		key_mismatch(key_id);
 
 	out = palloc(VARHDRSZ + len);
 	SET_VARSIZE(out, VARHDRSZ + len);

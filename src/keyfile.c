@@ -11,6 +11,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "miscadmin.h"
 #include "storage/fd.h"
 
@@ -18,6 +21,26 @@
 #include "keyfile.h"
 
 #define KEY_SOURCE_MAX (1024 * 1024)
+
+/*
+ * The key's check value, the start of HMAC-SHA256 of a fixed label under it:
+ * a sealed value carries it, so another key under the same id is told apart
+ * from a value that was altered.  Computed once, as the ring is read.
+ */
+static bool
+key_check(TvKey *key)
+{
+	static const char label[] = "tokenvault key check";
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int maclen = 0;
+
+	if (HMAC(EVP_sha256(), key->material, TV_KEY_LEN, (const unsigned char *) label,
+			 sizeof(label) - 1, mac, &maclen) == NULL)
+		return false;
+	memcpy(key->check, mac, TV_KEY_CHECK_LEN);
+	explicit_bzero(mac, sizeof(mac));
+	return true;
+}
 
 /*
  * Parse one "<id> <hex>" line into *key.  Returns NULL, or what is wrong with
@@ -54,7 +77,7 @@ tv_keyfile_parse_line(const char *line, size_t len, TvKey *key)
 	if (p != end)
 		return "has something after the key";
 	key->id = (uint32) id;
-	return NULL;
+	return key_check(key) ? NULL : "could not be checked with OpenSSL";
 }
 
 /*

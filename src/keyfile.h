@@ -9,11 +9,13 @@
 #include <sys/stat.h>
 
 #define TV_KEY_LEN 32			/* AES-256 */
+#define TV_KEY_CHECK_LEN 4
 
 typedef struct TvKey
 {
 	uint32		id;
 	unsigned char material[TV_KEY_LEN];
+	unsigned char check[TV_KEY_CHECK_LEN];	/* tells this key from another of its id */
 } TvKey;
 
 extern const char *tv_keyfile_parse_line(const char *line, size_t len, TvKey *key);
