@@ -3,7 +3,7 @@ EXTENSION  = tokenvault
 MODULE_big = tokenvault
 OBJS       = src/tokenvault.o src/access.o src/settings.o src/keyfile.o src/keyring.o src/crypto.o src/envelope.o \
              src/jsonb_member.o src/spi.o src/probe.o src/verdict.o src/auth.o src/tokens.o \
-             src/http.o src/http_multi.o src/redact.o src/url_template.o src/oauth2.o src/oauth2_response.o \
+             src/host_policy.o src/http.o src/http_multi.o src/redact.o src/url_template.o src/oauth2.o src/oauth2_response.o \
              src/flight.o src/engine.o src/refresher.o src/autonomous.o src/webhooks.o src/worker.o
 PGFILEDESC = "tokenvault - encrypted credential vault"
 
@@ -13,7 +13,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tokenvault.con
 # The install script of the current version is built from sql/, a file per
 # concern, in this order (what depends on something comes after it).
 SQL_SOURCES = $(addprefix sql/,$(addsuffix .sql,schema roles tables types common admissions crypto users clients auths \
-              oauth2 refresh events webhooks worker solution_rules solutions tokens keys privileges))
+              host_policy oauth2 refresh events webhooks worker solution_rules solutions tokens keys privileges))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Earlier releases install from their frozen scripts, and update through the
 # deltas sql/tokenvault--OLD--NEW.sql (see README, "Shipping a change").

@@ -16,8 +16,7 @@ N=${BENCH_REFRESHES:-600}
 BLOCK=50
 
 # every refresh_auth() is to send its request: no rate limit per auth
-export TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.min_refresh_interval = 0"
+export TV_EXTRA_CONF="tokenvault.min_refresh_interval = 0"
 source test/cluster.sh
 source test/peers.sh
 cluster_start
@@ -30,7 +29,7 @@ psql_q -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" -v pw="$TV_USER_PASSW
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('oidc', 'oidc', 'oauth2', jsonb_build_object(
     'grant', 'password', 'client_id', 'tv-pw', 'client_secret', :'secret',
-    'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb)) AS c \gset
+    'allow_insecure_http', true, 'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb)) AS c \gset
 SELECT tokenvault.create_auth(tokenvault.create_user('bench'), :'c', 'bench',
     jsonb_build_object('username', 'alice', 'password', :'pw')) AS a \gset
 CREATE TABLE timings (ms float8);

@@ -46,8 +46,7 @@ N=${BENCH_AUTHS:-10000}
 ROUNDS=${BENCH_ROUNDS:-10}
 CONC=32
 
-export TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.database = tv_bench
+export TV_EXTRA_CONF="tokenvault.database = tv_bench
 tokenvault.max_concurrent_refreshes = $CONC"
 source test/cluster.sh
 source test/peers.sh
@@ -73,7 +72,7 @@ psql_q -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL' >/dev/null
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('oidc', 'oidc', 'oauth2', jsonb_build_object(
     'grant', 'password', 'client_id', 'tv-pw-keep', 'client_secret', :'secret',
-    'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb));
+    'allow_insecure_http', true, 'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb));
 SQL
 
 echo "creating $N auths (a password grant each, 4 sessions)..."
@@ -205,7 +204,7 @@ fault_start
 [ $pin = 1 ] && taskset -apc 0 "${TV_PEER_PIDS[-1]}" >/dev/null
 psql_q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 SELECT tokenvault.create_client('instant', 'instant', 'oauth2', jsonb_build_object(
-    'client_id', 'tv-instant', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
+    'client_id', 'tv-instant', 'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/ok/token')) AS c \gset
 SELECT count(tokenvault.create_auth(tokenvault.create_user('instant-' || i), :'c', 'instant',
            jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
                               'refresh_token', 'TVSECRET-rt-' || md5(random()::text), 'expires_in', 3600)))

@@ -52,11 +52,11 @@ DECLARE
     known constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts'];
+        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'allowed_hosts'];
+        'allowed_hosts', 'allow_insecure_http'];
     choices constant jsonb := '{"client_auth": ["basic", "post"], "visibility": ["private", "shared"],
         "body_format": ["form", "json"], "expires_in_unit": ["seconds", "milliseconds"],
         "scope_separator": [" ", ","]}';
@@ -119,9 +119,9 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
             END IF;
-        ELSIF k = 'pkce' THEN
+        ELSIF k IN ('pkce', 'allow_insecure_http') THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
-                RAISE EXCEPTION 'setting "pkce" must be true or false' USING ERRCODE = 'invalid_parameter_value';
+                RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
         ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
             RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
@@ -187,7 +187,8 @@ BEGIN
     INSERT INTO tokenvault.clients (id, name, service, type, grant_type, client_id, auth_url, token_url,
             refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
             api_key_header, api_key_prefix, secret, owner, visibility,
-            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts)
+            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
+            allow_insecure_http)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
             s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
             coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
@@ -197,7 +198,8 @@ BEGIN
                  THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), new_id) END,
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
-            CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END)
+            CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
+            coalesce((s->>'allow_insecure_http')::boolean, false))
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
     RETURN new_id;
@@ -267,6 +269,8 @@ BEGIN
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
         allowed_hosts  = CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts'))
                               WHEN 'allowed_hosts' = ANY (cleared) THEN NULL ELSE t.allowed_hosts END,
+        allow_insecure_http = CASE WHEN 'allow_insecure_http' = ANY (cleared) THEN false
+                                   ELSE coalesce((s->>'allow_insecure_http')::boolean, t.allow_insecure_http) END,
         updated_at     = now()
      WHERE t.id = c.id
     RETURNING t.* INTO n;

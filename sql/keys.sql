@@ -115,6 +115,7 @@ CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, place t
     VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, 'client', 't.id'),
            ('tokenvault.auths', 'secret', 'auth', 't.id'),
            ('tokenvault.webhooks', 'secret', 'webhook', 't.id'),
+           ('tokenvault.webhooks', 'previous_secret', 'webhook', 't.id'),
            ('tokenvault.auth_states', 'verifier', 'state', 't.state'),
            ('tokenvault.private_tokens', 'value', 'private', 't.owner_name, t.related_id, t.key'),
            ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')

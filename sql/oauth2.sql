@@ -18,7 +18,8 @@ CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NU
                               THEN tokenvault._open_client(c.secret, c.id)
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
-        'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts))
+        'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts,
+        'allow_insecure_http', c.allow_insecure_http))
 $$;
 
 -- Send a token request; raise the provider's refusal as an error.

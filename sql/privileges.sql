@@ -17,10 +17,11 @@ GRANT SELECT (id, user_id, client_id, name, service, scopes, status, token_type,
 GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_url, refresh_url,
               revoke_url, scopes, client_auth, token_lifetime, extra_params, api_key_header,
               api_key_prefix, owner, visibility, created_at, updated_at,
-              body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts)
+              body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
+              allow_insecure_http)
     ON clients TO tokenvault_app;
 GRANT SELECT ON events, stats TO tokenvault_app, tokenvault_admin;
-GRANT SELECT (id, url, kinds, enabled, created_at, owner) ON webhooks TO tokenvault_admin;
+GRANT SELECT (id, url, kinds, enabled, created_at, owner, allow_insecure_http) ON webhooks TO tokenvault_admin;
 GRANT SELECT ON webhook_deliveries TO tokenvault_admin;
 GRANT SELECT ON solutions, slots, instances, instance_auth_values, instance_config_values TO tokenvault_app;
 GRANT SELECT (owner, owner_name, related_id, key, created_at, updated_at) ON private_tokens TO tokenvault_app;
@@ -50,7 +51,8 @@ GRANT EXECUTE ON FUNCTION
 GRANT EXECUTE ON FUNCTION
     create_client(text, text, text, jsonb), update_client(uuid, jsonb), delete_client(uuid, boolean),
     key_ring(), key_usage(), create_key_file(), add_key(), drop_key(bigint), rotate_key(),
-    add_webhook(text, text, text[]), delete_webhook(uuid),
+    add_webhook(text, text, text[], boolean), add_webhook(text, text[]), delete_webhook(uuid),
+    rotate_webhook_secret(uuid, text), finish_webhook_rotation(uuid), address_class(inet), host_policy(text, inet),
     create_solution(text, text), update_solution(uuid, text, text), delete_solution(uuid, boolean),
     add_slot(uuid, text, text, jsonb), update_slot(uuid, text, jsonb), delete_slot(uuid, text),
     grant_user_tokens(uuid, name, text, text), revoke_user_tokens(uuid, name, text)

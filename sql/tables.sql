@@ -43,6 +43,8 @@ CREATE TABLE clients (
     refresh_every   integer CHECK (refresh_every > 0),
     -- the hosts a URL with {placeholders} may become (url_template.c)
     allowed_hosts   text[] CHECK (cardinality(allowed_hosts) > 0),
+    -- plain http to this client's provider (tests, private networks)
+    allow_insecure_http boolean NOT NULL DEFAULT false,
     CHECK ((type = 'oauth2') = (grant_type <> 'none'))
 );
 
@@ -111,7 +113,9 @@ CREATE TABLE webhooks (
     kinds      text[],          -- NULL: every kind
     enabled    boolean NOT NULL DEFAULT true,
     created_at timestamptz NOT NULL DEFAULT now(),
-    owner      name             -- who added it: a private client's events reach its owner's only
+    owner      name,            -- who added it: a private client's events reach its owner's only
+    previous_secret bytea,      -- sealed; during a rotation deliveries are signed with both
+    allow_insecure_http boolean NOT NULL DEFAULT false
 );
 
 CREATE TABLE webhook_deliveries (

@@ -31,5 +31,7 @@ CREATE TYPE delivery AS (
     url    text,
     event  text,
     body   text,
-    secret text
+    secret text,
+    previous_secret text,         -- during a rotation; NULL otherwise
+    allow_insecure_http boolean
 );

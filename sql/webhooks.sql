@@ -1,30 +1,117 @@
 -- Webhooks: registering them, and the deliveries the worker sends
 
-CREATE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL) RETURNS uuid
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- A webhook secret must be hard to guess: an HMAC key anyone can guess
+-- signs forged deliveries.
+CREATE FUNCTION _check_webhook_secret(secret text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF secret IS NULL THEN
+        RAISE EXCEPTION 'webhook secret must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave it out to have one generated: SELECT * FROM tokenvault.add_webhook(url).';
+    ELSIF length(secret) < 32 OR (SELECT count(DISTINCT c) FROM regexp_split_to_table(secret, '') c) < 8 THEN
+        RAISE EXCEPTION 'webhook secret must be at least 32 characters, of at least 8 different ones'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out to have one generated, or make one with: openssl rand -hex 32.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION _add_webhook(url text, secret text, kinds text[], allow_insecure_http boolean) RETURNS uuid
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id uuid := gen_random_uuid();
 BEGIN
-    PERFORM tokenvault._admit_admin();
     IF url IS NULL OR url !~* '^https?://.' THEN
         RAISE EXCEPTION 'webhook URL must be an http or https URL'
             USING ERRCODE = 'invalid_parameter_value';
-    ELSIF url ~* '^http://' AND NOT current_setting('tokenvault.allow_insecure_http')::boolean THEN
+    ELSIF url ~* '^http://' AND NOT coalesce(allow_insecure_http, false) THEN
         RAISE EXCEPTION 'plain http is not allowed for webhooks'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use an https URL, or set tokenvault.allow_insecure_http (tests and private networks only).';
-    ELSIF coalesce(length(secret), 0) < 16 THEN
-        RAISE EXCEPTION 'webhook secret must be at least 16 characters'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Make one with: SELECT encode(gen_random_bytes(32), ''hex'') (pgcrypto) or openssl rand -hex 32.';
+                  HINT = 'Use an https URL, or pass allow_insecure_http => true (tests and private networks only).';
     ELSIF kinds IS NOT NULL AND NOT kinds <@ tokenvault._event_kinds() THEN
         RAISE EXCEPTION 'unknown event kind in %', kinds
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
     END IF;
-    INSERT INTO tokenvault.webhooks (id, url, secret, kinds, owner)
-    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds, tokenvault._caller());
+    PERFORM tokenvault._check_webhook_secret(secret);
+    INSERT INTO tokenvault.webhooks (id, url, secret, kinds, owner, allow_insecure_http)
+    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds, tokenvault._caller(),
+            coalesce(allow_insecure_http, false));
     RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL,
+                            allow_insecure_http boolean DEFAULT false) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    RETURN tokenvault._add_webhook(url, secret, kinds, allow_insecure_http);
+END
+$$;
+
+-- Without a secret: one is generated, and returned this once.  (No third
+-- argument: add_webhook(url, secret, '{kinds}') must not be ambiguous.)
+CREATE FUNCTION add_webhook(url text, kinds text[] DEFAULT NULL, OUT webhook_id uuid, OUT secret text)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    secret := tokenvault._random_token(32);
+    webhook_id := tokenvault._add_webhook(url, secret, kinds, false);
+END
+$$;
+
+CREATE FUNCTION _webhook_must_exist(webhook_id uuid) RETURNS tokenvault.webhooks
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+BEGIN
+    SELECT * INTO w FROM tokenvault.webhooks WHERE id = webhook_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List them with: SELECT id, url, kinds FROM tokenvault.webhooks.';
+    END IF;
+    RETURN w;
+END
+$$;
+
+-- Start a rotation: the new secret signs from now on, and deliveries carry
+-- a signature under the old one too until finish_webhook_rotation(), so
+-- receivers can move to the new secret at their pace.  Returns the new
+-- secret when it was generated (none given), else NULL.
+CREATE FUNCTION rotate_webhook_secret(webhook_id uuid, new_secret text DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+    fresh text := coalesce(new_secret, tokenvault._random_token(32));
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    w := tokenvault._webhook_must_exist(webhook_id);
+    IF w.previous_secret IS NOT NULL THEN
+        RAISE EXCEPTION 'webhook % is already in a rotation', webhook_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Finish it with tokenvault.finish_webhook_rotation() once receivers have the newer secret.';
+    END IF;
+    PERFORM tokenvault._check_webhook_secret(fresh);
+    UPDATE tokenvault.webhooks t SET previous_secret = t.secret, secret = tokenvault._seal_webhook(fresh, t.id)
+     WHERE t.id = webhook_id;
+    RETURN CASE WHEN new_secret IS NULL THEN fresh END;
+END
+$$;
+
+-- End a rotation: the old secret is forgotten and signs nothing more.
+-- Whether a rotation was under way.
+CREATE FUNCTION finish_webhook_rotation(webhook_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    w := tokenvault._webhook_must_exist(webhook_id);
+    UPDATE tokenvault.webhooks t SET previous_secret = NULL WHERE t.id = webhook_id;
+    RETURN w.previous_secret IS NOT NULL;
 END
 $$;
 
@@ -69,7 +156,10 @@ CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], 
                -- refuses a replay, and a body cannot pass for another event's
                SELECT array_agg(ROW(c.id, w.url, e.kind,
                                     (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
-                                    tokenvault._open_webhook(w.secret, w.id))::tokenvault.delivery)
+                                    tokenvault._open_webhook(w.secret, w.id),
+                                    CASE WHEN w.previous_secret IS NOT NULL
+                                         THEN tokenvault._open_webhook(w.previous_secret, w.id) END,
+                                    w.allow_insecure_http)::tokenvault.delivery)
                  FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
                  JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
            (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())

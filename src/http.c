@@ -1,9 +1,10 @@
 /*
  * http.c: one HTTP request set up over libcurl, with tokenvault's limits
  *
- * Every request is held to the same rules: https unless
- * tokenvault.allow_insecure_http is on, TLS always verified (against
- * tokenvault.ca_file when set), no redirects followed, the response capped
+ * Every request is held to the same rules: https unless the client or
+ * webhook allows plain http, TLS always verified (against
+ * tokenvault.ca_file when set), every address connected to judged by the
+ * host policy (host_policy.c), no proxy, no redirects followed, the response capped
  * at tokenvault.max_response_size, and tokenvault.http_timeout for the
  * connection and for the whole exchange.  Requests run on a multi handle,
  * many at once if asked, and are waited for on one WaitEventSet holding the
@@ -15,10 +16,15 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <curl/curl.h>
 
 #include "utils/memutils.h"
 
+#include "host_policy.h"
 #include "http.h"
 #include "http_easy.h"
 #include "settings.h"
@@ -42,15 +48,15 @@ tv_http_init(void)
  * the presence of a host are judged here; libcurl enforces the scheme again.
  */
 bool
-tv_http_url_allowed(const char *url, char **why)
+tv_http_url_allowed(const char *url, bool allow_insecure_http, char **why)
 {
 	if (pg_strncasecmp(url, "https://", 8) == 0 && url[8] != '\0')
 		return true;
 	if (pg_strncasecmp(url, "http://", 7) == 0 && url[7] != '\0')
 	{
-		if (tv_allow_insecure_http)
+		if (allow_insecure_http)
 			return true;
-		*why = "plain http is not allowed (tokenvault.allow_insecure_http is off)";
+		*why = "plain http is not allowed (the client's or webhook's allow_insecure_http is off)";
 		return false;
 	}
 	*why = "only https URLs can be requested";
@@ -161,6 +167,53 @@ on_header(char *data, size_t size, size_t nmemb, void *arg)
 	return n;
 }
 
+/* The URL's host as libcurl reads it, brackets of an IPv6 literal taken off. */
+static char *
+url_host(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *host = NULL;
+	char	   *out = pstrdup("");
+
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+		curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK)
+	{
+		size_t		n = strlen(host);
+
+		out = (host[0] == '[' && n > 1) ? pnstrdup(host + 1, n - 2) : pstrdup(host);
+		curl_free(host);
+	}
+	curl_url_cleanup(u);
+	return out;
+}
+
+/*
+ * libcurl's open-socket callback: every address a transfer would connect
+ * to, after DNS, is judged by the host policy, so a name that resolves
+ * inward (DNS rebinding included) is refused like the address itself.
+ */
+static curl_socket_t
+open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	TvHttpResponse *resp = (TvHttpResponse *) arg;
+	const void *addr;
+
+	if (a->family == AF_INET)
+		addr = &((struct sockaddr_in *) &a->addr)->sin_addr;
+	else if (a->family == AF_INET6)
+		addr = &((struct sockaddr_in6 *) &a->addr)->sin6_addr;
+	else
+		return CURL_SOCKET_BAD;
+	resp->refused = tv_host_policy_refusal(resp->host, a->family, addr);
+	if (resp->refused)
+	{
+		ereport(LOG,
+				(errmsg("tokenvault refused to connect: %s", resp->refused)));
+		return CURL_SOCKET_BAD;
+	}
+	return socket(a->family, a->socktype, a->protocol);
+}
+
 /* Append a header line; on failure the list is kept, to be wiped and freed. */
 static void
 add_header(struct curl_slist **list, const char *line)
@@ -183,8 +236,13 @@ tv_http_configure(CURL *h, const TvHttpRequest *req, TvHttpResponse *resp, struc
 	/* TOKENVAULT_VERSION comes from the Makefile, which reads tokenvault.control */
 	snprintf(user_agent, sizeof(user_agent), "tokenvault/%s (libcurl)", TOKENVAULT_VERSION);
 	SETOPT(h, CURLOPT_URL, req->url);
-	SETOPT(h, CURLOPT_PROTOCOLS_STR, tv_allow_insecure_http ? "https,http" : "https");
+	SETOPT(h, CURLOPT_PROTOCOLS_STR, req->allow_insecure_http ? "https,http" : "https");
 	SETOPT(h, CURLOPT_FOLLOWLOCATION, 0L);
+	/* a proxy would connect for us, to wherever, past the host policy */
+	SETOPT(h, CURLOPT_PROXY, "");
+	resp->host = url_host(req->url);
+	SETOPT(h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	SETOPT(h, CURLOPT_OPENSOCKETDATA, resp);
 	SETOPT(h, CURLOPT_SSL_VERIFYPEER, 1L);
 	SETOPT(h, CURLOPT_SSL_VERIFYHOST, 2L);
 	if (tv_ca_file && tv_ca_file[0])
@@ -246,6 +304,12 @@ tv_http_describe_failure(CURLcode rc, const char *errbuf, TvHttpResponse *resp)
 			resp->error = psprintf("could not resolve host: %s", detail);
 			break;
 		case CURLE_COULDNT_CONNECT:
+			if (resp->refused)
+			{
+				resp->failure = TV_HTTP_REFUSED;
+				resp->error = psprintf("refused by the host policy: %s", resp->refused);
+				break;
+			}
 			resp->failure = TV_HTTP_CONNECT;
 			resp->error = psprintf("could not connect: %s", detail);
 			break;

@@ -32,6 +32,7 @@ typedef struct TvHttpRequest
 	const char *authorization;	/* whole Authorization header value, or NULL */
 	List	   *headers;		/* more header lines ("Name: value"), or NIL */
 	bool		discard_body;	/* the answer's status is all that is wanted */
+	bool		allow_insecure_http;	/* the client's or webhook's setting */
 } TvHttpRequest;
 
 typedef struct TvHttpResponse
@@ -43,10 +44,12 @@ typedef struct TvHttpResponse
 	int			retry_after;	/* seconds from Retry-After, or -1 */
 	char	   *error;			/* what failed, for a person; never a secret */
 	double		seconds;		/* total time */
+	char	   *host;			/* the URL's host, as the host policy judges it */
+	char	   *refused;		/* why the host policy refused an address, if it did */
 } TvHttpResponse;
 
 extern void tv_http_init(void);
-extern bool tv_http_url_allowed(const char *url, char **why);
+extern bool tv_http_url_allowed(const char *url, bool allow_insecure_http, char **why);
 /* Called as a request on a multi handle finishes. */
 typedef void (*TvHttpFinished) (TvHttpResponse *resp, void *arg);
 typedef struct TvHttpMulti TvHttpMulti;

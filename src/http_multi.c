@@ -187,7 +187,7 @@ tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp
 	memset(resp, 0, sizeof(TvHttpResponse));
 	initStringInfo(&resp->body);
 	resp->retry_after = -1;
-	if (!tv_http_url_allowed(req->url, &why))
+	if (!tv_http_url_allowed(req->url, req->allow_insecure_http, &why))
 	{
 		resp->failure = TV_HTTP_REFUSED;
 		resp->error = pstrdup(why);

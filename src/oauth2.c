@@ -165,6 +165,7 @@ build_request(TvTokenCall *call, const char *url, const char *kind, Jsonb *param
 		appendStringInfoString(&body.buf, body.buf.len > 0 ? "}" : "{}");
 
 	call->req.url = url;
+	call->req.allow_insecure_http = setting_is(config, "allow_insecure_http", "true");
 	call->req.content_type = body.json ? "application/json" : "application/x-www-form-urlencoded";
 	call->req.body = body.buf.data;
 	call->req.body_len = body.buf.len;

@@ -10,7 +10,6 @@
 #include "settings.h"
 
 int			tv_min_validity = 30;
-bool		tv_allow_insecure_http = false;
 char	   *tv_ca_file = NULL;
 int			tv_http_timeout = 10;
 int			tv_max_response_size = 1024;
@@ -41,16 +40,8 @@ tv_settings_define(void)
 
 	/*
 	 * The HTTP rules protect secrets on the wire, so only a superuser may
-	 * relax them.
+	 * relax them.  (Plain http is a client's or webhook's own setting.)
 	 */
-	DefineCustomBoolVariable("tokenvault.allow_insecure_http",
-							 "Allows token requests over plain http (for tests and private networks).",
-							 NULL,
-							 &tv_allow_insecure_http,
-							 false,
-							 PGC_SUSET, 0,
-							 NULL, NULL, NULL);
-
 	DefineCustomStringVariable("tokenvault.ca_file",
 							   "CA certificates to verify providers with, instead of the system's.",
 							   NULL,

@@ -5,7 +5,6 @@
 #define TV_SETTINGS_H
 
 extern int	tv_min_validity;	/* seconds */
-extern bool tv_allow_insecure_http;
 extern char *tv_ca_file;
 extern int	tv_http_timeout;	/* seconds */
 extern int	tv_max_response_size;	/* kB */

@@ -10,6 +10,7 @@
 #include "utils/guc.h"
 
 #include "flight.h"
+#include "host_policy.h"
 #include "keyring.h"
 #include "settings.h"
 #include "worker.h"
@@ -46,6 +47,7 @@ _PG_init(void)
 {
 	tv_keyring_define_settings();
 	tv_settings_define();
+	tv_host_policy_define_settings();
 	MarkGUCPrefixReserved("tokenvault");
 
 	/*

@@ -111,7 +111,9 @@ enum
 	DELIVERY_EVENT,
 	DELIVERY_BODY,
 	DELIVERY_SECRET,
-	DELIVERY_NATTS = DELIVERY_SECRET
+	DELIVERY_PREVIOUS_SECRET,	/* NULL unless a rotation is under way */
+	DELIVERY_ALLOW_INSECURE_HTTP,
+	DELIVERY_NATTS = DELIVERY_ALLOW_INSECURE_HTTP
 };
 
 /*
@@ -141,15 +143,32 @@ delivery_text(Claimed *c, int attno)
 	return TextDatumGetCString(delivery_attr(c, attno));
 }
 
-/* "v1=<hex HMAC-SHA256(secret, timestamp '.' body)>" */
+/* "v1=<hex HMAC-SHA256(secret, timestamp '.' body)>", the secret wiped after */
 static char *
-signature_of(const char *secret, const char *timestamp, const char *body)
+signature_of(char *secret, const char *timestamp, const char *body)
 {
 	char	   *signed_text = psprintf("%s.%s", timestamp, body);
 	char	   *signature = psprintf("v1=%s", tv_hmac_sha256_hex(secret, signed_text));
 
+	explicit_bzero(secret, strlen(secret));
 	pfree(signed_text);
 	return signature;
+}
+
+/*
+ * The signature header's value: one signature per secret, the newest
+ * first, so that during a rotation receivers holding either secret verify.
+ */
+static char *
+signatures_of(Claimed *c, const char *timestamp, const char *body)
+{
+	bool		isnull;
+	char	   *signature = signature_of(delivery_text(c, DELIVERY_SECRET), timestamp, body);
+	Datum		previous = heap_getattr(&c->tuple, DELIVERY_PREVIOUS_SECRET, c->desc, &isnull);
+
+	if (isnull)
+		return signature;
+	return psprintf("%s,%s", signature, signature_of(TextDatumGetCString(previous), timestamp, body));
 }
 
 /* A delivery, signed, with everything it holds in cxt. */
@@ -157,12 +176,10 @@ static Delivery *
 make_delivery(Claimed *c, MemoryContext cxt)
 {
 	Delivery   *d = palloc0(sizeof(Delivery));
-	char	   *secret = delivery_text(c, DELIVERY_SECRET);
 	char	   *timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
 	char	   *body = delivery_text(c, DELIVERY_BODY);
-	char	   *signature = signature_of(secret, timestamp, body);
+	char	   *signature = signatures_of(c, timestamp, body);
 
-	explicit_bzero(secret, strlen(secret));
 	d->cxt = cxt;
 	d->id = DatumGetInt64(delivery_attr(c, DELIVERY_ID));
 	d->req.url = delivery_text(c, DELIVERY_URL);
@@ -171,6 +188,7 @@ make_delivery(Claimed *c, MemoryContext cxt)
 	d->req.content_type = "application/json";
 	/* a receiver's 2xx is the whole answer: a page it sends along must not fail the delivery */
 	d->req.discard_body = true;
+	d->req.allow_insecure_http = DatumGetBool(delivery_attr(c, DELIVERY_ALLOW_INSECURE_HTTP));
 	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", delivery_text(c, DELIVERY_EVENT)),
 								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
 								psprintf("X-Tokenvault-Timestamp: %s", timestamp),
@@ -246,7 +264,7 @@ tv_webhooks_send(TvHttpMulti *multi)
 	tv_spi_check_row(desc, "what tokenvault._webhook_claim returns", 2,
 					 (Oid[]) {get_array_type(claimed.desc->tdtypeid), TIMESTAMPTZOID});
 	tv_spi_check_row(claimed.desc, "type tokenvault.delivery", DELIVERY_NATTS,
-					 (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID});
+					 (Oid[]) {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID});
 	deconstruct_array(DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull)),
 					  claimed.desc->tdtypeid, -1, false, TYPALIGN_DOUBLE, &deliveries, NULL, &n);
 	next_at = tv_spi_timestamptz(row, desc, 2);

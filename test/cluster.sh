@@ -53,6 +53,8 @@ port = $PGPORT
 unix_socket_directories = '$TV_TMP'
 shared_preload_libraries = 'tokenvault'
 tokenvault.key_file = '$TV_KEYS'
+# the test peers are on loopback, which the host policy refuses unless listed
+tokenvault.allowed_internal_hosts = '127.0.0.0/8, ::1'
 fsync = off
 log_min_messages = log
 log_line_prefix = '%m [%p] %q%a '

@@ -10,8 +10,7 @@ echo "Starting a throwaway PostgreSQL 15 cluster with tokenvault preloaded,"
 echo "and a real OAuth2 server (oidc-provider, on loopback, plain http) to play the provider..."
 # the background worker serves another database, so that what happens here is
 # what the steps below make happen
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.database = demo_worker" cluster_start
+TV_EXTRA_CONF="tokenvault.database = demo_worker" cluster_start
 oidc_start ACCESS_TTL=3
 echo
 
@@ -79,7 +78,7 @@ user=$(psql -X -q -At -c "SELECT id FROM tokenvault.users WHERE external_user_id
 client=$(psql -X -q -At -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL'
 SELECT tokenvault.create_client('Local OIDC', 'oidc', 'oauth2', jsonb_build_object(
     'client_id', 'tv-code', 'client_secret', :'secret',
-    'auth_url', :'url' || '/auth', 'token_url', :'url' || '/token',
+    'auth_url', :'url' || '/auth', 'allow_insecure_http', true, 'token_url', :'url' || '/token',
     'scopes', '["openid", "offline_access", "api:read"]'::jsonb,
     'extra_params', '{"authorize": {"prompt": "consent"}}'::jsonb));
 SQL

@@ -14,7 +14,6 @@ source test/cluster.sh
 # The test peers speak plain http on loopback (but one, which checks TLS);
 # a short timeout keeps the hanging-peer cases quick.
 TV_EXTRA_CONF="log_min_error_statement = panic
-tokenvault.allow_insecure_http = on
 tokenvault.http_timeout = 5"
 cluster_start || exit 1
 # what every cluster of the run leaves behind, for the leak scan (test/leaks.sh)

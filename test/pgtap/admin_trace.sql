@@ -23,7 +23,7 @@ CREATE TEMP TABLE before AS SELECT * FROM tokenvault.clients WHERE id = :'c';
 -- The attack: the token URL (or the refresh or revoke URL) to a host of
 -- the administrator's own, without the secret
 SET LOCAL ROLE tap_trace_admin;
-SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "http://127.0.0.1:9/token"}')$$, :'c'),
+SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"allow_insecure_http": true, "token_url": "http://127.0.0.1:9/token"}')$$, :'c'),
                  '42501', NULL, 'an administrator cannot move the token URL to another host without the client secret');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"refresh_url": "http://127.0.0.1:9/token"}')$$, :'c'),
                  '42501', NULL, 'nor the refresh URL');
@@ -31,7 +31,7 @@ SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"revoke_url": "h
                  '42501', NULL, 'nor set a revoke URL on another host');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "https://provider.invalid@127.0.0.1/token"}')$$, :'c'),
                  '42501', NULL, 'a host after userinfo is the host');
-SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "http://provider.invalid/token"}')$$, :'c'),
+SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"allow_insecure_http": true, "token_url": "http://provider.invalid/token"}')$$, :'c'),
                  '42501', NULL, 'another scheme is another place');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "https://provider.invalid:8443/token"}')$$, :'c'),
                  '42501', NULL, 'and so is another port');
@@ -40,10 +40,10 @@ SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "ht
                  '42501', NULL, 'and a template host');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"allowed_hosts": ["provider.invalid", "*.attacker.invalid"]}')$$, :'c'),
                  '42501', NULL, 'and so is allowing a new host for templates');
-SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"token_url": "http://127.0.0.1:9/token", "client_secret": null}')$$, :'c'),
+SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, '{"allow_insecure_http": true, "token_url": "http://127.0.0.1:9/token", "client_secret": null}')$$, :'c'),
                  '42501', NULL, 'clearing the secret is not giving it');
 SELECT throws_ok(format($$SELECT tokenvault.update_client(%L, %L)$$, :'pub',
-                        jsonb_build_object('token_url', 'http://127.0.0.1:9/token', 'client_secret', :'secret2')),
+                        jsonb_build_object('allow_insecure_http', true, 'token_url', 'http://127.0.0.1:9/token', 'client_secret', :'secret2')),
                  '42501', NULL, 'a client without a secret does not move at all (its refresh tokens are good alone)');
 RESET ROLE;
 SELECT is((SELECT row(c.*)::text FROM tokenvault.clients c WHERE c.id = :'c'), (SELECT row(b.*)::text FROM before b),
@@ -61,7 +61,7 @@ SELECT lives_ok(format($$SELECT tokenvault.update_client(%L, '{"revoke_url": "ht
 SELECT lives_ok(format($$SELECT tokenvault.update_client(%L, '{"auth_url": "https://login.invalid/authorize"}')$$, :'c'),
                 'the authorize URL (which gets no secret) moves freely');
 SELECT lives_ok(format($$SELECT tokenvault.update_client(%L, %L)$$, :'c',
-                       jsonb_build_object('token_url', 'http://127.0.0.1:9/token', 'refresh_url', NULL,
+                       jsonb_build_object('allow_insecure_http', true, 'token_url', 'http://127.0.0.1:9/token', 'refresh_url', NULL,
                                           'client_secret', :'secret2')),
                 'with the client secret given again, the token URL moves');
 RESET ROLE;

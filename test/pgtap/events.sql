@@ -146,13 +146,11 @@ SELECT is((SELECT payload->>'external_user_id' FROM tokenvault.events WHERE auth
 SELECT throws_ok($$SELECT tokenvault.add_webhook('ftp://x', 'TVSECRET-wh-0123456789abcdef')$$, '22023',
                  'webhook URL must be an http or https URL', 'a webhook URL is http(s)');
 SELECT throws_ok($$SELECT tokenvault.add_webhook('https://hooks.invalid/x', 'short')$$, '22023',
-                 'webhook secret must be at least 16 characters', 'a short secret is refused');
+                 'webhook secret must be at least 32 characters, of at least 8 different ones', 'a short secret is refused');
 SELECT throws_ok($$SELECT tokenvault.add_webhook('https://hooks.invalid/x', 'TVSECRET-wh-0123456789abcdef', '{auth.nope}')$$,
                  '22023', 'unknown event kind in {auth.nope}', 'an unknown kind is refused');
-SET tokenvault.allow_insecure_http = off;
 SELECT throws_ok($$SELECT tokenvault.add_webhook('http://hooks.invalid/x', 'TVSECRET-wh-0123456789abcdef')$$,
                  '22023', 'plain http is not allowed for webhooks', 'plain http needs allow_insecure_http');
-RESET tokenvault.allow_insecure_http;
 SELECT tokenvault.add_webhook('https://hooks.invalid/all', 'TVSECRET-wh-' || md5('all')) AS w_all \gset
 SELECT tokenvault.add_webhook('https://hooks.invalid/del', 'TVSECRET-wh-' || md5('del'), '{auth.deleted}') AS w_del \gset
 SELECT ok((SELECT position(convert_to('TVSECRET', 'UTF8') IN secret) = 0 FROM tokenvault.webhooks WHERE id = :'w_all'),
@@ -191,7 +189,7 @@ SELECT ok((SELECT worker_state IN ('absent', 'idle', 'working', 'starting', 'wai
 SELECT ok(has_table_privilege('tokenvault_app', 'tokenvault.events', 'SELECT')
           AND has_table_privilege('tokenvault_app', 'tokenvault.stats', 'SELECT'), 'the app reads events and stats');
 SELECT ok(NOT has_column_privilege('tokenvault_admin', 'tokenvault.webhooks', 'secret', 'SELECT')
-          AND NOT has_function_privilege('tokenvault_app', 'tokenvault.add_webhook(text, text, text[])', 'EXECUTE'),
+          AND NOT has_function_privilege('tokenvault_app', 'tokenvault.add_webhook(text, text, text[], boolean)', 'EXECUTE'),
           'webhooks are the admin''s, and their secret nobody''s');
 
 SELECT * FROM finish();

@@ -101,9 +101,9 @@ RESET ROLE;
 -- events: a deleted private auth's stay its owner's; a deleted shared auth's are everyone's
 UPDATE tokenvault.clients SET visibility = 'private' WHERE id = :'pc';
 SET LOCAL ROLE tap_pc_admin;
-SELECT tokenvault.add_webhook('http://127.0.0.1:9/admin-hook', 'TVSECRET-wh-' || md5(random()::text)) AS admin_hook \gset
+SELECT tokenvault.add_webhook('http://127.0.0.1:9/admin-hook', 'TVSECRET-wh-' || md5(random()::text), allow_insecure_http => true) AS admin_hook \gset
 RESET ROLE;
-SELECT tokenvault.add_webhook('http://127.0.0.1:9/superuser-hook', 'TVSECRET-wh-' || md5(random()::text)) AS su_hook \gset
+SELECT tokenvault.add_webhook('http://127.0.0.1:9/superuser-hook', 'TVSECRET-wh-' || md5(random()::text), allow_insecure_http => true) AS su_hook \gset
 SET LOCAL ROLE tap_pc_owner;
 SELECT tokenvault.delete_auth(:'pa') IS NULL AS deleted, tokenvault.delete_auth(:'sa') IS NULL AS deleted_too \gset
 RESET ROLE;

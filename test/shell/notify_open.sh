@@ -13,8 +13,7 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 5" cluster_start
+[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.http_timeout = 5" cluster_start
 fault_start
 
 db=tv_notify_$$
@@ -61,7 +60,7 @@ q -U "$snoop" -c "SELECT 1 FROM tokenvault.events" >/dev/null 2>&1 &&
 q -v url="$TV_FAULT_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL' >/dev/null
 SELECT tokenvault.create_user('ext-notify-' || md5(random()::text), 'Notify Person') AS u \gset
 SELECT tokenvault.create_client('Down', 'notify-svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'client_secret', :'secret', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/s500/token')) AS c \gset
+    'client_id', 'c', 'client_secret', :'secret', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/s500/token')) AS c \gset
 SELECT tokenvault.create_auth(:'u', :'c', 'Notify auth name ' || n, jsonb_build_object(
     'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
     'expires_in', 3600))

@@ -8,8 +8,7 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 5" cluster_start
+[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.http_timeout = 5" cluster_start
 fault_start
 
 db=tv_faults_$$
@@ -36,7 +35,7 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('slow beyond timeout', 'slow/token?ms=9000',  '{}', '08000', 'active', 'timed out'),
     ('hanging',             'hang',                '{}', '08000', 'active', 'timed out'),
     ('dribbling body',      'dribble',             '{}', '08000', 'active', 'timed out'),
-    ('connection refused',  'ok',                  '{"token_url": "http://127.0.0.1:1/token"}', '08000', 'active', 'could not connect'),
+    ('connection refused',  'ok',                  '{"allow_insecure_http": true, "token_url": "http://127.0.0.1:1/token"}', '08000', 'active', 'could not connect'),
     -- the grant is gone: the user must authorize again
     ('invalid_grant',       'invalid_grant',       '{}', '28000', 'needs_reauth', 'invalid_grant: Token has been expired or revoked.$'),
     ('invalid_client',      'invalid_client',      '{}', '28000', 'needs_reauth', 'invalid_client$'),
@@ -75,7 +74,7 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
 
 UPDATE cases SET client_id = tokenvault.create_client(name, 'fault', 'oauth2', jsonb_build_object(
         'client_id', 'fault-client', 'client_secret', :'secret',
-        'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/' || path) || settings);
+        'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/' || path) || settings);
 UPDATE cases SET old_token = 'TVSECRET-at-' || md5(random()::text), old_refresh = 'TVSECRET-rt-' || md5(random()::text);
 UPDATE cases SET auth_id = tokenvault.create_auth(:'u', client_id, name, jsonb_build_object(
         'access_token', old_token, 'refresh_token', old_refresh, 'expires_in', 600));
@@ -167,7 +166,7 @@ q -v url="$TV_FAULT_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL'
 SELECT tokenvault.create_client('JSON body', 'fault', 'oauth2', jsonb_build_object(
         'client_id', 'fault-client', 'client_secret', :'secret', 'body_format', 'json', 'client_auth', 'post',
         'extra_params', '{"refresh": {"audience": "api"}}'::jsonb,
-        'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
+        'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/ok/token')) AS c \gset
 SELECT tokenvault.create_auth((SELECT id FROM tokenvault.users LIMIT 1), :'c', NULL,
         jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
                            'refresh_token', 'TVSECRET-rt-' || md5(random()::text))) AS a \gset
@@ -186,7 +185,7 @@ check_sql "SELECT (j->'headers'->>'content-type') = 'application/json' AND b->>'
 q -v url="$TV_FAULT_URL" -v secret="$TV_CLIENT_SECRET" <<'SQL' >"$TV_TMP/refused.out"
 SELECT tokenvault.create_client('Refused', 'fault', 'oauth2', jsonb_build_object(
         'client_id', 'fault-client', 'client_secret', :'secret',
-        'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
+        'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/ok/token')) AS c \gset
 SELECT tokenvault.create_auth((SELECT id FROM tokenvault.users LIMIT 1), :'c', 'refused',
         jsonb_build_object('access_token', 'TVSECRET-at-' || md5(random()::text),
                            'refresh_token', 'TVSECRET-rt-' || md5(random()::text), 'expires_in', 600)) AS a \gset
@@ -214,7 +213,7 @@ is "$(sed -n 3p "$TV_TMP/refused.out")" 1 "  ... and announced as auth.refresh_f
 q <<SQL
 SELECT tokenvault.create_client('slow cc', 'fault', 'oauth2', jsonb_build_object(
     'grant', 'client_credentials', 'client_id', 'fault-client', 'client_secret', '$TV_CLIENT_SECRET',
-    'token_url', '$TV_FAULT_URL/slow/token?ms=4000')) AS slow_cc \gset
+    'allow_insecure_http', true, 'token_url', '$TV_FAULT_URL/slow/token?ms=4000')) AS slow_cc \gset
 SQL
 slow_auth=$(q -c "SELECT auth_id FROM cases WHERE name = 'slow within timeout'")
 slow_cc=$(q -c "SELECT id FROM tokenvault.clients WHERE name = 'slow cc'")
@@ -252,7 +251,7 @@ is "$(q -c "SELECT count(*) FROM tokenvault.users WHERE external_user_id LIKE 'c
 curl -sf -X POST "$TV_FAULT_URL/_reset" >/dev/null
 q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 SELECT tokenvault.create_client('slow refresh', 'fault', 'oauth2', jsonb_build_object(
-    'client_id', 'fault-client', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/slow/token?ms=1500')) AS c \gset
+    'client_id', 'fault-client', 'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/slow/token?ms=1500')) AS c \gset
 CREATE TABLE together AS
 SELECT tokenvault.create_auth(tokenvault.create_user('together-' || i), :'c', NULL, jsonb_build_object(
            'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text))) AS id
@@ -269,9 +268,10 @@ is "$failed" 0 "five refreshes of five auths at once all succeed"
 peak=$(curl -sf "$TV_FAULT_URL/_peak/slow")
 [ "$peak" -ge 2 ] && ok "  ... sent together: $peak at once at the peer" || not_ok "  ... sent together: $peak at once at the peer"
 
-# Only superusers may relax the https rule.
-is "$(sqlstate "SET tokenvault.allow_insecure_http = off; SELECT tokenvault.create_auth(tokenvault.create_user('http-1'), '$slow_cc')")" 38000 \
-	"with allow_insecure_http off a plain-http provider is refused"
+# Plain http is the client's own choice: without it, a plain-http provider is refused.
+q -c "UPDATE tokenvault.clients SET allow_insecure_http = false WHERE id = '$slow_cc'"
+is "$(sqlstate "SELECT tokenvault.create_auth(tokenvault.create_user('http-1'), '$slow_cc')")" 38000 \
+	"with the client's allow_insecure_http off a plain-http provider is refused"
 
 dropdb "$db" --force 2>/dev/null || dropdb "$db"
 done_testing

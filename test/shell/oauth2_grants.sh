@@ -8,8 +8,7 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 5" cluster_start
+[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.http_timeout = 5" cluster_start
 oidc_start ACCESS_TTL=3600
 long=$TV_OIDC_URL
 oidc_start ACCESS_TTL=2
@@ -24,7 +23,7 @@ q -v long="$long" -v short="$short" -v secret="$TV_CLIENT_SECRET" <<'SQL'
 CREATE EXTENSION tokenvault;
 CREATE FUNCTION oidc_client(name text, url text, settings jsonb) RETURNS uuid LANGUAGE sql AS $$
     SELECT tokenvault.create_client(name, 'oidc', 'oauth2', jsonb_build_object(
-        'auth_url', url || '/auth', 'token_url', url || '/token', 'revoke_url', url || '/token/revocation',
+        'auth_url', url || '/auth', 'allow_insecure_http', true, 'token_url', url || '/token', 'revoke_url', url || '/token/revocation',
         'client_secret', current_setting('test.secret')) || settings)
 $$;
 SELECT set_config('test.secret', :'secret', false) IS NOT NULL AS secret_set \gset

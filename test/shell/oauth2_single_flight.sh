@@ -10,7 +10,7 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.allow_insecure_http = on" cluster_start
+[ -n "${TV_DATA:-}" ] || cluster_start
 oidc_start ACCESS_TTL=2
 
 db=tv_flight_$$
@@ -22,7 +22,7 @@ q -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" -v pw="$TV_USER_PASSWORD" 
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('oidc', 'oidc', 'oauth2', jsonb_build_object(
     'grant', 'password', 'client_id', 'tv-pw', 'client_secret', :'secret',
-    'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb)) AS c \gset
+    'allow_insecure_http', true, 'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb)) AS c \gset
 SELECT tokenvault.create_auth(tokenvault.create_user('alice'), :'c', 'alice',
     jsonb_build_object('username', 'alice', 'password', :'pw')) AS a \gset
 SQL

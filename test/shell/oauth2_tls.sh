@@ -24,7 +24,7 @@ q -c "CREATE EXTENSION tokenvault"
 client() { # NAME URL GRANT_CLIENT
 	q -v url="$2" -v secret="$TV_CLIENT_SECRET" <<SQL
 SELECT tokenvault.create_client('$1', 'oidc', 'oauth2', jsonb_build_object('grant', 'password',
-    'client_id', 'tv-pw', 'client_secret', :'secret', 'token_url', :'url' || '/token',
+    'client_id', 'tv-pw', 'client_secret', :'secret', 'allow_insecure_http', true, 'token_url', :'url' || '/token',
     'scopes', '["openid", "offline_access"]'::jsonb));
 SQL
 }

@@ -23,8 +23,7 @@ source test/peers.sh
 # machine down.
 unset TV_DATA
 ulimit -S -v 1572864
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 5
+TV_EXTRA_CONF="tokenvault.http_timeout = 5
 tokenvault.database = tv_redact
 log_min_error_statement = panic" cluster_start
 ulimit -S -v unlimited
@@ -48,7 +47,7 @@ CREATE TABLE attack (name text, client uuid, state text, code text);
 INSERT INTO attack (name, client, code)
 SELECT n, tokenvault.create_client(n, 'quoting', 'oauth2', jsonb_build_object(
            'client_id', 'cid', 'client_secret', 'TVSECRET-cs-' || md5(random()::text), 'client_auth', 'post',
-           'auth_url', :'url' || '/authorize', 'token_url', :'url' || path)), code
+           'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || path)), code
   FROM (VALUES ('cted', '/quote/token', 'cted'),
                ('repeated', '/quote/token?as=raw&repeat=1000', 'TVSECRET-co-' || md5(random()::text)))
        v(n, path, code);
@@ -116,7 +115,7 @@ SELECT tokenvault.create_client(format('%s %s %s', g, path, style), 'quoting', '
            'grant', g, 'client_id', 'cid+/ x', 'client_secret', :'cs',
            'client_auth', CASE style WHEN 'basic' THEN 'basic' ELSE 'post' END,
            'body_format', CASE style WHEN 'json' THEN 'json' ELSE 'form' END,
-           'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/' || split_part(path, '?', 1) || '/token?'
+           'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/' || split_part(path, '?', 1) || '/token?'
            || split_part(path, '?', 2))), g
   FROM c;
 UPDATE quoting SET refresh = tokenvault.create_auth(:'u', client, 'refresh',

@@ -26,8 +26,7 @@ source test/peers.sh
 # a cluster of its own: roles and database settings are set here, and the
 # flood must meet no other test's flights
 unset TV_DATA
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 10" cluster_start
+TV_EXTRA_CONF="tokenvault.http_timeout = 10" cluster_start
 fault_start
 
 # neither database is the worker's (postgres): every refresh here is one a caller asked for
@@ -49,7 +48,7 @@ q -d tv_lim_a -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 SELECT tokenvault.create_user('limits-user') AS u \gset
 CREATE FUNCTION pg_temp.client(name text, path text) RETURNS uuid LANGUAGE sql AS $$
     SELECT tokenvault.create_client(name, 'svc', 'oauth2', jsonb_build_object(
-        'client_id', 'c', 'auth_url', 'http://127.0.0.1:1/a', 'token_url', current_setting('tv.url') || '/' || path))
+        'client_id', 'c', 'auth_url', 'http://127.0.0.1:1/a', 'allow_insecure_http', true, 'token_url', current_setting('tv.url') || '/' || path))
 $$;
 SET tv.url = :'url';
 CREATE FUNCTION pg_temp.auth(u uuid, c uuid, name text, expires_at timestamptz, refreshable boolean) RETURNS uuid
@@ -118,9 +117,9 @@ SQL
 q -d tv_lim_b -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 SELECT tokenvault.create_user('b-user') AS u \gset
 SELECT tokenvault.create_client('B', 'svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', 'http://127.0.0.1:1/a', 'token_url', :'url' || '/rotate/token')) AS c,
+    'client_id', 'c', 'auth_url', 'http://127.0.0.1:1/a', 'allow_insecure_http', true, 'token_url', :'url' || '/rotate/token')) AS c,
        tokenvault.create_client('B slow', 'svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', 'http://127.0.0.1:1/a', 'token_url', :'url' || '/slow/token?ms=8000')) AS slow \gset
+    'client_id', 'c', 'auth_url', 'http://127.0.0.1:1/a', 'allow_insecure_http', true, 'token_url', :'url' || '/slow/token?ms=8000')) AS slow \gset
 SELECT tokenvault.create_auth(:'u', c, name, jsonb_build_object(
     'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
     'expires_at', now() - interval '1 minute'))

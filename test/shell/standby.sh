@@ -9,17 +9,16 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 5" cluster_start
+TV_EXTRA_CONF="tokenvault.http_timeout = 5" cluster_start
 fault_start
 createdb tv_app
 for db in postgres tv_app; do
 	q -d "$db" -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('API', 'api', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/ok/token')) AS ok_client,
+    'client_id', 'c', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/ok/token')) AS ok_client,
        tokenvault.create_client('Down', 'down', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/s500/token')) AS down_client \gset
+    'client_id', 'c', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/s500/token')) AS down_client \gset
 SELECT tokenvault.create_user('sb-user') AS u \gset
 SELECT tokenvault.create_auth(:'u', :'ok_client', 'valid', jsonb_build_object(
     'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),

@@ -9,15 +9,14 @@ source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
 # two slots: the tokenvault worker's and the logical replication launcher's
-TV_EXTRA_CONF="max_worker_processes = 2
-tokenvault.allow_insecure_http = on" cluster_start
+TV_EXTRA_CONF="max_worker_processes = 2" cluster_start
 fault_start
 createdb tv_app
 export PGDATABASE=tv_app
 q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('Code', 'code', 'oauth2', jsonb_build_object(
-    'client_id', 'slots', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/ok/token')) AS c \gset
+    'client_id', 'slots', 'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/ok/token')) AS c \gset
 SELECT tokenvault.create_user('slots-user') AS u \gset
 SQL
 st=$(q -c "SELECT split_part(split_part(tokenvault.authorize_url(c.id, u.id, 'https://app.example/cb'), 'state=', 2), '&', 1)

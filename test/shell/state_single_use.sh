@@ -15,7 +15,7 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.allow_insecure_http = on" cluster_start
+[ -n "${TV_DATA:-}" ] || cluster_start
 fault_start
 
 db=tv_state_$$
@@ -26,7 +26,7 @@ export PGOPTIONS="-c tokenvault.http_timeout=2"
 q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('Code', 'code', 'oauth2', jsonb_build_object(
-    'client_id', 'state-test', 'auth_url', :'url' || '/authorize', 'token_url', :'url' || '/invalid_grant/token'));
+    'client_id', 'state-test', 'auth_url', :'url' || '/authorize', 'allow_insecure_http', true, 'token_url', :'url' || '/invalid_grant/token'));
 SELECT tokenvault.create_user('state-user');
 SQL
 provider() { q -c "UPDATE tokenvault.clients SET token_url = '$TV_FAULT_URL/$1/token' WHERE name = 'Code'"; }

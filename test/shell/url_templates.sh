@@ -16,8 +16,7 @@ cd "$(dirname "$0")/../.."
 source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
-[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.http_timeout = 5" cluster_start
+[ -n "${TV_DATA:-}" ] || TV_EXTRA_CONF="tokenvault.http_timeout = 5" cluster_start
 fault_start
 port=$TV_PEER_PORT
 peer_start attacker test/peers/fault.mjs FAULT_HOST=127.0.0.2 FAULT_PORT="$port"
@@ -38,20 +37,20 @@ SELECT tokenvault.create_user('hosts-user') AS u \gset
 SELECT tokenvault.create_client('Whole host', 'tenant', 'oauth2', jsonb_build_object(
         'client_id', 'hosts-client', 'client_secret', :'secret',
         'auth_url', 'http://localhost:' || :'port' || '/authorize',
-        'token_url', 'http://{instance_host}:' || :'port' || '/ok/token',
+        'allow_insecure_http', true, 'token_url', 'http://{instance_host}:' || :'port' || '/ok/token',
         'revoke_url', 'http://{instance_host}:' || :'port' || '/revoke/token',
         'allowed_hosts', '["localhost"]'::jsonb)) AS w \gset
 -- a provider that answers a refresh with a field naming the attacker
 SELECT tokenvault.create_client('Provider field', 'tenant', 'oauth2', jsonb_build_object(
         'client_id', 'hosts-client', 'client_secret', :'secret',
         'auth_url', 'http://localhost:' || :'port' || '/authorize',
-        'token_url', 'http://{instance_host}:' || :'port' || '/fields/token?instance_host=127.0.0.2',
+        'allow_insecure_http', true, 'token_url', 'http://{instance_host}:' || :'port' || '/fields/token?instance_host=127.0.0.2',
         'revoke_url', 'http://{instance_host}:' || :'port' || '/revoke/token',
         'allowed_hosts', '["localhost"]'::jsonb)) AS p \gset
 -- the README's Salesforce shape: a field is one label of an allowed domain
 SELECT tokenvault.create_client('Tenant label', 'tenant', 'oauth2', jsonb_build_object(
         'grant', 'client_credentials', 'client_id', 'hosts-client', 'client_secret', :'secret',
-        'token_url', 'http://{tenant}.localhost:' || :'port' || '/ok/token?org={org}',
+        'allow_insecure_http', true, 'token_url', 'http://{tenant}.localhost:' || :'port' || '/ok/token?org={org}',
         'allowed_hosts', '["*.localhost"]'::jsonb)) AS s \gset
 CREATE TABLE ids (name text PRIMARY KEY, id uuid, refresh_token text);
 GRANT SELECT ON ids TO :"app1", :"app2";

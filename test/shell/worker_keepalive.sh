@@ -8,8 +8,7 @@ source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
 unset TV_DATA
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.database = tv_worker
+TV_EXTRA_CONF="tokenvault.database = tv_worker
 tokenvault.refresh_lead = 2" cluster_start
 export PGDATABASE=tv_worker
 createdb tv_worker
@@ -18,7 +17,7 @@ q -v url="$TV_OIDC_URL" -v secret="$TV_CLIENT_SECRET" -v pw="$TV_USER_PASSWORD" 
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('oidc', 'oidc', 'oauth2', jsonb_build_object(
     'grant', 'password', 'client_id', 'tv-pw', 'client_secret', :'secret',
-    'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb)) AS c \gset
+    'allow_insecure_http', true, 'token_url', :'url' || '/token', 'scopes', '["openid", "offline_access"]'::jsonb)) AS c \gset
 SELECT count(tokenvault.create_auth(tokenvault.create_user('user-' || i), :'c', 'auth ' || i,
                                     jsonb_build_object('username', 'alice', 'password', :'pw')))
   FROM generate_series(1, 100) i;

@@ -11,8 +11,7 @@ source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
 unset TV_DATA
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.database = tv_worker
+TV_EXTRA_CONF="tokenvault.database = tv_worker
 tokenvault.expiry_notice = 1h" cluster_start
 export PGDATABASE=tv_worker
 createdb tv_worker
@@ -26,7 +25,7 @@ fault_start
 webhook_start FAIL_FIRST=2 OK_BODY_KB=2048
 hook_secret="TVSECRET-wh-$(openssl rand -hex 16)"
 q -v url="$TV_WEBHOOK_URL/hook" -v secret="$hook_secret" <<'SQL' >/dev/null
-SELECT tokenvault.add_webhook(:'url', :'secret', '{auth.expiring}');
+SELECT tokenvault.add_webhook(:'url', :'secret', '{auth.expiring}', allow_insecure_http => true);
 SQL
 
 listen_start
@@ -37,7 +36,7 @@ notified() {
 
 q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 SELECT tokenvault.create_client('Code', 'code-svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/ok/token')) AS c \gset
+    'client_id', 'c', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/ok/token')) AS c \gset
 SELECT tokenvault.create_user('ext-user-1', 'User One') AS u \gset
 SELECT tokenvault.create_auth(:'u', :'c', 'Dies in half an hour', jsonb_build_object(
     'access_token', 'TVSECRET-at-' || md5(random()::text), 'expires_in', 1800));
@@ -106,9 +105,9 @@ wait_until 5 "the LISTEN session gets auth.expired" notified '"kind": "auth.expi
 # refreshes the worker makes, failing
 q -v url="$TV_FAULT_URL" -v u="$(q -c "SELECT id FROM tokenvault.users")" <<'SQL' >/dev/null
 SELECT tokenvault.create_client('Down', 'down-svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/s500/token')) AS down \gset
+    'client_id', 'c', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/s500/token')) AS down \gset
 SELECT tokenvault.create_client('Revoked', 'revoked-svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/invalid_grant/token')) AS revoked \gset
+    'client_id', 'c', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/invalid_grant/token')) AS revoked \gset
 SELECT tokenvault.create_auth(:'u', :'down', 'Provider down', jsonb_build_object(
     'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
     'expires_in', 2));
@@ -128,6 +127,40 @@ is "$(q -c "SELECT status || ' ' || (refresh_at IS NULL) FROM tokenvault.auths W
 	"  ... and the worker stops trying"
 q -c "SELECT tokenvault.delete_auth('$down')" >/dev/null
 is "$(count_events "$down" auth.deleted)" 1 "delete_auth emits auth.deleted"
+# A secret rotation: deliveries carry a signature under each secret, the
+# newest first, until the rotation is finished.
+new_secret=$(q -c "SELECT tokenvault.rotate_webhook_secret((SELECT id FROM tokenvault.webhooks))")
+is "${#new_secret}" 43 "rotate_webhook_secret() without a secret generates one (32 random bytes) and returns it"
+expiring_delivery() { # NAME: the last accepted delivery of that auth's auth.expiring, as "ts body sig" lines
+	local a
+	a=$(q -c "SELECT id FROM tokenvault.auths WHERE name = '$1'")
+	received | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>{const r=JSON.parse(s).filter(x=>x.status===200&&x.body.includes('$a'));if(r.length)console.log(JSON.stringify(r[r.length-1]))})"
+}
+new_expiring() {
+	q -v u="$(q -c "SELECT id FROM tokenvault.users")" -v c="$(q -c "SELECT id FROM tokenvault.clients WHERE type = 'api_key' LIMIT 1")" >/dev/null <<SQL
+SELECT tokenvault.create_auth(:'u', (SELECT client_id FROM tokenvault.auths WHERE id = '$auth'), '$1', jsonb_build_object(
+    'access_token', 'TVSECRET-at-' || md5(random()::text), 'expires_in', 1800));
+SQL
+	wait_until 30 "the receiver accepts the auth.expiring of $1" has_delivery "$1"
+}
+has_delivery() { [ -n "$(expiring_delivery "$1")" ]; }
+sign() { printf '%s.%s' "$1" "$2" | openssl dgst -sha256 -hmac "$3" | sed 's/^.*= //'; }
+check_signatures() { # NAME: prints what the Signature header holds, as "new,old" or "new"
+	local d ts body sig out=""
+	d=$(expiring_delivery "$1")
+	ts=$(node -e "console.log(JSON.parse(process.argv[1]).headers['x-tokenvault-timestamp'])" "$d")
+	body=$(node -e "process.stdout.write(JSON.parse(process.argv[1]).body)" "$d")
+	sig=$(node -e "console.log(JSON.parse(process.argv[1]).headers['x-tokenvault-signature'])" "$d")
+	[ "$sig" = "v1=$(sign "$ts" "$body" "$new_secret"),v1=$(sign "$ts" "$body" "$hook_secret")" ] && out=new,old
+	[ "$sig" = "v1=$(sign "$ts" "$body" "$new_secret")" ] && out=new
+	echo "${out:-neither}"
+}
+new_expiring "During rotation"
+is "$(check_signatures "During rotation")" new,old \
+	"during a rotation a delivery is signed with the new secret and the old: a receiver holding either verifies"
+is "$(q -c "SELECT tokenvault.finish_webhook_rotation((SELECT id FROM tokenvault.webhooks))")" t "finish_webhook_rotation() ends it"
+new_expiring "After rotation"
+is "$(check_signatures "After rotation")" new "  ... after which only the new secret signs"
 is "$(q -c "SELECT count(*) FROM tokenvault.events WHERE payload::text ~ 'TVSECRET'")" 0 "no event holds a secret"
 
 listen_stop

@@ -9,8 +9,7 @@ source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
 unset TV_DATA
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.database = tv_worker
+TV_EXTRA_CONF="tokenvault.database = tv_worker
 tokenvault.http_timeout = 120
 tokenvault.max_concurrent_refreshes = 1024" cluster_start
 export PGDATABASE=tv_worker
@@ -19,7 +18,7 @@ fault_start
 q -v url="$TV_FAULT_URL" <<'SQL' >/dev/null
 CREATE EXTENSION tokenvault;
 SELECT tokenvault.create_client('Hangs', 'hangs', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'url' || '/a', 'token_url', :'url' || '/hang/token')) AS c \gset
+    'client_id', 'c', 'auth_url', :'url' || '/a', 'allow_insecure_http', true, 'token_url', :'url' || '/hang/token')) AS c \gset
 SELECT count(tokenvault.create_auth(tokenvault.create_user('user-' || i), :'c', 'auth ' || i, jsonb_build_object(
            'access_token', 'TVSECRET-at-' || md5(random()::text), 'refresh_token', 'TVSECRET-rt-' || md5(random()::text),
            'expires_in', 30)))

@@ -14,8 +14,7 @@ source test/cluster.sh
 source test/lib.sh
 source test/peers.sh
 unset TV_DATA
-TV_EXTRA_CONF="tokenvault.allow_insecure_http = on
-tokenvault.database = tv_worker
+TV_EXTRA_CONF="tokenvault.database = tv_worker
 log_error_verbosity = verbose" cluster_start
 export PGDATABASE=tv_worker
 createdb tv_worker
@@ -29,11 +28,11 @@ fault_start
 webhook_start
 hook_secret="TVSECRET-wh-$(openssl rand -hex 16)"
 q -v url="$TV_WEBHOOK_URL/hook" -v secret="$hook_secret" -v fault="$TV_FAULT_URL" <<'SQL' >/dev/null
-SELECT tokenvault.add_webhook(:'url', :'secret', '{auth.deleted}');
+SELECT tokenvault.add_webhook(:'url', :'secret', '{auth.deleted}', allow_insecure_http => true);
 SELECT tokenvault.create_client('Slow', 'slow-svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'fault' || '/a', 'token_url', :'fault' || '/slow/token?ms=4000'));
+    'client_id', 'c', 'auth_url', :'fault' || '/a', 'allow_insecure_http', true, 'token_url', :'fault' || '/slow/token?ms=4000'));
 SELECT tokenvault.create_client('Quick', 'quick-svc', 'oauth2', jsonb_build_object(
-    'client_id', 'c', 'auth_url', :'fault' || '/a', 'token_url', :'fault' || '/ok/token'));
+    'client_id', 'c', 'auth_url', :'fault' || '/a', 'allow_insecure_http', true, 'token_url', :'fault' || '/ok/token'));
 SELECT tokenvault.create_user('ext-user-1', 'User One');
 -- auths to delete: their auth.deleted is the webhook's event
 SELECT tokenvault.create_auth(u.id, c.id, 'to delete ' || i, jsonb_build_object(
