@@ -24,20 +24,27 @@ $$;
 ------------------------------------------------------------------------------
 
 ALTER TABLE clients ADD COLUMN allowed_hosts text[] CHECK (cardinality(allowed_hosts) > 0);
+-- plain http is each client's and each webhook's own choice (it was one global setting)
+ALTER TABLE clients ADD COLUMN allow_insecure_http boolean NOT NULL DEFAULT false;
 
 ALTER TABLE events ADD COLUMN client_id uuid;
 
 -- a webhook added before 0.7.0 has no owner, and hears no private client's events
 ALTER TABLE webhooks ADD COLUMN owner name;
+ALTER TABLE webhooks ADD COLUMN previous_secret bytea, ADD COLUMN allow_insecure_http boolean NOT NULL DEFAULT false;
+ALTER TYPE delivery ADD ATTRIBUTE previous_secret text, ADD ATTRIBUTE allow_insecure_http boolean;
 UPDATE events e SET client_id = a.client_id FROM auths a WHERE a.id = e.auth_id;
 
 -- grants become an append-only history, which outlives the user
 ALTER TABLE user_token_grants ADD COLUMN revoked_at timestamptz, ADD COLUMN revoked_by name,
+    ADD COLUMN grantee_name name,
     ADD CHECK ((revoked_at IS NULL) = (revoked_by IS NULL)),
     DROP CONSTRAINT user_token_grants_user_id_grantee_related_id_key,
     DROP CONSTRAINT user_token_grants_user_id_fkey;
 CREATE UNIQUE INDEX user_token_grants_live_key ON user_token_grants (user_id, grantee, related_id) NULLS NOT DISTINCT
     WHERE revoked_at IS NULL;
+-- a grant is for a role by OID and name; one whose role is gone names no one
+UPDATE user_token_grants g SET grantee_name = r.rolname FROM pg_catalog.pg_roles r WHERE r.oid = g.grantee::oid;
 
 CREATE TABLE admissions (
     role        regrole PRIMARY KEY,
@@ -54,6 +61,8 @@ SELECT pg_catalog.pg_extension_config_dump('admissions', '');
 -- replaced by exact-typed helpers, and by _publish with the event's client
 DROP FUNCTION _require(anyelement, text);
 DROP FUNCTION _publish(text, uuid, jsonb);
+DROP FUNCTION add_webhook(text, text, text[]);
+DROP FUNCTION _holds(name, regrole);
 
 CREATE FUNCTION _refuse_null(missing boolean, what text) RETURNS void
     LANGUAGE plpgsql IMMUTABLE AS $$
@@ -278,11 +287,11 @@ DECLARE
     known constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts'];
+        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'allowed_hosts'];
+        'allowed_hosts', 'allow_insecure_http'];
     choices constant jsonb := '{"client_auth": ["basic", "post"], "visibility": ["private", "shared"],
         "body_format": ["form", "json"], "expires_in_unit": ["seconds", "milliseconds"],
         "scope_separator": [" ", ","]}';
@@ -345,9 +354,9 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
             END IF;
-        ELSIF k = 'pkce' THEN
+        ELSIF k IN ('pkce', 'allow_insecure_http') THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
-                RAISE EXCEPTION 'setting "pkce" must be true or false' USING ERRCODE = 'invalid_parameter_value';
+                RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
         ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
             RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
@@ -413,7 +422,8 @@ BEGIN
     INSERT INTO tokenvault.clients (id, name, service, type, grant_type, client_id, auth_url, token_url,
             refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
             api_key_header, api_key_prefix, secret, owner, visibility,
-            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts)
+            body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
+            allow_insecure_http)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
             s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
             coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
@@ -423,7 +433,8 @@ BEGIN
                  THEN tokenvault._seal_client(jsonb_build_object('client_secret', s->'client_secret'), new_id) END,
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
-            CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END)
+            CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
+            coalesce((s->>'allow_insecure_http')::boolean, false))
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
     RETURN new_id;
@@ -490,6 +501,8 @@ BEGIN
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
         allowed_hosts  = CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts'))
                               WHEN 'allowed_hosts' = ANY (cleared) THEN NULL ELSE t.allowed_hosts END,
+        allow_insecure_http = CASE WHEN 'allow_insecure_http' = ANY (cleared) THEN false
+                                   ELSE coalesce((s->>'allow_insecure_http')::boolean, t.allow_insecure_http) END,
         updated_at     = now()
      WHERE t.id = c.id
     RETURNING t.* INTO n;
@@ -864,6 +877,12 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION address_class(address inet) RETURNS text
+    LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'tv_address_class_sql';
+
+CREATE FUNCTION host_policy(host text, address inet) RETURNS text
+    LANGUAGE c STABLE STRICT AS 'MODULE_PATHNAME', 'tv_host_policy_sql';
+
 CREATE OR REPLACE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NULL) RETURNS jsonb
     LANGUAGE sql STABLE AS $$
     SELECT pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object(
@@ -872,7 +891,8 @@ CREATE OR REPLACE FUNCTION _client_config(c tokenvault.clients, credential jsonb
                               THEN tokenvault._open_client(c.secret, c.id)
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
-        'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts))
+        'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts,
+        'allow_insecure_http', c.allow_insecure_http))
 $$;
 
 CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
@@ -1097,31 +1117,108 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL) RETURNS uuid
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+CREATE FUNCTION _check_webhook_secret(secret text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF secret IS NULL THEN
+        RAISE EXCEPTION 'webhook secret must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Leave it out to have one generated: SELECT * FROM tokenvault.add_webhook(url).';
+    ELSIF length(secret) < 32 OR (SELECT count(DISTINCT c) FROM regexp_split_to_table(secret, '') c) < 8 THEN
+        RAISE EXCEPTION 'webhook secret must be at least 32 characters, of at least 8 different ones'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Leave it out to have one generated, or make one with: openssl rand -hex 32.';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION _add_webhook(url text, secret text, kinds text[], allow_insecure_http boolean) RETURNS uuid
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     new_id uuid := gen_random_uuid();
 BEGIN
-    PERFORM tokenvault._admit_admin();
     IF url IS NULL OR url !~* '^https?://.' THEN
         RAISE EXCEPTION 'webhook URL must be an http or https URL'
             USING ERRCODE = 'invalid_parameter_value';
-    ELSIF url ~* '^http://' AND NOT current_setting('tokenvault.allow_insecure_http')::boolean THEN
+    ELSIF url ~* '^http://' AND NOT coalesce(allow_insecure_http, false) THEN
         RAISE EXCEPTION 'plain http is not allowed for webhooks'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use an https URL, or set tokenvault.allow_insecure_http (tests and private networks only).';
-    ELSIF coalesce(length(secret), 0) < 16 THEN
-        RAISE EXCEPTION 'webhook secret must be at least 16 characters'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Make one with: SELECT encode(gen_random_bytes(32), ''hex'') (pgcrypto) or openssl rand -hex 32.';
+                  HINT = 'Use an https URL, or pass allow_insecure_http => true (tests and private networks only).';
     ELSIF kinds IS NOT NULL AND NOT kinds <@ tokenvault._event_kinds() THEN
         RAISE EXCEPTION 'unknown event kind in %', kinds
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Event kinds are ' || array_to_string(tokenvault._event_kinds(), ', ') || '.';
     END IF;
-    INSERT INTO tokenvault.webhooks (id, url, secret, kinds, owner)
-    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds, tokenvault._caller());
+    PERFORM tokenvault._check_webhook_secret(secret);
+    INSERT INTO tokenvault.webhooks (id, url, secret, kinds, owner, allow_insecure_http)
+    VALUES (new_id, url, tokenvault._seal_webhook(secret, new_id), kinds, tokenvault._caller(),
+            coalesce(allow_insecure_http, false));
     RETURN new_id;
+END
+$$;
+
+CREATE FUNCTION add_webhook(url text, secret text, kinds text[] DEFAULT NULL,
+                            allow_insecure_http boolean DEFAULT false) RETURNS uuid
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    RETURN tokenvault._add_webhook(url, secret, kinds, allow_insecure_http);
+END
+$$;
+
+CREATE FUNCTION add_webhook(url text, kinds text[] DEFAULT NULL, OUT webhook_id uuid, OUT secret text)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    secret := tokenvault._random_token(32);
+    webhook_id := tokenvault._add_webhook(url, secret, kinds, false);
+END
+$$;
+
+CREATE FUNCTION _webhook_must_exist(webhook_id uuid) RETURNS tokenvault.webhooks
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+BEGIN
+    SELECT * INTO w FROM tokenvault.webhooks WHERE id = webhook_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'webhook % does not exist', webhook_id
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'List them with: SELECT id, url, kinds FROM tokenvault.webhooks.';
+    END IF;
+    RETURN w;
+END
+$$;
+
+CREATE FUNCTION rotate_webhook_secret(webhook_id uuid, new_secret text DEFAULT NULL) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+    fresh text := coalesce(new_secret, tokenvault._random_token(32));
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    w := tokenvault._webhook_must_exist(webhook_id);
+    IF w.previous_secret IS NOT NULL THEN
+        RAISE EXCEPTION 'webhook % is already in a rotation', webhook_id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Finish it with tokenvault.finish_webhook_rotation() once receivers have the newer secret.';
+    END IF;
+    PERFORM tokenvault._check_webhook_secret(fresh);
+    UPDATE tokenvault.webhooks t SET previous_secret = t.secret, secret = tokenvault._seal_webhook(fresh, t.id)
+     WHERE t.id = webhook_id;
+    RETURN CASE WHEN new_secret IS NULL THEN fresh END;
+END
+$$;
+
+CREATE FUNCTION finish_webhook_rotation(webhook_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    w := tokenvault._webhook_must_exist(webhook_id);
+    UPDATE tokenvault.webhooks t SET previous_secret = NULL WHERE t.id = webhook_id;
+    RETURN w.previous_secret IS NOT NULL;
 END
 $$;
 
@@ -1163,10 +1260,63 @@ CREATE OR REPLACE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.d
                -- refuses a replay, and a body cannot pass for another event's
                SELECT array_agg(ROW(c.id, w.url, e.kind,
                                     (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
-                                    tokenvault._open_webhook(w.secret, w.id))::tokenvault.delivery)
+                                    tokenvault._open_webhook(w.secret, w.id),
+                                    CASE WHEN w.previous_secret IS NOT NULL
+                                         THEN tokenvault._open_webhook(w.previous_secret, w.id) END,
+                                    w.allow_insecure_http)::tokenvault.delivery)
                  FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
                  JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
            (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())
+$$;
+
+CREATE OR REPLACE FUNCTION _worker_tick() RETURNS timestamptz
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    notice constant interval := tokenvault._setting_interval('tokenvault.expiry_notice');
+    a tokenvault.auths;
+    dies timestamptz;
+BEGIN
+    FOR a IN SELECT * FROM tokenvault.auths
+              WHERE expiry_notified_at IS NULL AND tokenvault._dies_at(auths) > now()
+                AND tokenvault._dies_at(auths) <= now() + notice
+              FOR UPDATE SKIP LOCKED LOOP
+        dies := tokenvault._dies_at(a);
+        UPDATE tokenvault.auths SET expiry_notified_at = now() WHERE id = a.id;
+        PERFORM tokenvault._emit('auth.expiring', a, dies);
+    END LOOP;
+    FOR a IN SELECT * FROM tokenvault.auths
+              WHERE tokenvault._dies_at(auths) <= now()
+              FOR UPDATE SKIP LOCKED LOOP
+        dies := tokenvault._dies_at(a);
+        UPDATE tokenvault.auths SET status = 'expired', updated_at = now(),
+               last_error = coalesce(last_error, 'the auth expired and could not be refreshed')
+         WHERE id = a.id RETURNING * INTO a;
+        PERFORM tokenvault._emit('auth.expired', a, dies);
+    END LOOP;
+    DELETE FROM tokenvault.events
+     WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
+    PERFORM tokenvault._purge_dropped_roles(1000);
+    RETURN least(
+        (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
+        (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
+          WHERE expiry_notified_at IS NULL AND tokenvault._dies_at(auths) - notice > now()),
+        (SELECT min(delivered_at) + tokenvault._setting_interval('tokenvault.event_retention')
+           FROM tokenvault.events WHERE delivered_at IS NOT NULL),
+        now() + interval '1 hour');
+END
+$$;
+
+CREATE FUNCTION _purge_dropped_roles(n integer) RETURNS void
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    DELETE FROM tokenvault.private_tokens
+     WHERE ctid IN (SELECT t.ctid FROM tokenvault.private_tokens t
+                     WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = t.owner::pg_catalog.oid)
+                     LIMIT n);
+    UPDATE tokenvault.user_token_grants SET revoked_at = now(), revoked_by = 'tokenvault: role dropped'
+     WHERE ctid IN (SELECT g.ctid FROM tokenvault.user_token_grants g
+                     WHERE g.revoked_at IS NULL
+                       AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = g.grantee::pg_catalog.oid)
+                     LIMIT n);
 $$;
 
 CREATE OR REPLACE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions
@@ -1588,10 +1738,18 @@ CREATE OR REPLACE FUNCTION delete_private_token(related_id text, key text) RETUR
 BEGIN
     PERFORM tokenvault._admit_app();
     DELETE FROM tokenvault.private_tokens t
-     WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.related_id = delete_private_token.related_id
+     WHERE t.owner = tokenvault._role(tokenvault._caller()) AND t.owner_name = tokenvault._caller()
+       AND t.related_id = delete_private_token.related_id
        AND t.key = delete_private_token.key;
     RETURN FOUND;
 END
+$$;
+
+CREATE FUNCTION _holds(member name, grantee regrole, grantee_name name) RETURNS boolean
+    LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_roles r
+                    WHERE r.oid = grantee::pg_catalog.oid AND r.rolname = grantee_name
+                      AND pg_catalog.pg_has_role(member, r.oid, 'USAGE'))
 $$;
 
 CREATE OR REPLACE FUNCTION _user_token_access(user_id uuid, related_id text, need text) RETURNS void
@@ -1602,7 +1760,7 @@ BEGIN
                     WHERE g.user_id = _user_token_access.user_id AND g.revoked_at IS NULL
                       AND (g.related_id IS NULL OR g.related_id = _user_token_access.related_id)
                       AND (g.privilege = 'write' OR need = 'read')
-                      AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+                      AND tokenvault._holds(tokenvault._caller(), g.grantee, g.grantee_name)) THEN
         RAISE EXCEPTION 'role % may not % the tokens of user %', tokenvault._caller(), need,
                 user_id || CASE WHEN related_id IS NULL THEN '' ELSE format(' with related id "%s"', related_id) END
             USING ERRCODE = 'insufficient_privilege',
@@ -1643,7 +1801,7 @@ BEGIN
     IF related_id IS NOT NULL OR NOT EXISTS (
             SELECT FROM tokenvault.user_token_grants g
              WHERE g.user_id = _user_token_list_access.user_id AND g.revoked_at IS NULL
-               AND tokenvault._holds(tokenvault._caller(), g.grantee)) THEN
+               AND tokenvault._holds(tokenvault._caller(), g.grantee, g.grantee_name)) THEN
         PERFORM tokenvault._user_token_access(user_id, related_id, 'read');
     END IF;
 END
@@ -1659,7 +1817,7 @@ CREATE OR REPLACE FUNCTION list_user_tokens(user_id uuid, related_id text DEFAUL
        AND EXISTS (SELECT FROM tokenvault.user_token_grants g
                     WHERE g.user_id = t.user_id AND g.revoked_at IS NULL
                       AND (g.related_id IS NULL OR g.related_id = t.related_id)
-                      AND tokenvault._holds(tokenvault._caller(), g.grantee))
+                      AND tokenvault._holds(tokenvault._caller(), g.grantee, g.grantee_name))
      ORDER BY t.related_id, t.key
 $$;
 
@@ -1694,8 +1852,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     replaced := tokenvault._end_user_token_grant(user_id, role, related_id, me);
-    INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by)
-    VALUES (user_id, tokenvault._role(role), privilege, related_id, me);
+    INSERT INTO tokenvault.user_token_grants (user_id, grantee, privilege, related_id, granted_by, grantee_name)
+    VALUES (user_id, tokenvault._role(role), privilege, related_id, me, role);
     PERFORM tokenvault._user_token_grant_event('user_tokens.granted'::text, user_id, role, privilege, related_id, me, replaced);
 END
 $$;
@@ -1869,6 +2027,17 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, place text, place_args text)
+    LANGUAGE sql STABLE AS $$
+    VALUES ('tokenvault.clients'::pg_catalog.regclass, 'secret'::name, 'client', 't.id'),
+           ('tokenvault.auths', 'secret', 'auth', 't.id'),
+           ('tokenvault.webhooks', 'secret', 'webhook', 't.id'),
+           ('tokenvault.webhooks', 'previous_secret', 'webhook', 't.id'),
+           ('tokenvault.auth_states', 'verifier', 'state', 't.state'),
+           ('tokenvault.private_tokens', 'value', 'private', 't.owner_name, t.related_id, t.key'),
+           ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')
+$$;
+
 
 ------------------------------------------------------------------------------
 -- Triggers, the stats view, privileges and policies
@@ -1909,6 +2078,11 @@ GRANT SELECT (owner) ON webhooks TO tokenvault_admin;
 GRANT EXECUTE ON FUNCTION _admitted_app(), _admitted_admin(), _client_visible(uuid) TO tokenvault_app;
 GRANT EXECUTE ON FUNCTION _worker_stats() TO tokenvault_app;
 GRANT EXECUTE ON FUNCTION create_key_file() TO tokenvault_admin;
+GRANT EXECUTE ON FUNCTION add_webhook(text, text, text[], boolean), add_webhook(text, text[]),
+    rotate_webhook_secret(uuid, text), finish_webhook_rotation(uuid), address_class(inet), host_policy(text, inet)
+    TO tokenvault_admin;
+GRANT SELECT (allow_insecure_http) ON clients TO tokenvault_app;
+GRANT SELECT (allow_insecure_http) ON webhooks TO tokenvault_admin;
 CREATE POLICY admitted ON users FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(id));
@@ -1939,7 +2113,8 @@ CREATE POLICY admitted ON user_token_grants FOR SELECT TO tokenvault_admin USING
 DROP POLICY private_tokens_own ON private_tokens;
 CREATE POLICY private_tokens_own ON private_tokens FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app())
-           AND owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+           AND owner::oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user)
+           AND owner_name = current_user);
 DROP POLICY private_tokens_admin ON private_tokens;
 CREATE POLICY private_tokens_admin ON private_tokens FOR SELECT TO tokenvault_admin
     USING ((SELECT tokenvault._admitted_admin()));
@@ -1967,6 +2142,26 @@ BEGIN
         RAISE WARNING 'tokenvault 0.7.0 admits roles per database, and this one admits none yet'
             USING DETAIL = 'Members of tokenvault_app and tokenvault_admin are refused here until admitted.',
                   HINT = 'Admit those that belong in this database: ' || members;
+    END IF;
+END
+$$;
+
+-- tokenvault.allow_insecure_http is gone: plain http is now each client's
+-- and each webhook's own setting, off until set.  Name those that use it.
+DO $$
+DECLARE
+    clients text := (SELECT pg_catalog.string_agg(format('SELECT tokenvault.update_client(%L, ''{"allow_insecure_http": true}'');', id),
+                                                  ' ' ORDER BY name)
+                       FROM clients WHERE concat_ws(' ', token_url, refresh_url, revoke_url) ~* 'http://');
+    hooks text := (SELECT pg_catalog.string_agg(format('%L', id), ', ') FROM webhooks WHERE url ~* '^http://');
+BEGIN
+    IF clients IS NOT NULL THEN
+        RAISE WARNING 'clients with plain-http URLs are refused until they allow it'
+            USING HINT = 'If they are meant to use http (tests, private networks): ' || clients;
+    END IF;
+    IF hooks IS NOT NULL THEN
+        RAISE WARNING 'webhooks with plain-http URLs are refused until they allow it: %', hooks
+            USING HINT = 'If they are meant to use http: UPDATE tokenvault.webhooks SET allow_insecure_http = true WHERE id IN (...);';
     END IF;
 END
 $$;
