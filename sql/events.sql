@@ -58,10 +58,46 @@ BEGIN
             CASE WHEN cardinality(hearers) = 0 THEN now() END)
     RETURNING id, delivered_at INTO event_id, delivered;
     IF delivered IS NULL THEN
-        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
-            SELECT h, event_id, _publish.auth_id FROM unnest(hearers) h;
+        -- the head of each (webhook, auth) queue is due now; those behind it
+        -- wait (infinity) until it is delivered, so a claim never walks them
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id, next_attempt_at)
+            SELECT h, event_id, _publish.auth_id,
+                   CASE WHEN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
+                                      WHERE p.webhook_id = h AND p.auth_id IS NOT DISTINCT FROM _publish.auth_id
+                                        AND p.delivered_at IS NULL)
+                        THEN 'infinity' ELSE now() END
+              FROM unnest(hearers) h;
         PERFORM tokenvault._wake_worker(now());
     END IF;
-    PERFORM pg_notify('tokenvault', jsonb_build_object('id', event_id, 'kind', kind)::text);
+    PERFORM tokenvault._notify(event_id, kind);
+END
+$$;
+
+-- NOTIFY an event, unless the queue is nearly full: a NOTIFY that does not
+-- fit fails the COMMIT, which would lose what the transaction stored (a
+-- refresh's new tokens).  An idle LISTEN session in a transaction holds the
+-- queue's tail; listeners catch up from tokenvault.events by id.
+CREATE FUNCTION _notify(event_id bigint, kind text) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF pg_catalog.pg_notification_queue_usage()
+       <= pg_catalog.current_setting('tokenvault.notify_max_queue_usage')::float8 THEN
+        PERFORM pg_catalog.pg_notify('tokenvault', pg_catalog.jsonb_build_object('id', event_id, 'kind', kind)::text);
+    END IF;
+END
+$$;
+
+-- An event about the vault itself (a webhook's dropped events, a webhook
+-- disabled): recorded and NOTIFYed, never queued for a webhook, so it
+-- cannot feed the backlog it reports.
+CREATE FUNCTION _publish_local(kind text, payload jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    event_id bigint;
+BEGIN
+    INSERT INTO tokenvault.events (kind, payload, delivered_at)
+    VALUES (kind, payload || jsonb_build_object('event', kind), now())
+    RETURNING id INTO event_id;
+    PERFORM tokenvault._notify(event_id, kind);
 END
 $$;

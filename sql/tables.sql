@@ -115,7 +115,8 @@ CREATE TABLE webhooks (
     created_at timestamptz NOT NULL DEFAULT now(),
     owner      name,            -- who added it: a private client's events reach its owner's only
     previous_secret bytea,      -- sealed; during a rotation deliveries are signed with both
-    allow_insecure_http boolean NOT NULL DEFAULT false
+    allow_insecure_http boolean NOT NULL DEFAULT false,
+    failing_since timestamptz   -- the first failure since the last delivery it accepted
 );
 
 CREATE TABLE webhook_deliveries (
@@ -132,6 +133,9 @@ CREATE TABLE webhook_deliveries (
 
 -- the head of each (webhook, auth) queue is what may be sent
 CREATE INDEX webhook_deliveries_pending_idx ON webhook_deliveries (webhook_id, auth_id, id)
+    WHERE delivered_at IS NULL;
+-- what may be sent next: the heads, due (those behind a head wait at infinity)
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at)
     WHERE delivered_at IS NULL;
 CREATE INDEX webhook_deliveries_event_id_idx ON webhook_deliveries (event_id);
 SELECT pg_catalog.pg_extension_config_dump('events', '');

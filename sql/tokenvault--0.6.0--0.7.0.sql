@@ -31,7 +31,15 @@ ALTER TABLE events ADD COLUMN client_id uuid;
 
 -- a webhook added before 0.7.0 has no owner, and hears no private client's events
 ALTER TABLE webhooks ADD COLUMN owner name;
-ALTER TABLE webhooks ADD COLUMN previous_secret bytea, ADD COLUMN allow_insecure_http boolean NOT NULL DEFAULT false;
+ALTER TABLE webhooks ADD COLUMN previous_secret bytea, ADD COLUMN allow_insecure_http boolean NOT NULL DEFAULT false,
+    ADD COLUMN failing_since timestamptz;
+-- a claim reads the heads of the (webhook, auth) queues alone: those behind a head wait at infinity
+CREATE INDEX webhook_deliveries_due_idx ON webhook_deliveries (next_attempt_at) WHERE delivered_at IS NULL;
+UPDATE webhook_deliveries d SET next_attempt_at = 'infinity'
+ WHERE d.delivered_at IS NULL
+   AND EXISTS (SELECT FROM webhook_deliveries p
+                WHERE p.webhook_id = d.webhook_id AND p.auth_id IS NOT DISTINCT FROM d.auth_id
+                  AND p.delivered_at IS NULL AND p.id < d.id);
 ALTER TYPE delivery ADD ATTRIBUTE previous_secret text, ADD ATTRIBUTE allow_insecure_http boolean;
 UPDATE events e SET client_id = a.client_id FROM auths a WHERE a.id = e.auth_id;
 
@@ -1109,11 +1117,40 @@ BEGIN
             CASE WHEN cardinality(hearers) = 0 THEN now() END)
     RETURNING id, delivered_at INTO event_id, delivered;
     IF delivered IS NULL THEN
-        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
-            SELECT h, event_id, _publish.auth_id FROM unnest(hearers) h;
+        -- the head of each (webhook, auth) queue is due now; those behind it
+        -- wait (infinity) until it is delivered, so a claim never walks them
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id, next_attempt_at)
+            SELECT h, event_id, _publish.auth_id,
+                   CASE WHEN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
+                                      WHERE p.webhook_id = h AND p.auth_id IS NOT DISTINCT FROM _publish.auth_id
+                                        AND p.delivered_at IS NULL)
+                        THEN 'infinity' ELSE now() END
+              FROM unnest(hearers) h;
         PERFORM tokenvault._wake_worker(now());
     END IF;
-    PERFORM pg_notify('tokenvault', jsonb_build_object('id', event_id, 'kind', kind)::text);
+    PERFORM tokenvault._notify(event_id, kind);
+END
+$$;
+
+CREATE FUNCTION _notify(event_id bigint, kind text) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF pg_catalog.pg_notification_queue_usage()
+       <= pg_catalog.current_setting('tokenvault.notify_max_queue_usage')::float8 THEN
+        PERFORM pg_catalog.pg_notify('tokenvault', pg_catalog.jsonb_build_object('id', event_id, 'kind', kind)::text);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION _publish_local(kind text, payload jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    event_id bigint;
+BEGIN
+    INSERT INTO tokenvault.events (kind, payload, delivered_at)
+    VALUES (kind, payload || jsonb_build_object('event', kind), now())
+    RETURNING id INTO event_id;
+    PERFORM tokenvault._notify(event_id, kind);
 END
 $$;
 
@@ -1242,12 +1279,10 @@ $$;
 
 CREATE OR REPLACE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH heads AS (
-        SELECT DISTINCT ON (webhook_id, auth_id) id, next_attempt_at
-          FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL
-         ORDER BY webhook_id, auth_id, id
-    ), due AS (
-        SELECT id FROM heads WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT n
+    WITH due AS (
+        SELECT id FROM tokenvault.webhook_deliveries
+         WHERE delivered_at IS NULL AND next_attempt_at <= now()
+         ORDER BY next_attempt_at LIMIT n
     ), claimed AS (
         UPDATE tokenvault.webhook_deliveries d
            SET attempts = attempts + 1, next_attempt_at = now() + tokenvault._lease()
@@ -1266,7 +1301,54 @@ CREATE OR REPLACE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.d
                                     w.allow_insecure_http)::tokenvault.delivery)
                  FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
                  JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
-           (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())
+           (SELECT min(next_attempt_at) FROM tokenvault.webhook_deliveries
+             WHERE delivered_at IS NULL AND next_attempt_at > now() AND next_attempt_at < 'infinity')
+$$;
+
+CREATE FUNCTION _webhook_next(webhook_id uuid, auth_id uuid) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF auth_id IS NULL THEN
+        UPDATE tokenvault.webhook_deliveries SET next_attempt_at = now()
+         WHERE id = (SELECT min(p.id) FROM tokenvault.webhook_deliveries p
+                      WHERE p.webhook_id = _webhook_next.webhook_id AND p.auth_id IS NULL AND p.delivered_at IS NULL)
+           AND next_attempt_at = 'infinity';
+    ELSE
+        UPDATE tokenvault.webhook_deliveries SET next_attempt_at = now()
+         WHERE id = (SELECT min(p.id) FROM tokenvault.webhook_deliveries p
+                      WHERE p.webhook_id = _webhook_next.webhook_id AND p.auth_id = _webhook_next.auth_id
+                        AND p.delivered_at IS NULL)
+           AND next_attempt_at = 'infinity';
+    END IF;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    d tokenvault.webhook_deliveries;
+BEGIN
+    IF status BETWEEN 200 AND 299 THEN
+        UPDATE tokenvault.webhook_deliveries SET delivered_at = now(), last_status = status, last_error = NULL
+         WHERE id = delivery_id RETURNING * INTO d;
+        UPDATE tokenvault.events e SET delivered_at = now()
+         WHERE e.id = d.event_id
+           AND NOT EXISTS (SELECT FROM tokenvault.webhook_deliveries x
+                            WHERE x.event_id = e.id AND x.delivered_at IS NULL);
+        UPDATE tokenvault.webhooks SET failing_since = NULL WHERE id = d.webhook_id AND failing_since IS NOT NULL;
+        -- the auth's next event for this webhook may go now
+        PERFORM tokenvault._webhook_next(d.webhook_id, d.auth_id);
+        PERFORM tokenvault._wake_worker(now());
+    ELSE
+        UPDATE tokenvault.webhook_deliveries SET
+            last_status = nullif(status, 0), last_error = left(error, 400),
+            next_attempt_at = now() + least(3600, 2 * 2 ^ least(greatest(attempts - 1, 0), 20))
+                                      * (0.5 + random() / 2) * interval '1 second'
+         WHERE id = delivery_id RETURNING * INTO d;
+        UPDATE tokenvault.webhooks SET failing_since = now() WHERE id = d.webhook_id AND failing_since IS NULL;
+        PERFORM tokenvault._wake_worker(d.next_attempt_at);
+    END IF;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION _worker_tick() RETURNS timestamptz
@@ -1296,6 +1378,11 @@ BEGIN
     DELETE FROM tokenvault.events
      WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
     PERFORM tokenvault._purge_dropped_roles(1000);
+    PERFORM tokenvault._bound_webhooks(1000);
+    -- authorizations never completed: their states, a day after they expired
+    DELETE FROM tokenvault.auth_states
+     WHERE ctid IN (SELECT s.ctid FROM tokenvault.auth_states s
+                     WHERE s.expires_at < now() - interval '1 day' LIMIT 1000);
     RETURN least(
         (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
         (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
@@ -1317,6 +1404,64 @@ CREATE FUNCTION _purge_dropped_roles(n integer) RETURNS void
                      WHERE g.revoked_at IS NULL
                        AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = g.grantee::pg_catalog.oid)
                      LIMIT n);
+$$;
+
+CREATE FUNCTION _drop_deliveries(w uuid, ids bigint[], reason text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped bigint[];
+    queues uuid[];
+    a uuid;
+BEGIN
+    WITH gone AS (DELETE FROM tokenvault.webhook_deliveries WHERE id = ANY (ids) RETURNING event_id, auth_id)
+    SELECT array_agg(event_id), array_agg(DISTINCT auth_id) INTO dropped, queues FROM gone;
+    IF dropped IS NULL THEN
+        RETURN;
+    END IF;
+    UPDATE tokenvault.events e SET delivered_at = now()
+     WHERE e.id = ANY (dropped) AND e.delivered_at IS NULL
+       AND NOT EXISTS (SELECT FROM tokenvault.webhook_deliveries x WHERE x.event_id = e.id AND x.delivered_at IS NULL);
+    FOREACH a IN ARRAY queues LOOP
+        PERFORM tokenvault._webhook_next(w, a);
+    END LOOP;
+    IF EXISTS (SELECT FROM unnest(queues) q WHERE q IS NULL) THEN
+        PERFORM tokenvault._webhook_next(w, NULL);
+    END IF;
+    PERFORM tokenvault._publish_local('webhook.events_dropped',
+        jsonb_build_object('webhook_id', w, 'dropped', cardinality(dropped), 'reason', reason));
+END
+$$;
+
+CREATE FUNCTION _bound_webhooks(n integer) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+    ids bigint[];
+    max_backlog constant integer := current_setting('tokenvault.webhook_max_backlog')::integer;
+BEGIN
+    FOR w IN UPDATE tokenvault.webhooks SET enabled = false
+              WHERE enabled AND failing_since < now() - tokenvault._setting_interval('tokenvault.webhook_disable_after')
+             RETURNING * LOOP
+        PERFORM tokenvault._publish_local('webhook.disabled',
+            jsonb_build_object('webhook_id', w.id, 'url', w.url, 'failing_since', w.failing_since));
+    END LOOP;
+    FOR w IN SELECT * FROM tokenvault.webhooks LOOP
+        ids := ARRAY(SELECT d.id FROM tokenvault.webhook_deliveries d
+                      WHERE d.webhook_id = w.id AND d.delivered_at IS NULL AND NOT w.enabled LIMIT n);
+        PERFORM tokenvault._drop_deliveries(w.id, ids, 'webhook disabled');
+        -- of the oldest waiting (ids grow with time), those past the age
+        ids := ARRAY(SELECT x.id FROM (SELECT d.id, d.event_id FROM tokenvault.webhook_deliveries d
+                                        WHERE d.webhook_id = w.id AND d.delivered_at IS NULL
+                                        ORDER BY d.id LIMIT n) x
+                       JOIN tokenvault.events e ON e.id = x.event_id
+                      WHERE e.created_at < now() - tokenvault._setting_interval('tokenvault.webhook_max_age'));
+        PERFORM tokenvault._drop_deliveries(w.id, ids, 'older than tokenvault.webhook_max_age');
+        ids := ARRAY(SELECT x.id FROM (SELECT d.id FROM tokenvault.webhook_deliveries d
+                                        WHERE d.webhook_id = w.id AND d.delivered_at IS NULL
+                                        ORDER BY d.id DESC OFFSET max_backlog LIMIT n) x);
+        PERFORM tokenvault._drop_deliveries(w.id, ids, 'more than tokenvault.webhook_max_backlog waiting');
+    END LOOP;
+END
 $$;
 
 CREATE OR REPLACE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions

@@ -133,17 +133,17 @@ BEGIN
 END
 $$;
 
--- Claim up to n deliveries that may go now: the oldest undelivered one of
--- each (webhook, auth), so that one auth's events arrive in order.  Also
--- when the next one not yet due may go.
+-- Claim up to n deliveries that may go now: the heads of the (webhook,
+-- auth) queues that are due, so that one auth's events arrive in order.
+-- Those behind a head wait at infinity (_publish, _webhook_next), so this
+-- reads the due ones alone, by index, however long the backlog.  Also when
+-- the next one not yet due may go.
 CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH heads AS (
-        SELECT DISTINCT ON (webhook_id, auth_id) id, next_attempt_at
-          FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL
-         ORDER BY webhook_id, auth_id, id
-    ), due AS (
-        SELECT id FROM heads WHERE next_attempt_at <= now() ORDER BY next_attempt_at LIMIT n
+    WITH due AS (
+        SELECT id FROM tokenvault.webhook_deliveries
+         WHERE delivered_at IS NULL AND next_attempt_at <= now()
+         ORDER BY next_attempt_at LIMIT n
     ), claimed AS (
         UPDATE tokenvault.webhook_deliveries d
            SET attempts = attempts + 1, next_attempt_at = now() + tokenvault._lease()
@@ -162,12 +162,29 @@ CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], 
                                     w.allow_insecure_http)::tokenvault.delivery)
                  FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
                  JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
-           (SELECT min(next_attempt_at) FROM heads WHERE next_attempt_at > now())
+           (SELECT min(next_attempt_at) FROM tokenvault.webhook_deliveries
+             WHERE delivered_at IS NULL AND next_attempt_at > now() AND next_attempt_at < 'infinity')
 $$;
 
--- A delivery's answer: 2xx delivers it (and its event, once every webhook
--- has it); anything else is tried again later: 2 s doubling, capped at an
--- hour, times a jitter in [0.5, 1].
+-- The next delivery of a (webhook, auth) queue becomes its head, due now.
+CREATE FUNCTION _webhook_next(webhook_id uuid, auth_id uuid) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF auth_id IS NULL THEN
+        UPDATE tokenvault.webhook_deliveries SET next_attempt_at = now()
+         WHERE id = (SELECT min(p.id) FROM tokenvault.webhook_deliveries p
+                      WHERE p.webhook_id = _webhook_next.webhook_id AND p.auth_id IS NULL AND p.delivered_at IS NULL)
+           AND next_attempt_at = 'infinity';
+    ELSE
+        UPDATE tokenvault.webhook_deliveries SET next_attempt_at = now()
+         WHERE id = (SELECT min(p.id) FROM tokenvault.webhook_deliveries p
+                      WHERE p.webhook_id = _webhook_next.webhook_id AND p.auth_id = _webhook_next.auth_id
+                        AND p.delivered_at IS NULL)
+           AND next_attempt_at = 'infinity';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -180,7 +197,9 @@ BEGIN
          WHERE e.id = d.event_id
            AND NOT EXISTS (SELECT FROM tokenvault.webhook_deliveries x
                             WHERE x.event_id = e.id AND x.delivered_at IS NULL);
+        UPDATE tokenvault.webhooks SET failing_since = NULL WHERE id = d.webhook_id AND failing_since IS NOT NULL;
         -- the auth's next event for this webhook may go now
+        PERFORM tokenvault._webhook_next(d.webhook_id, d.auth_id);
         PERFORM tokenvault._wake_worker(now());
     ELSE
         UPDATE tokenvault.webhook_deliveries SET
@@ -188,6 +207,7 @@ BEGIN
             next_attempt_at = now() + least(3600, 2 * 2 ^ least(greatest(attempts - 1, 0), 20))
                                       * (0.5 + random() / 2) * interval '1 second'
          WHERE id = delivery_id RETURNING * INTO d;
+        UPDATE tokenvault.webhooks SET failing_since = now() WHERE id = d.webhook_id AND failing_since IS NULL;
         PERFORM tokenvault._wake_worker(d.next_attempt_at);
     END IF;
 END

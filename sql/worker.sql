@@ -78,6 +78,11 @@ BEGIN
     DELETE FROM tokenvault.events
      WHERE delivered_at < now() - tokenvault._setting_interval('tokenvault.event_retention');
     PERFORM tokenvault._purge_dropped_roles(1000);
+    PERFORM tokenvault._bound_webhooks(1000);
+    -- authorizations never completed: their states, a day after they expired
+    DELETE FROM tokenvault.auth_states
+     WHERE ctid IN (SELECT s.ctid FROM tokenvault.auth_states s
+                     WHERE s.expires_at < now() - interval '1 day' LIMIT 1000);
     RETURN least(
         (SELECT min(d) FROM (SELECT tokenvault._dies_at(auths) AS d FROM tokenvault.auths) x WHERE d > now()),
         (SELECT min(tokenvault._dies_at(auths) - notice) FROM tokenvault.auths
@@ -103,6 +108,72 @@ CREATE FUNCTION _purge_dropped_roles(n integer) RETURNS void
                      WHERE g.revoked_at IS NULL
                        AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles r WHERE r.oid = g.grantee::pg_catalog.oid)
                      LIMIT n);
+$$;
+
+-- Drop up to n of a webhook's deliveries (the given ones), mark the events
+-- no webhook waits for any more delivered, let the next of each queue go,
+-- and say so in an event.
+CREATE FUNCTION _drop_deliveries(w uuid, ids bigint[], reason text) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    dropped bigint[];
+    queues uuid[];
+    a uuid;
+BEGIN
+    WITH gone AS (DELETE FROM tokenvault.webhook_deliveries WHERE id = ANY (ids) RETURNING event_id, auth_id)
+    SELECT array_agg(event_id), array_agg(DISTINCT auth_id) INTO dropped, queues FROM gone;
+    IF dropped IS NULL THEN
+        RETURN;
+    END IF;
+    UPDATE tokenvault.events e SET delivered_at = now()
+     WHERE e.id = ANY (dropped) AND e.delivered_at IS NULL
+       AND NOT EXISTS (SELECT FROM tokenvault.webhook_deliveries x WHERE x.event_id = e.id AND x.delivered_at IS NULL);
+    FOREACH a IN ARRAY queues LOOP
+        PERFORM tokenvault._webhook_next(w, a);
+    END LOOP;
+    IF EXISTS (SELECT FROM unnest(queues) q WHERE q IS NULL) THEN
+        PERFORM tokenvault._webhook_next(w, NULL);
+    END IF;
+    PERFORM tokenvault._publish_local('webhook.events_dropped',
+        jsonb_build_object('webhook_id', w, 'dropped', cardinality(dropped), 'reason', reason));
+END
+$$;
+
+-- What a receiver that stops answering may cost, up to n deliveries of
+-- each kind a call: a webhook failing for tokenvault.webhook_disable_after
+-- is disabled (its waiting events dropped), and events wait no longer
+-- than tokenvault.webhook_max_age, nor more than
+-- tokenvault.webhook_max_backlog of them for one webhook.
+CREATE FUNCTION _bound_webhooks(n integer) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    w tokenvault.webhooks;
+    ids bigint[];
+    max_backlog constant integer := current_setting('tokenvault.webhook_max_backlog')::integer;
+BEGIN
+    FOR w IN UPDATE tokenvault.webhooks SET enabled = false
+              WHERE enabled AND failing_since < now() - tokenvault._setting_interval('tokenvault.webhook_disable_after')
+             RETURNING * LOOP
+        PERFORM tokenvault._publish_local('webhook.disabled',
+            jsonb_build_object('webhook_id', w.id, 'url', w.url, 'failing_since', w.failing_since));
+    END LOOP;
+    FOR w IN SELECT * FROM tokenvault.webhooks LOOP
+        ids := ARRAY(SELECT d.id FROM tokenvault.webhook_deliveries d
+                      WHERE d.webhook_id = w.id AND d.delivered_at IS NULL AND NOT w.enabled LIMIT n);
+        PERFORM tokenvault._drop_deliveries(w.id, ids, 'webhook disabled');
+        -- of the oldest waiting (ids grow with time), those past the age
+        ids := ARRAY(SELECT x.id FROM (SELECT d.id, d.event_id FROM tokenvault.webhook_deliveries d
+                                        WHERE d.webhook_id = w.id AND d.delivered_at IS NULL
+                                        ORDER BY d.id LIMIT n) x
+                       JOIN tokenvault.events e ON e.id = x.event_id
+                      WHERE e.created_at < now() - tokenvault._setting_interval('tokenvault.webhook_max_age'));
+        PERFORM tokenvault._drop_deliveries(w.id, ids, 'older than tokenvault.webhook_max_age');
+        ids := ARRAY(SELECT x.id FROM (SELECT d.id FROM tokenvault.webhook_deliveries d
+                                        WHERE d.webhook_id = w.id AND d.delivered_at IS NULL
+                                        ORDER BY d.id DESC OFFSET max_backlog LIMIT n) x);
+        PERFORM tokenvault._drop_deliveries(w.id, ids, 'more than tokenvault.webhook_max_backlog waiting');
+    END LOOP;
+END
 $$;
 
 -- A changed refresh_lead: every stored schedule made again.  Returns how

@@ -18,6 +18,10 @@ int			tv_refresh_lead = 60;
 int			tv_expiry_notice = 7 * 24 * 3600;
 int			tv_max_concurrent_refreshes = 32;
 int			tv_event_retention = 7 * 24 * 3600;
+static int	tv_webhook_max_age = 3 * 24 * 3600;
+static int	tv_webhook_max_backlog = 10000;
+static int	tv_webhook_disable_after = 3 * 24 * 3600;
+static double tv_notify_max_queue_usage = 0.5;
 int			tv_min_refresh_interval = 10;
 int			tv_max_refreshes_per_role = 64;
 int			tv_max_refreshes_per_database = 128;
@@ -136,6 +140,46 @@ tv_settings_define(void)
 							7 * 24 * 3600, 0, 3650 * 24 * 3600,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	/*
+	 * What a receiver that stops answering may cost: its undelivered events
+	 * are dropped past an age or a count, and it is disabled after failing
+	 * for so long.  Read by the worker, in SQL (worker.sql).
+	 */
+	DefineCustomIntVariable("tokenvault.webhook_max_age",
+							"How long an event waits for a webhook before it is dropped.",
+							NULL,
+							&tv_webhook_max_age,
+							3 * 24 * 3600, 60, 3650 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("tokenvault.webhook_max_backlog",
+							"How many events may wait for one webhook; the oldest beyond are dropped.",
+							NULL,
+							&tv_webhook_max_backlog,
+							10000, 10, 100000000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("tokenvault.webhook_disable_after",
+							"How long a webhook may fail every delivery before it is disabled.",
+							NULL,
+							&tv_webhook_disable_after,
+							3 * 24 * 3600, 60, 3650 * 24 * 3600,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	/*
+	 * A NOTIFY that does not fit fails the COMMIT of whatever sent it, a
+	 * refresh's result included; past this share of the queue events are
+	 * recorded without one (listeners catch up from tokenvault.events).
+	 */
+	DefineCustomRealVariable("tokenvault.notify_max_queue_usage",
+							 "Share of the NOTIFY queue past which events are recorded without a NOTIFY.",
+							 NULL,
+							 &tv_notify_max_queue_usage,
+							 0.5, 0.0, 1.0,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
 }
 
 /* In a background process's loop: read the configuration again if asked (SIGHUP). */
