@@ -117,6 +117,8 @@ const cases = {
   empty_fields: (req, res) => send(res, 200, { ...okToken(), scope: '', token_type: '', refresh_token: null, id_token: '' }),
   bad_expires_at: (req, res) => send(res, 200, { ...okToken(), expires_at: 'next tuesday' }),
   scope_object: (req, res) => send(res, 200, { ...okToken(), scope: { read: true } }),
+  // a token type that would put a header of the provider's into every request made with the token
+  crlf_type: (req, res) => send(res, 200, { ...okToken(), token_type: 'Bearer\r\nX-Injected: 1' }),
   form: (req, res) => send(res, 200, form({ ...okToken(), token_type: 'bearer' }),
     { 'content-type': 'application/x-www-form-urlencoded' }),
   text_form: (req, res) => send(res, 200, form({ ...okToken(), token_type: 'bearer' })),

@@ -57,6 +57,7 @@ INSERT INTO cases (name, path, settings, want_state, want_status, want_error) VA
     ('token not at path',   'expires_string',      '{"token_path": "data.token"}', '38000', 'error', 'no access_token under "data.token"$'),
     ('expires_at no date',  'bad_expires_at',      '{}', '38000', 'error', 'cannot be stored: "expires_at" must be a timestamp or seconds since the epoch$'),
     ('scope an object',     'scope_object',        '{}', '38000', 'error', 'cannot be stored: field "scope" must be a non-empty string$'),
+    ('CRLF in token_type',  'crlf_type',           '{}', '38000', 'error', 'cannot be stored: .*token_type'),
     -- odd but well-formed answers
     ('plain',               'ok',                  '{}', 'ok', 'active', NULL),
     ('slow within timeout', 'slow/token?ms=1500',  '{}', 'ok', 'active', NULL),
