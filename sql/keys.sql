@@ -80,7 +80,8 @@ BEGIN
 END
 $$;
 
--- Re-seal every secret not under the newest key, 100 pages at a time.
+-- Re-seal every secret not under the newest key (or in an older format),
+-- 100 pages at a time.
 CREATE FUNCTION rotate_key() RETURNS bigint
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -121,7 +122,8 @@ CREATE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col name, place t
            ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')
 $$;
 
--- Re-seal what a range of a table's pages holds under an older key.  Rows
+-- Re-seal what a range of a table's pages holds under an older key, or in
+-- the format before 0.7.0 (version 1, without a key check).  Rows
 -- are found by their place (a TID range scan), which needs no key of the
 -- table's own; a re-sealed row that moves further on is under the newest
 -- key and passed over.
@@ -133,7 +135,8 @@ BEGIN
     EXECUTE format($q$
         WITH resealed AS (
             UPDATE %1$s t SET %2$I = tokenvault._seal_%4$s(tokenvault._open_%4$s(t.%2$I, %3$s), %3$s)
-             WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL AND tokenvault._key_id(t.%2$I) <> $3
+             WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL
+               AND (tokenvault._key_id(t.%2$I) <> $3 OR pg_catalog.get_byte(t.%2$I, 0) < 2)
             RETURNING 1)
         SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.place_args, s.place)
     INTO n USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + pages)::tid, newest;

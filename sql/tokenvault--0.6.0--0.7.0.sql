@@ -2183,6 +2183,23 @@ CREATE OR REPLACE FUNCTION _sealed_columns() RETURNS TABLE (tbl regclass, col na
            ('tokenvault.user_tokens', 'value', 'user_token', 't.user_id, t.related_id, t.key')
 $$;
 
+CREATE OR REPLACE FUNCTION _reseal_pages(s record, first_page bigint, pages bigint, newest bigint) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    EXECUTE format($q$
+        WITH resealed AS (
+            UPDATE %1$s t SET %2$I = tokenvault._seal_%4$s(tokenvault._open_%4$s(t.%2$I, %3$s), %3$s)
+             WHERE t.ctid >= $1 AND t.ctid < $2 AND t.%2$I IS NOT NULL
+               AND (tokenvault._key_id(t.%2$I) <> $3 OR pg_catalog.get_byte(t.%2$I, 0) < 2)
+            RETURNING 1)
+        SELECT count(*) FROM resealed $q$, s.tbl, s.col, s.place_args, s.place)
+    INTO n USING format('(%s,0)', first_page)::tid, format('(%s,0)', first_page + pages)::tid, newest;
+    RETURN n;
+END
+$$;
+
 
 ------------------------------------------------------------------------------
 -- Triggers, the stats view, privileges and policies
