@@ -155,7 +155,8 @@ BEGIN
               WHERE enabled AND failing_since < now() - tokenvault._setting_interval('tokenvault.webhook_disable_after')
              RETURNING * LOOP
         PERFORM tokenvault._publish_local('webhook.disabled',
-            jsonb_build_object('webhook_id', w.id, 'url', w.url, 'failing_since', w.failing_since));
+            -- not its URL: events are every application's to read, and a URL may hold a token
+            jsonb_build_object('webhook_id', w.id, 'failing_since', w.failing_since));
     END LOOP;
     FOR w IN SELECT * FROM tokenvault.webhooks LOOP
         ids := ARRAY(SELECT d.id FROM tokenvault.webhook_deliveries d

@@ -56,6 +56,7 @@ else
 	not_ok "gcore could not take a core of backend $pid (ptrace not allowed here?)"
 	sed 's/^/# /' "$TV_TMP/gcore.log" | tail -5
 fi
+echo '\q' >&"${be[1]}"
 exec {be[1]}>&-
 wait "$be_pid" 2>/dev/null || true
 

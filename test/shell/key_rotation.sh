@@ -46,6 +46,7 @@ as_server_user sed -i "/^$old_key /d" "$ring"
 new_auth long-3 >&"${long[1]}"
 read -r -t 30 _ <&"${long[0]}" || true
 is "$(all_open)" "3/3" "with the old key gone from the command's output, every secret opens"
+echo '\q' >&"${long[1]}"
 exec {long[1]}>&-
 wait "$long_pid" 2>/dev/null || true
 # back to a key file, which now holds what the command printed
@@ -73,7 +74,7 @@ if wait_until 30 "drop_key() waits for the open transaction" \
 	sh -c "[ \"\$(psql -X -At -c \"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%drop_key%' AND wait_event = 'virtualxid'\")\" = 1 ]"; then
 	ok "drop_key() waits for the transaction that may still seal with the old key"
 fi
-echo "COMMIT;" >&"${sealer[1]}"
+printf 'COMMIT;\n\\q\n' >&"${sealer[1]}"
 exec {sealer[1]}>&-
 wait "$sealer_pid" 2>/dev/null || true
 wait "$dropper" || true
