@@ -127,7 +127,6 @@ is "$(q -c "SELECT count(*) FROM tokenvault.events WHERE kind = 'auth.refreshed'
 listen_stop
 is "$(grep -c 'auth.refreshed' "$TV_LISTEN_OUT" || true)" 0 "  ... without a NOTIFY, which the full queue could have refused at COMMIT"
 printf 'ROLLBACK;\n\\q\n' >&"${pin[1]}"
-exec {pin[1]}>&-
 wait "$pin_pid" 2>/dev/null || true
 
 done_testing

@@ -57,7 +57,6 @@ else
 	sed 's/^/# /' "$TV_TMP/gcore.log" | tail -5
 fi
 echo '\q' >&"${be[1]}"
-exec {be[1]}>&-
 wait "$be_pid" 2>/dev/null || true
 
 # What to look for: every key, raw and as hex, and every secret raw and in base64.

@@ -47,7 +47,6 @@ new_auth long-3 >&"${long[1]}"
 read -r -t 30 _ <&"${long[0]}" || true
 is "$(all_open)" "3/3" "with the old key gone from the command's output, every secret opens"
 echo '\q' >&"${long[1]}"
-exec {long[1]}>&-
 wait "$long_pid" 2>/dev/null || true
 # back to a key file, which now holds what the command printed
 as_server_user cp "$ring" "$TV_KEYS"
@@ -75,7 +74,6 @@ if wait_until 30 "drop_key() waits for the open transaction" \
 	ok "drop_key() waits for the transaction that may still seal with the old key"
 fi
 printf 'COMMIT;\n\\q\n' >&"${sealer[1]}"
-exec {sealer[1]}>&-
 wait "$sealer_pid" 2>/dev/null || true
 wait "$dropper" || true
 is "$(cat "$TV_TMP/drop.rc") $(grep -c "key $first_key still seals 1 secret" "$TV_TMP/drop.out")" "1 1" \
