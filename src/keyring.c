@@ -21,6 +21,9 @@
 
 #include <sys/mman.h>
 #include <sys/stat.h>
+#ifdef HAVE_SYS_PRCTL_H
+#include <sys/prctl.h>
+#endif
 
 #include "fmgr.h"
 #include "funcapi.h"
@@ -110,6 +113,28 @@ keyring_invalidate(void)
 	ring_wipe(0, 0);
 }
 
+/*
+ * From now on this process holds plaintext that PostgreSQL, PL/pgSQL and
+ * libcurl copy into memory they free without wiping (a token request's body
+ * and answer, an opened secret on its way through SQL): the kernel must not
+ * write it to a core file, nor may a process of the same user read it.
+ */
+void
+tv_forbid_core_dumps(void)
+{
+#if defined(HAVE_SYS_PRCTL_H) && defined(PR_SET_DUMPABLE)
+	static bool done = false;
+
+	if (done)
+		return;
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not keep this process out of core dumps: %m")));
+	done = true;
+#endif
+}
+
 /* The ring's page: locked where the OS lets us, never in a core dump. */
 static void
 ring_allocate(void)
@@ -118,6 +143,7 @@ ring_allocate(void)
 
 	if (ring)
 		return;
+	tv_forbid_core_dumps();
 	p = mmap(NULL, sizeof(KeyRing), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
@@ -334,6 +360,46 @@ require_key_file(const char *what)
 }
 
 /*
+ * The key file's text with one line appended, in a buffer allocated once:
+ * one grown by repalloc would leave copies of the keys behind, unwiped.
+ */
+static char *
+key_file_appended(const char *text, size_t len, const char *line, size_t *outlen)
+{
+	size_t		linelen = strlen(line);
+	bool		newline = len > 0 && text[len - 1] != '\n';
+	char	   *out = palloc(len + newline + linelen + 1);
+
+	memcpy(out, text, len);
+	if (newline)
+		out[len] = '\n';
+	memcpy(out + len + newline, line, linelen + 1);
+	*outlen = len + newline + linelen;
+	return out;
+}
+
+/*
+ * Write key file text and wipe it, also when the write fails: an error
+ * would leave it in freed memory.
+ */
+static bool
+write_and_wipe(const char *path, char *content, size_t len, bool exclusive)
+{
+	volatile bool written = false;
+
+	PG_TRY();
+	{
+		written = tv_keyfile_write(path, content, len, exclusive);
+	}
+	PG_FINALLY();
+	{
+		explicit_bzero(content, len);
+	}
+	PG_END_TRY();
+	return written;
+}
+
+/*
  * Create the first key file, with one new key.  An existing file wins: it is
  * never overwritten.
  */
@@ -351,14 +417,16 @@ create_key_file(void)
 	path = key_file_path();
 	new_key(NULL, &key);
 	tv_keyfile_format_line(&key, line);
-	content = psprintf("%s%s", KEY_FILE_HEADER, line);
-	len = strlen(content);
-	if (!tv_keyfile_write(path, content, len, true))
+	content = key_file_appended(KEY_FILE_HEADER, strlen(KEY_FILE_HEADER), line, &len);
+	if (!write_and_wipe(path, content, len, true))
+	{
+		explicit_bzero(line, sizeof(line));
+		explicit_bzero(&key, sizeof(key));
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
 				 errmsg("key file \"%s\" already exists", path),
 				 errhint("Add a key to it with tokenvault.add_key().")));
-	explicit_bzero(content, len);
+	}
 	explicit_bzero(line, sizeof(line));
 	id = key.id;
 	explicit_bzero(&key, sizeof(key));
@@ -465,7 +533,8 @@ add_key(void)
 	size_t		len;
 	TvKey		key;
 	char		line[128];
-	StringInfoData buf;
+	char	   *content;
+	size_t		content_len;
 	uint32		id;
 
 	require_key_file("add a key");
@@ -477,14 +546,9 @@ add_key(void)
 				 errmsg("key file \"%s\" vanished", ring_path)));
 	new_key(ring, &key);
 	tv_keyfile_format_line(&key, line);
-	initStringInfo(&buf);
-	appendBinaryStringInfo(&buf, text, len);
-	if (len > 0 && text[len - 1] != '\n')
-		appendStringInfoChar(&buf, '\n');
-	appendStringInfoString(&buf, line);
-	tv_keyfile_write(ring_path, buf.data, buf.len, false);
+	content = key_file_appended(text, len, line, &content_len);
 	explicit_bzero(text, len);
-	explicit_bzero(buf.data, buf.len);
+	write_and_wipe(ring_path, content, content_len, false);
 	explicit_bzero(line, sizeof(line));
 	id = key.id;
 	explicit_bzero(&key, sizeof(key));
@@ -545,9 +609,8 @@ drop_key(uint32 id)
 		}
 		p = next;
 	}
-	tv_keyfile_write(ring_path, out, outlen, false);
 	explicit_bzero(text, len);
-	explicit_bzero(out, outlen);
+	write_and_wipe(ring_path, out, outlen, false);
 	keyring_invalidate();
 }
 

@@ -16,5 +16,6 @@ extern void tv_keyring_shmem_startup(void);
 extern const TvKey *tv_keyring_newest(void);
 extern const TvKey *tv_keyring_find(uint32 id);
 extern const char *tv_keyring_source(void);
+extern void tv_forbid_core_dumps(void);
 
 #endif

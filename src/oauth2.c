@@ -23,6 +23,7 @@
 
 #include "http.h"
 #include "jsonb_member.h"
+#include "keyring.h"
 #include "oauth2.h"
 #include "oauth2_response.h"
 #include "sqlarg.h"
@@ -213,6 +214,8 @@ tv_oauth2_prepare(TvTokenCall *call, Jsonb *config_doc, const char *kind, Jsonb 
 	char	   *problem = NULL;
 	char	   *url;
 
+	/* the answer holds tokens before any of them is sealed */
+	tv_forbid_core_dumps();
 	memset(call, 0, sizeof(*call));
 	call->config = &config_doc->root;
 	url = request_url(call->config, strcmp(kind, "refresh") == 0 && tv_jsonb_scalar(call->config, "refresh_url")
@@ -265,6 +268,7 @@ oauth2_revoke(Jsonb *config_doc, Jsonb *params)
 	char	   *url;
 	TvHttpResponse resp;
 
+	tv_forbid_core_dumps();
 	call.config = &config_doc->root;
 	url = request_url(call.config, "revoke_url", &problem);
 	if (url == NULL)
