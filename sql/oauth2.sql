@@ -56,7 +56,10 @@ BEGIN
         ELSE
             RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
                 USING ERRCODE = 'external_routine_exception',
-                      HINT = 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.';
+                      HINT = CASE WHEN v.message LIKE 'refused by the host policy:%'
+                                  THEN 'A loopback, private or link-local host is reached only when tokenvault.allowed_internal_hosts '
+                                       '(postgresql.conf, a superuser''s) lists its name or a network holding its address.'
+                                  ELSE 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.' END;
     END CASE;
 END
 $$;

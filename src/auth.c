@@ -19,6 +19,7 @@
 #include "crypto.h"
 #include "envelope.h"
 #include "flight.h"
+#include "host_policy.h"
 #include "jsonb_member.h"
 #include "probe.h"
 #include "settings.h"
@@ -265,7 +266,8 @@ refresh_failed(pg_uuid_t *id, TvOutcome outcome, const char *message)
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("could not refresh auth %s: %s", auth_id_string(id), message),
-					 errhint("See the auth's last_error, and the client's settings.")));
+					 errhint("%s", strstr(message, TV_HOST_POLICY_REFUSED) ? TV_HOST_POLICY_HINT :
+							 "See the auth's last_error, and the client's settings.")));
 	}
 }
 

@@ -34,14 +34,21 @@ typedef struct Network
 	int			bits;
 } Network;
 
-/* The parsed allow-list, as the check hook leaves it (guc_malloc'd). */
+/*
+ * The parsed allow-list, as the check hook leaves it: one malloc'd block
+ * (GUC frees extra with free()), the arrays and the names' text after the
+ * header, sized for the list given.
+ */
 typedef struct AllowList
 {
 	int			nnames;
 	int			nnetworks;
-	char		names[64][256];
-	Network		networks[64];
+	Network    *networks;
+	const char **names;
 } AllowList;
+
+/* Bumped whenever the list changes, so that connections opened under the old one are not reused. */
+static uint64 generation = 0;
 
 static AllowList *allow = NULL;
 
@@ -93,7 +100,9 @@ tv_address_class(int family, const void *addr)
 			return "link-local";
 		if (in_prefix(a, V4(100, 64, 0, 0), 10))
 			return "shared address space";
-		if (in_prefix(a, V4(224, 0, 0, 0), 4) || in_prefix(a, V4(240, 0, 0, 0), 4))
+		/* IETF protocol assignments, benchmarking, multicast, reserved and broadcast */
+		if (in_prefix(a, V4(192, 0, 0, 0), 24) || in_prefix(a, V4(198, 18, 0, 0), 15) ||
+			in_prefix(a, V4(224, 0, 0, 0), 4) || in_prefix(a, V4(240, 0, 0, 0), 4))
 			return "multicast or reserved";
 		return "public";
 	}
@@ -105,11 +114,20 @@ tv_address_class(int family, const void *addr)
 		return "private";
 	if (in_prefix(a, (const unsigned char[16]) {0xfe, 0x80}, 10))
 		return "link-local";
+	/* site-local: deprecated, but still routed inside some networks */
+	if (in_prefix(a, (const unsigned char[16]) {0xfe, 0xc0}, 10))
+		return "private";
 	if (in_prefix(a, (const unsigned char[16]) {0xff}, 8))
 		return "multicast or reserved";
+	/* IPv4-compatible and NAT64 (RFC 6052, RFC 8215): an IPv4 address in disguise */
 	if (in_prefix(a, (const unsigned char[16]) {0}, 96) ||
-		in_prefix(a, (const unsigned char[16]) {0, 0x64, 0xff, 0x9b}, 96))
-		return "multicast or reserved";	/* IPv4-compatible, NAT64: an IPv4 address in disguise */
+		in_prefix(a, (const unsigned char[16]) {0, 0x64, 0xff, 0x9b}, 96) ||
+		in_prefix(a, (const unsigned char[16]) {0, 0x64, 0xff, 0x9b, 0, 1}, 48))
+		return "multicast or reserved";
+	/* 6to4 carries an IPv4 address in its second to fifth bytes, which a relay would reach */
+	if (in_prefix(a, (const unsigned char[16]) {0x20, 0x02}, 16) &&
+		strcmp(tv_address_class(AF_INET, a + 2), "public") != 0)
+		return tv_address_class(AF_INET, a + 2);
 	return "public";
 }
 
@@ -155,68 +173,97 @@ tv_host_policy_refusal(const char *host, int family, const void *addr)
 					host ? host : "", text, kind);
 }
 
-/* "name", "address" or "address/bits" into the list; false if malformed. */
+/*
+ * A prefix length: decimal digits only, and within the family's width.  An
+ * empty one ("10.0.0.0/") would otherwise read as /0, the whole family.
+ */
 static bool
-parse_entry(const char *entry, AllowList *list)
+parse_bits(const char *text, int max, int *bits)
 {
-	char		buf[256];
-	unsigned char raw[16];
-	char	   *slash;
-	Network    *n;
-	int			max;
+	size_t		n = strlen(text);
 
-	if (strlen(entry) >= sizeof(buf) || entry[0] == '\0')
+	if (n == 0 || n > 3 || strspn(text, "0123456789") != n)
 		return false;
-	strlcpy(buf, entry, sizeof(buf));
-	slash = strchr(buf, '/');
+	*bits = atoi(text);
+	return *bits <= max;
+}
+
+/*
+ * "name", "address" or "address/bits" into the list; false if malformed.
+ * A name is kept in *text, which moves past it.
+ */
+static bool
+parse_entry(const char *entry, AllowList *list, char **text)
+{
+	char	   *buf = pstrdup(entry);
+	char	   *slash = strchr(buf, '/');
+	unsigned char raw[16];
+	Network    *n = &list->networks[list->nnetworks];
+	int			bits;
+
 	if (slash)
 		*slash = '\0';
-	n = &list->networks[list->nnetworks];
-	if (inet_pton(AF_INET, buf, n->addr) == 1)
-		n->family = AF_INET;
-	else if (inet_pton(AF_INET6, buf, raw) == 1)
-		n->family = address_bytes(AF_INET6, raw, n->addr);
-	else if (slash == NULL && strspn(buf, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == strlen(buf))
+	if (inet_pton(AF_INET, buf, raw) == 1)
 	{
-		if (list->nnames == lengthof(list->names))
+		n->family = AF_INET;
+		memcpy(n->addr, raw, 4);
+		if (!parse_bits(slash ? slash + 1 : "32", 32, &n->bits))
 			return false;
-		strlcpy(list->names[list->nnames++], buf, sizeof(list->names[0]));
+	}
+	else if (inet_pton(AF_INET6, buf, raw) == 1)
+	{
+		if (!parse_bits(slash ? slash + 1 : "128", 128, &bits))
+			return false;
+		n->family = address_bytes(AF_INET6, raw, n->addr);
+		/* an IPv4-mapped network is held as the IPv4 one it covers */
+		n->bits = n->family == AF_INET ? bits - 96 : bits;
+		if (n->bits < 0)
+			return false;
+	}
+	else if (slash == NULL && buf[0] != '\0' &&
+			 strspn(buf, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") == strlen(buf))
+	{
+		strcpy(*text, buf);
+		list->names[list->nnames++] = *text;
+		*text += strlen(buf) + 1;
 		return true;
 	}
 	else
-		return false;
-	max = n->family == AF_INET ? 32 : 128;
-	n->bits = slash ? atoi(slash + 1) : max;
-	if (slash && n->family == AF_INET && strchr(buf, ':'))
-		n->bits -= 96;			/* an IPv4-mapped network, held as IPv4 */
-	if (n->bits < 0 || n->bits > max || list->nnetworks == lengthof(list->networks) ||
-		(slash && strspn(slash + 1, "0123456789") != strlen(slash + 1)))
 		return false;
 	list->nnetworks++;
 	return true;
 }
 
+/*
+ * Names are kept as written (no case folding, no truncation at
+ * NAMEDATALEN: a host name may be longer than an identifier).
+ */
 static bool
 check_allowed_internal_hosts(char **newval, void **extra, GucSource source)
 {
-	AllowList  *list = malloc(sizeof(AllowList));
-	char	   *copy;
+	char	   *copy = pstrdup(*newval);
 	List	   *entries;
 	ListCell   *lc;
+	AllowList  *list;
+	char	   *text;
+	int			n;
 
-	if (list == NULL)
-		return false;
-	memset(list, 0, sizeof(AllowList));
-	copy = pstrdup(*newval);
-	if (!SplitIdentifierString(copy, ',', &entries))
+	if (!SplitGUCList(copy, ',', &entries))
 	{
 		GUC_check_errdetail("The list is not a comma-separated list of names and networks.");
-		free(list);
 		return false;
 	}
+	n = list_length(entries);
+	list = malloc(sizeof(AllowList) + n * (sizeof(Network) + sizeof(char *)) + strlen(*newval) + 1);
+	if (list == NULL)
+		return false;
+	list->nnames = list->nnetworks = 0;
+	list->networks = (Network *) (list + 1);
+	list->names = (const char **) (list->networks + n);
+	text = (char *) (list->names + n);
 	foreach(lc, entries)
 	{
-		if (!parse_entry((const char *) lfirst(lc), list))
+		if (!parse_entry((const char *) lfirst(lc), list, &text))
 		{
 			GUC_check_errdetail("\"%s\" is not a host name, an address or a network (address/bits).",
 								(const char *) lfirst(lc));
@@ -231,7 +278,17 @@ check_allowed_internal_hosts(char **newval, void **extra, GucSource source)
 static void
 assign_allowed_internal_hosts(const char *newval, void *extra)
 {
+	/* the variable still holds the old value here; a reload that changes nothing keeps connections */
+	if (allowed_internal_hosts == NULL || strcmp(allowed_internal_hosts, newval) != 0)
+		generation++;
 	allow = (AllowList *) extra;
+}
+
+/* Which allow-list is in force: changes when the list does. */
+uint64
+tv_host_policy_generation(void)
+{
+	return generation;
 }
 
 void

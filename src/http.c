@@ -307,7 +307,7 @@ tv_http_describe_failure(CURLcode rc, const char *errbuf, TvHttpResponse *resp)
 			if (resp->refused)
 			{
 				resp->failure = TV_HTTP_REFUSED;
-				resp->error = psprintf("refused by the host policy: %s", resp->refused);
+				resp->error = psprintf("%s: %s", TV_HOST_POLICY_REFUSED, resp->refused);
 				break;
 			}
 			resp->failure = TV_HTTP_CONNECT;

@@ -16,6 +16,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "host_policy.h"
 #include "http.h"
 #include "http_easy.h"
 
@@ -58,6 +59,7 @@ struct TvHttpMulti
 	TimestampTz timer;			/* when libcurl wants its timeout action; 0 = none */
 	CURL	   *idle[MAX_IDLE_HANDLES];	/* finished handles, reset, for the next requests */
 	int			nidle;
+	uint64		policy;			/* the host policy's generation its cached connections were judged by */
 };
 
 #define MULTISETOPT(m, opt, val) \
@@ -114,6 +116,43 @@ on_timer(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
+/* libcurl's multi handle, with no connection yet */
+static void
+multi_open(TvHttpMulti *m)
+{
+	m->multi = curl_multi_init();
+	if (m->multi == NULL)
+		elog(ERROR, "could not create a libcurl multi handle");
+	MULTISETOPT(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	MULTISETOPT(m->multi, CURLMOPT_SOCKETDATA, m);
+	MULTISETOPT(m->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	MULTISETOPT(m->multi, CURLMOPT_TIMERDATA, m);
+	m->policy = tv_host_policy_generation();
+}
+
+/*
+ * The host policy judges an address as a connection opens; a connection
+ * kept for reuse was judged by the allow-list of that moment.  Once the
+ * list changed, no such connection carries another request: when nothing
+ * is in flight the cache is closed with its handle; until then each new
+ * transfer opens a connection of its own.  Returns whether this one must.
+ */
+static bool
+must_connect_afresh(TvHttpMulti *m)
+{
+	if (m->policy == tv_host_policy_generation())
+		return false;
+	if (m->active > 0)
+		return true;
+	curl_multi_cleanup(m->multi);
+	m->multi = NULL;
+	m->nwatched = 0;
+	m->set_stale = true;
+	m->timer = 0;
+	multi_open(m);
+	return false;
+}
+
 /* A multi handle whose memory (and responses' headers) live in the current context. */
 TvHttpMulti *
 tv_http_multi_create(void)
@@ -124,13 +163,7 @@ tv_http_multi_create(void)
 	m->cxt = CurrentMemoryContext;
 	m->maxwatched = 16;
 	m->watched = palloc(sizeof(Watched) * m->maxwatched);
-	m->multi = curl_multi_init();
-	if (m->multi == NULL)
-		elog(ERROR, "could not create a libcurl multi handle");
-	MULTISETOPT(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-	MULTISETOPT(m->multi, CURLMOPT_SOCKETDATA, m);
-	MULTISETOPT(m->multi, CURLMOPT_TIMERFUNCTION, on_timer);
-	MULTISETOPT(m->multi, CURLMOPT_TIMERDATA, m);
+	multi_open(m);
 	return m;
 }
 
@@ -183,6 +216,7 @@ tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp
 {
 	Transfer   *t;
 	char	   *why;
+	bool		fresh;
 
 	memset(resp, 0, sizeof(TvHttpResponse));
 	initStringInfo(&resp->body);
@@ -193,6 +227,7 @@ tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp
 		resp->error = pstrdup(why);
 		return false;
 	}
+	fresh = must_connect_afresh(m);
 	/* room for the sockets of every transfer: a connection each, and one to spare */
 	if (m->maxwatched < 2 * (m->active + 1) + 4)
 	{
@@ -216,6 +251,8 @@ tv_http_multi_add(TvHttpMulti *m, const TvHttpRequest *req, TvHttpResponse *resp
 		if (t->easy == NULL)
 			elog(ERROR, "could not create a libcurl handle");
 		tv_http_configure(t->easy, req, resp, &t->headers, t->errbuf);
+		if (fresh)
+			SETOPT(t->easy, CURLOPT_FRESH_CONNECT, 1L);
 		SETOPT(t->easy, CURLOPT_PRIVATE, (void *) t);
 		if (curl_multi_add_handle(m->multi, t->easy) != CURLM_OK)
 			elog(ERROR, "could not start a libcurl transfer");

@@ -4,6 +4,7 @@
 //
 // Env: FAIL_FIRST (default 0), OK_BODY_KB (the 200 comes with a page of so
 // many kB, as a receiver behind a web framework may send; default 0),
+// KEEP_ALIVE_MS (how long an idle connection is kept open; default Node's),
 // PORT_FILE (the bound port is written there).
 import http from 'node:http';
 import { writeFileSync, renameSync } from 'node:fs';
@@ -32,6 +33,8 @@ const server = http.createServer((req, res) => {
   });
   req.on('error', () => {});
 });
+
+if (process.env.KEEP_ALIVE_MS) server.keepAliveTimeout = Number(process.env.KEEP_ALIVE_MS);
 
 server.listen(0, '127.0.0.1', () => {
   const file = process.env.PORT_FILE;

@@ -2,7 +2,7 @@
 -- link-local, metadata, unspecified and disguised addresses are refused;
 -- the test cluster's allow-list (127.0.0.0/8, ::1) admits loopback.
 BEGIN;
-SELECT plan(29);
+SELECT plan(36);
 
 SELECT is(tokenvault.address_class(a::inet), c, format('%s is %s', a, c))
   FROM (VALUES ('127.0.0.1', 'loopback'), ('127.255.0.9', 'loopback'), ('::1', 'loopback'),
@@ -14,6 +14,10 @@ SELECT is(tokenvault.address_class(a::inet), c, format('%s is %s', a, c))
                ('::ffff:127.0.0.1', 'loopback'), ('100.64.0.1', 'shared address space'),
                ('224.0.0.1', 'multicast or reserved'), ('255.255.255.255', 'multicast or reserved'),
                ('::10.0.0.1', 'multicast or reserved'), ('64:ff9b::a9fe:a9fe', 'multicast or reserved'),
+               ('192.0.0.8', 'multicast or reserved'), ('198.18.0.1', 'multicast or reserved'),
+               ('fec0::1', 'private'), ('64:ff9b:1::a00:1', 'multicast or reserved'),
+               ('2002:a9fe:a9fe::1', 'link-local'), ('2002:7f00:1::', 'loopback'),
+               ('2002:808:808::1', 'public'),
                ('172.32.0.1', 'public'), ('2001:db8::1', 'public')) t(a, c);
 
 SELECT isnt(tokenvault.host_policy('metadata.internal', '169.254.169.254'), NULL,
