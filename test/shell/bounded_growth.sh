@@ -102,10 +102,14 @@ wait_until 30 "abandoned states are purged" sh -c "[ \$(psql -X -At -c 'SELECT c
 q -c "ALTER SYSTEM SET tokenvault.notify_max_queue_usage = 0.000001" -c "SELECT pg_reload_conf()" >/dev/null
 wait_until 10 "the NOTIFY limit is in force" \
 	sh -c "[ \"\$(psql -X -At -c \"SELECT current_setting('tokenvault.notify_max_queue_usage')::float8 < 0.001\")\" = t ]"
-coproc pin { psql -X -q -At 2>/dev/null; }
-pin_pid=$pin_PID
-echo "LISTEN filler; BEGIN; SELECT 'pinned';" >&"${pin[1]}"
-read -r -t 30 pinned <&"${pin[0]}" || pinned=none
+# (a session on a fifo of its own, like listen_start's: fd 8)
+mkfifo "$TV_TMP/pin.fifo"
+psql -X -q -At <"$TV_TMP/pin.fifo" >"$TV_TMP/pin.out" 2>&1 &
+pin_pid=$!
+exec 8>"$TV_TMP/pin.fifo"
+echo "LISTEN filler; BEGIN; SELECT 'pinned';" >&8
+pinned=none
+wait_until 30 "the listener is in its transaction" grep -q pinned "$TV_TMP/pin.out" && pinned=pinned
 q -c "SELECT pg_notify('filler', g || repeat('x', 7000)) FROM generate_series(1, 300) g" >/dev/null
 is "$(q -c "SELECT pg_notification_queue_usage() > 0.000001") $pinned" "t pinned" \
 	"a listener idle in a transaction holds notifications in the queue"
@@ -122,8 +126,8 @@ is "$(q -c "SELECT md5(secret::text) <> '$before' FROM tokenvault.auths WHERE id
 is "$(q -c "SELECT count(*) FROM tokenvault.events WHERE kind = 'auth.refreshed' AND auth_id = '$cc_auth'")" 1 "  ... and its event recorded"
 listen_stop
 is "$(grep -c 'auth.refreshed' "$TV_LISTEN_OUT" || true)" 0 "  ... without a NOTIFY, which the full queue could have refused at COMMIT"
-echo "ROLLBACK;" >&"${pin[1]}"
-exec {pin[1]}>&-
+echo "ROLLBACK;" >&8
+exec 8>&-
 wait "$pin_pid" 2>/dev/null || true
 
 done_testing
