@@ -58,15 +58,11 @@ BEGIN
             CASE WHEN cardinality(hearers) = 0 THEN now() END)
     RETURNING id, delivered_at INTO event_id, delivered;
     IF delivered IS NULL THEN
-        -- the head of each (webhook, auth) queue is due now; those behind it
-        -- wait (infinity) until it is delivered, so a claim never walks them
-        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id, next_attempt_at)
-            SELECT h, event_id, _publish.auth_id,
-                   CASE WHEN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
-                                      WHERE p.webhook_id = h AND p.auth_id IS NOT DISTINCT FROM _publish.auth_id
-                                        AND p.delivered_at IS NULL)
-                        THEN 'infinity' ELSE now() END
-              FROM unnest(hearers) h;
+        -- due now, all of them: which one heads its (webhook, auth) queue
+        -- the worker decides (_webhook_claim), under its own snapshot; this
+        -- transaction's may be older than a delivery it would wait behind
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
+            SELECT h, event_id, _publish.auth_id FROM unnest(hearers) h;
         PERFORM tokenvault._wake_worker(now());
     END IF;
     PERFORM tokenvault._notify(event_id, kind);

@@ -133,37 +133,68 @@ BEGIN
 END
 $$;
 
+-- Whether a delivery waits behind an earlier one of its (webhook, auth)
+-- queue.  (Two statements: "IS NOT DISTINCT FROM" would not use the index.)
+CREATE FUNCTION _webhook_behind(webhook_id uuid, auth_id uuid, id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF auth_id IS NULL THEN
+        RETURN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
+                        WHERE p.webhook_id = _webhook_behind.webhook_id AND p.auth_id IS NULL
+                          AND p.delivered_at IS NULL AND p.id < _webhook_behind.id);
+    END IF;
+    RETURN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
+                    WHERE p.webhook_id = _webhook_behind.webhook_id AND p.auth_id = _webhook_behind.auth_id
+                      AND p.delivered_at IS NULL AND p.id < _webhook_behind.id);
+END
+$$;
+
 -- Claim up to n deliveries that may go now: the heads of the (webhook,
 -- auth) queues that are due, so that one auth's events arrive in order.
--- Those behind a head wait at infinity (_publish, _webhook_next), so this
--- reads the due ones alone, by index, however long the backlog.  Also when
--- the next one not yet due may go.
+-- It walks at most 4n of the due ones, by index: those it finds behind an
+-- earlier one wait at infinity, unscheduled, until that one is delivered or
+-- dropped (_webhook_next), so no claim walks them again however long the
+-- backlog.  Only the worker makes a delivery wait, so the head of a queue is
+-- never left at infinity.  Also when the worker should claim next.
 CREATE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
-    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH due AS (
-        SELECT id FROM tokenvault.webhook_deliveries
-         WHERE delivered_at IS NULL AND next_attempt_at <= now()
-         ORDER BY next_attempt_at LIMIT n
-    ), claimed AS (
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    walk constant integer := 4 * greatest(n, 1);
+    walked integer;
+    behind bigint[];
+    heads bigint[];
+BEGIN
+    SELECT count(*), coalesce(array_agg(x.id) FILTER (WHERE x.behind), '{}'),
+           coalesce(array_agg(x.id ORDER BY x.next_attempt_at) FILTER (WHERE NOT x.behind), '{}')
+      INTO walked, behind, heads
+      FROM (SELECT d.id, d.next_attempt_at, tokenvault._webhook_behind(d.webhook_id, d.auth_id, d.id) AS behind
+              FROM tokenvault.webhook_deliveries d
+             WHERE d.delivered_at IS NULL AND d.next_attempt_at <= now()
+             ORDER BY d.next_attempt_at LIMIT walk) x;
+    UPDATE tokenvault.webhook_deliveries SET next_attempt_at = 'infinity' WHERE id = ANY (behind);
+    WITH claimed AS (
         UPDATE tokenvault.webhook_deliveries d
            SET attempts = attempts + 1, next_attempt_at = now() + tokenvault._lease()
-          FROM due WHERE d.id = due.id
+         WHERE d.id = ANY (heads[1:n])
         RETURNING d.id, d.webhook_id, d.event_id
     )
-    SELECT coalesce((
-               -- the body names its delivery and event, so that the signature
-               -- covers them: a receiver that keeps the ids it has seen
-               -- refuses a replay, and a body cannot pass for another event's
-               SELECT array_agg(ROW(c.id, w.url, e.kind,
-                                    (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
-                                    tokenvault._open_webhook(w.secret, w.id),
-                                    CASE WHEN w.previous_secret IS NOT NULL
-                                         THEN tokenvault._open_webhook(w.previous_secret, w.id) END,
-                                    w.allow_insecure_http)::tokenvault.delivery)
-                 FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
-                 JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
-           (SELECT min(next_attempt_at) FROM tokenvault.webhook_deliveries
-             WHERE delivered_at IS NULL AND next_attempt_at > now() AND next_attempt_at < 'infinity')
+    -- the body names its delivery and event, so that the signature covers
+    -- them: a receiver that keeps the ids it has seen refuses a replay, and
+    -- a body cannot pass for another event's
+    SELECT coalesce(array_agg(ROW(c.id, w.url, e.kind,
+                                  (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
+                                  tokenvault._open_webhook(w.secret, w.id),
+                                  CASE WHEN w.previous_secret IS NOT NULL
+                                       THEN tokenvault._open_webhook(w.previous_secret, w.id) END,
+                                  w.allow_insecure_http)::tokenvault.delivery), '{}')
+      INTO deliveries
+      FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
+      JOIN tokenvault.events e ON e.id = c.event_id;
+    -- a walk cut short may have left due ones unseen: claim again at once
+    next_at := CASE WHEN walked = walk THEN now()
+                    ELSE (SELECT min(next_attempt_at) FROM tokenvault.webhook_deliveries
+                           WHERE delivered_at IS NULL AND next_attempt_at > now() AND next_attempt_at < 'infinity') END;
+END
 $$;
 
 -- The next delivery of a (webhook, auth) queue becomes its head, due now.
@@ -185,6 +216,9 @@ BEGIN
 END
 $$;
 
+-- A delivery's answer: 2xx delivers it (and its event, once every webhook
+-- has it); anything else is tried again later: 2 s doubling, capped at an
+-- hour, times a jitter in [0.5, 1].
 CREATE FUNCTION _webhook_result(delivery_id bigint, status integer, error text) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE

@@ -50,8 +50,9 @@ SELECT (SELECT id FROM tokenvault.webhooks), e.id, e.auth_id, 'infinity' FROM to
 SQL
 q -c "SELECT tokenvault._publish('auth.deleted', '00000000-0000-0000-0000-000000000002', '{}')" >/dev/null
 q -c "SELECT tokenvault._publish('auth.deleted', '00000000-0000-0000-0000-000000000002', '{}')" >/dev/null
-is "$(q -c "SELECT next_attempt_at = 'infinity' FROM tokenvault.webhook_deliveries WHERE auth_id = '00000000-0000-0000-0000-000000000002' ORDER BY id")" $'f\nt' \
-	"an auth's second waiting event waits behind its first, not due"
+wake
+wait_until 30 "the worker's claim puts the second behind the first" sh -c "[ \"\$(psql -X -At -c \"SELECT string_agg((next_attempt_at = 'infinity')::text, ' ' ORDER BY id) FROM tokenvault.webhook_deliveries WHERE auth_id = '00000000-0000-0000-0000-000000000002'\")\" = 'false true' ]" &&
+	ok "an auth's second waiting event waits behind its first, not due"
 is "$(q -c "EXPLAIN SELECT id FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 10" | grep -c 'webhook_deliveries_due_idx')" 1 \
 	"the due deliveries are found by index, not by walking the backlog"
 q -c "DELETE FROM tokenvault.events WHERE auth_id IN ('00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-000000000002')" >/dev/null
@@ -128,5 +129,31 @@ listen_stop
 is "$(grep -c 'auth.refreshed' "$TV_LISTEN_OUT" || true)" 0 "  ... without a NOTIFY, which the full queue could have refused at COMMIT"
 printf 'ROLLBACK;\n\\q\n' >&"${pin[1]}"
 wait "$pin_pid" 2>/dev/null || true
+
+# A delivery made to wait by a publisher whose snapshot predates the
+# delivery of the one before it would wait for ever: an application's
+# repeatable-read transaction publishes after the worker delivered the head.
+webhook_start
+hook=$(q -c "SELECT tokenvault.add_webhook('http://127.0.0.1:1/late', 'TVSECRET-wh-' || md5(random()::text), NULL, true)")
+late=00000000-0000-0000-0000-000000000003
+q -c "SELECT tokenvault._publish('auth.deleted', '$late', '{}')" >/dev/null
+wait_until 30 "the first delivery fails" sh -c "[ \$(psql -X -At -c \"SELECT count(*) FROM tokenvault.webhook_deliveries WHERE webhook_id = '$hook' AND last_error IS NOT NULL\") = 1 ]"
+mkfifo "$TV_TMP/rr.fifo"
+psql -X -q -At <"$TV_TMP/rr.fifo" >"$TV_TMP/rr.out" 2>&1 &
+rr_pid=$!
+exec 9>"$TV_TMP/rr.fifo"
+echo "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 'snapshot', count(*) FROM tokenvault.webhook_deliveries;" >&9
+wait_until 30 "the repeatable-read snapshot is taken" grep -q snapshot "$TV_TMP/rr.out"
+q -c "UPDATE tokenvault.webhooks SET url = '$TV_WEBHOOK_URL/late' WHERE id = '$hook'" \
+  -c "UPDATE tokenvault.webhook_deliveries SET next_attempt_at = now() WHERE webhook_id = '$hook'" >/dev/null
+wake
+wait_until 30 "the first event is delivered" sh -c "[ \$(psql -X -At -c \"SELECT count(*) FROM tokenvault.webhook_deliveries WHERE webhook_id = '$hook' AND delivered_at IS NOT NULL\") = 1 ]"
+echo "SELECT tokenvault._publish('auth.deleted', '$late', '{}'); COMMIT; SELECT 'published';" >&9
+wait_until 30 "the second event is published" grep -q published "$TV_TMP/rr.out"
+exec 9>&-
+wait "$rr_pid" 2>/dev/null || true
+wait_until 30 "the event published under the older snapshot is delivered" \
+	sh -c "[ \$(psql -X -At -c \"SELECT count(*) FROM tokenvault.webhook_deliveries WHERE webhook_id = '$hook' AND delivered_at IS NULL\") = 0 ]" &&
+	ok "an event published under a snapshot older than its predecessor's delivery is delivered, not left waiting"
 
 done_testing
