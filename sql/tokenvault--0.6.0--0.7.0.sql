@@ -903,6 +903,32 @@ CREATE OR REPLACE FUNCTION _client_config(c tokenvault.clients, credential jsonb
         'allow_insecure_http', c.allow_insecure_http))
 $$;
 
+CREATE OR REPLACE FUNCTION _raise_refusal(c tokenvault.clients, v tokenvault.verdict, what text DEFAULT 'token request') RETURNS void
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    CASE v.outcome
+        WHEN 'needs_reauth' THEN
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
+                USING ERRCODE = 'invalid_authorization_specification',
+                      HINT = CASE WHEN v.error = 'invalid_client'
+                                  THEN 'The provider does not accept the client''s credentials; check its client_id and client_secret.'
+                                  ELSE 'The grant is no longer valid: the user must authorize again.' END;
+        WHEN 'retryable' THEN
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
+                USING ERRCODE = 'connection_exception',
+                      HINT = CASE WHEN v.retry_after IS NOT NULL THEN format('The provider asks to retry after %s s.', v.retry_after)
+                                  ELSE 'The failure is temporary; try again later.' END;
+        ELSE
+            RAISE EXCEPTION '% to % failed: %', what, c.service, v.message
+                USING ERRCODE = 'external_routine_exception',
+                      HINT = CASE WHEN v.message LIKE 'refused by the host policy:%'
+                                  THEN 'A loopback, private or link-local host is reached only when tokenvault.allowed_internal_hosts '
+                                       '(postgresql.conf, a superuser''s) lists its name or a network holding its address.'
+                                  ELSE 'Check the client''s settings (tokenvault.update_client) against the provider''s documentation.' END;
+    END CASE;
+END
+$$;
+
 CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT redirect_uri ~* '^https://[^/?#@[:space:]]'
@@ -1117,15 +1143,11 @@ BEGIN
             CASE WHEN cardinality(hearers) = 0 THEN now() END)
     RETURNING id, delivered_at INTO event_id, delivered;
     IF delivered IS NULL THEN
-        -- the head of each (webhook, auth) queue is due now; those behind it
-        -- wait (infinity) until it is delivered, so a claim never walks them
-        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id, next_attempt_at)
-            SELECT h, event_id, _publish.auth_id,
-                   CASE WHEN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
-                                      WHERE p.webhook_id = h AND p.auth_id IS NOT DISTINCT FROM _publish.auth_id
-                                        AND p.delivered_at IS NULL)
-                        THEN 'infinity' ELSE now() END
-              FROM unnest(hearers) h;
+        -- due now, all of them: which one heads its (webhook, auth) queue
+        -- the worker decides (_webhook_claim), under its own snapshot; this
+        -- transaction's may be older than a delivery it would wait behind
+        INSERT INTO tokenvault.webhook_deliveries (webhook_id, event_id, auth_id)
+            SELECT h, event_id, _publish.auth_id FROM unnest(hearers) h;
         PERFORM tokenvault._wake_worker(now());
     END IF;
     PERFORM tokenvault._notify(event_id, kind);
@@ -1277,32 +1299,59 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _webhook_behind(webhook_id uuid, auth_id uuid, id bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF auth_id IS NULL THEN
+        RETURN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
+                        WHERE p.webhook_id = _webhook_behind.webhook_id AND p.auth_id IS NULL
+                          AND p.delivered_at IS NULL AND p.id < _webhook_behind.id);
+    END IF;
+    RETURN EXISTS (SELECT FROM tokenvault.webhook_deliveries p
+                    WHERE p.webhook_id = _webhook_behind.webhook_id AND p.auth_id = _webhook_behind.auth_id
+                      AND p.delivered_at IS NULL AND p.id < _webhook_behind.id);
+END
+$$;
+
 CREATE OR REPLACE FUNCTION _webhook_claim(n integer, OUT deliveries tokenvault.delivery[], OUT next_at timestamptz)
-    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH due AS (
-        SELECT id FROM tokenvault.webhook_deliveries
-         WHERE delivered_at IS NULL AND next_attempt_at <= now()
-         ORDER BY next_attempt_at LIMIT n
-    ), claimed AS (
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    walk constant integer := 4 * greatest(n, 1);
+    walked integer;
+    behind bigint[];
+    heads bigint[];
+BEGIN
+    SELECT count(*), coalesce(array_agg(x.id) FILTER (WHERE x.behind), '{}'),
+           coalesce(array_agg(x.id ORDER BY x.next_attempt_at) FILTER (WHERE NOT x.behind), '{}')
+      INTO walked, behind, heads
+      FROM (SELECT d.id, d.next_attempt_at, tokenvault._webhook_behind(d.webhook_id, d.auth_id, d.id) AS behind
+              FROM tokenvault.webhook_deliveries d
+             WHERE d.delivered_at IS NULL AND d.next_attempt_at <= now()
+             ORDER BY d.next_attempt_at LIMIT walk) x;
+    UPDATE tokenvault.webhook_deliveries SET next_attempt_at = 'infinity' WHERE id = ANY (behind);
+    WITH claimed AS (
         UPDATE tokenvault.webhook_deliveries d
            SET attempts = attempts + 1, next_attempt_at = now() + tokenvault._lease()
-          FROM due WHERE d.id = due.id
+         WHERE d.id = ANY (heads[1:n])
         RETURNING d.id, d.webhook_id, d.event_id
     )
-    SELECT coalesce((
-               -- the body names its delivery and event, so that the signature
-               -- covers them: a receiver that keeps the ids it has seen
-               -- refuses a replay, and a body cannot pass for another event's
-               SELECT array_agg(ROW(c.id, w.url, e.kind,
-                                    (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
-                                    tokenvault._open_webhook(w.secret, w.id),
-                                    CASE WHEN w.previous_secret IS NOT NULL
-                                         THEN tokenvault._open_webhook(w.previous_secret, w.id) END,
-                                    w.allow_insecure_http)::tokenvault.delivery)
-                 FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
-                 JOIN tokenvault.events e ON e.id = c.event_id), '{}'),
-           (SELECT min(next_attempt_at) FROM tokenvault.webhook_deliveries
-             WHERE delivered_at IS NULL AND next_attempt_at > now() AND next_attempt_at < 'infinity')
+    -- the body names its delivery and event, so that the signature covers
+    -- them: a receiver that keeps the ids it has seen refuses a replay, and
+    -- a body cannot pass for another event's
+    SELECT coalesce(array_agg(ROW(c.id, w.url, e.kind,
+                                  (e.payload || jsonb_build_object('delivery_id', c.id, 'event_id', c.event_id))::text,
+                                  tokenvault._open_webhook(w.secret, w.id),
+                                  CASE WHEN w.previous_secret IS NOT NULL
+                                       THEN tokenvault._open_webhook(w.previous_secret, w.id) END,
+                                  w.allow_insecure_http)::tokenvault.delivery), '{}')
+      INTO deliveries
+      FROM claimed c JOIN tokenvault.webhooks w ON w.id = c.webhook_id
+      JOIN tokenvault.events e ON e.id = c.event_id;
+    -- a walk cut short may have left due ones unseen: claim again at once
+    next_at := CASE WHEN walked = walk THEN now()
+                    ELSE (SELECT min(next_attempt_at) FROM tokenvault.webhook_deliveries
+                           WHERE delivered_at IS NULL AND next_attempt_at > now() AND next_attempt_at < 'infinity') END;
+END
 $$;
 
 CREATE FUNCTION _webhook_next(webhook_id uuid, auth_id uuid) RETURNS void
