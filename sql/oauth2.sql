@@ -227,6 +227,9 @@ BEGIN
              'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
              'code_verifier', CASE WHEN s.verifier IS NOT NULL
                                    THEN tokenvault._open_state(s.verifier, s.state) END)));
+    -- the caller's transaction stores the provider's answer: it commits at
+    -- least as synchronously as a refresher's would
+    PERFORM tokenvault._durable_commit();
     IF s.auth_id IS NOT NULL THEN
         PERFORM tokenvault.update_auth(s.auth_id, s.name, t || jsonb_build_object('scope', coalesce(t->>'scope',
                     array_to_string(s.scopes, ' '))));

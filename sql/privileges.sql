@@ -12,7 +12,7 @@ GRANT USAGE ON SCHEMA tokenvault TO tokenvault_app, tokenvault_admin;
 GRANT SELECT ON users TO tokenvault_app;
 GRANT SELECT (id, user_id, client_id, name, service, scopes, status, token_type, expires_at,
               refresh_expires_at, refresh_at, last_refreshed_at, failure_count, last_error,
-              version, expiry_notified_at, created_at, updated_at)
+              version, expiry_notified_at, created_at, updated_at, refresh_sent_at, refresh_lost)
     ON auths TO tokenvault_app;
 GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_url, refresh_url,
               revoke_url, scopes, client_auth, token_lifetime, extra_params, api_key_header,

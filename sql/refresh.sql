@@ -53,6 +53,16 @@ BEGIN
         plan.message := 'the token expired and there is no refresh token';
         RETURN plan;
     END IF;
+    IF plan.kind = 'refresh' THEN
+        -- Marked before the request goes (the refresher commits this with
+        -- tokenvault.synchronous_commit): a refresh token the provider may
+        -- rotate is about to be spent.  A mark still there is an answer
+        -- that was never stored.
+        UPDATE tokenvault.auths SET refresh_sent_at = now(),
+               refresh_lost = CASE WHEN a.refresh_sent_at IS NULL THEN a.refresh_lost
+                                   ELSE coalesce(a.refresh_lost, 'restart') END
+         WHERE id = a.id;
+    END IF;
     plan.version := a.version;
     plan.config := tokenvault._client_config(c, cred);
     -- the old token's own fields go; credentials (username, password) and
@@ -87,6 +97,10 @@ BEGIN
     a := r.a;
     c := r.c;
     IF a.version <> _refresh_apply.version THEN
+        -- a new credential was stored: what was sent and lost spent the old one
+        IF a.refresh_sent_at IS NOT NULL OR a.refresh_lost IS NOT NULL THEN
+            UPDATE tokenvault.auths SET refresh_sent_at = NULL, refresh_lost = NULL WHERE id = a.id;
+        END IF;
         message := 'the auth was changed meanwhile';
         RETURN;
     END IF;
@@ -107,6 +121,12 @@ BEGIN
         END;
     END IF;
     IF v.outcome <> 'done' THEN
+        IF v.outcome = 'needs_reauth' AND a.refresh_lost IS NOT NULL THEN
+            -- not a bare invalid_grant: the provider most likely revoked the
+            -- grant because the refresh token whose answer was lost came again
+            v.message := tokenvault._lost_refresh_message(a.refresh_lost) || ' (' || v.message || ')';
+            PERFORM tokenvault._emit('auth.refresh_lost', a, NULL, v.message);
+        END IF;
         UPDATE tokenvault.auths SET
             status = CASE v.outcome WHEN 'needs_reauth' THEN 'needs_reauth'
                                     WHEN 'error' THEN 'error' ELSE status END,
@@ -114,6 +134,12 @@ BEGIN
             last_error = v.message,
             refresh_at = CASE WHEN v.outcome <> 'needs_reauth'
                               THEN tokenvault._backoff(failure_count + 1, v.retry_after) END,
+            refresh_sent_at = NULL,
+            -- no answer at all: the provider may have rotated the token all the same
+            refresh_lost = CASE WHEN v.outcome = 'needs_reauth' THEN NULL
+                                WHEN v.status = 0 AND a.refresh_sent_at IS NOT NULL
+                                THEN coalesce(refresh_lost, 'no answer')
+                                ELSE refresh_lost END,
             updated_at = now()
          WHERE id = a.id RETURNING * INTO a;
         PERFORM tokenvault._emit(CASE WHEN a.status = 'needs_reauth' THEN 'auth.needs_reauth' ELSE 'auth.refresh_failed' END,
@@ -132,10 +158,25 @@ BEGIN
                                       CASE WHEN t ? 'refresh_token' THEN NULL ELSE a.refresh_expires_at END),
         status = 'active', failure_count = 0, last_error = NULL, expiry_notified_at = NULL,
         last_refreshed_at = now(), version = a.version + 1, updated_at = now(),
+        refresh_sent_at = NULL, refresh_lost = NULL,
         refresh_at = tokenvault._schedule(c, f->'secret' ? 'refresh_token', (f->>'expires_at')::timestamptz, now())
      WHERE id = a.id RETURNING * INTO a;
     PERFORM tokenvault._emit(CASE WHEN failures > 0 THEN 'auth.recovered' ELSE 'auth.refreshed' END, a);
 END
+$$;
+
+-- Raise synchronous_commit for the rest of the transaction to
+-- tokenvault.synchronous_commit, if it is weaker (src/durable.c).
+CREATE FUNCTION _durable_commit() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_durable_commit';
+
+-- Why a refresh token was refused after an earlier refresh's answer was lost.
+CREATE FUNCTION _lost_refresh_message(why text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE why
+        WHEN 'failover' THEN 'a refresh was in flight when the server failed over, and its answer was lost with the old primary; the provider refused the refresh token it had replaced'
+        WHEN 'restart' THEN 'a refresh was in flight when the server or its refresher stopped, and its answer was never stored; the provider refused the refresh token it had replaced'
+        ELSE 'a refresh got no answer (the connection failed after the request was sent); the provider refused the refresh token, which that request may have spent' END
 $$;
 
 CREATE FUNCTION refresh_auth(auth_id uuid) RETURNS timestamptz

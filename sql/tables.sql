@@ -70,7 +70,13 @@ CREATE TABLE auths (
     expiry_notified_at timestamptz,
     secret             bytea NOT NULL,
     created_at         timestamptz NOT NULL DEFAULT now(),
-    updated_at         timestamptz NOT NULL DEFAULT now()
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    -- a refresh request went out then and its answer is not stored yet;
+    -- committed (synchronously) before the request is sent, so that after
+    -- a crash or a failover the row says a refresh token may have been spent
+    refresh_sent_at    timestamptz,
+    -- why an earlier refresh's answer was lost, until a refresh settles it
+    refresh_lost       text CHECK (refresh_lost IN ('failover', 'restart', 'no answer'))
 );
 CREATE INDEX auths_user_id_idx ON auths (user_id);
 CREATE INDEX auths_client_id_idx ON auths (client_id);

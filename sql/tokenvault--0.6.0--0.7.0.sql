@@ -27,6 +27,10 @@ ALTER TABLE clients ADD COLUMN allowed_hosts text[] CHECK (cardinality(allowed_h
 -- plain http is each client's and each webhook's own choice (it was one global setting)
 ALTER TABLE clients ADD COLUMN allow_insecure_http boolean NOT NULL DEFAULT false;
 
+-- a refresh marked as sent before it is, so that a failover names the ones it lost
+ALTER TABLE auths ADD COLUMN refresh_sent_at timestamptz,
+    ADD COLUMN refresh_lost text CHECK (refresh_lost IN ('failover', 'restart', 'no answer'));
+
 ALTER TABLE events ADD COLUMN client_id uuid;
 
 -- a webhook added before 0.7.0 has no owner, and hears no private client's events
@@ -69,7 +73,11 @@ SELECT pg_catalog.pg_extension_config_dump('admissions', '');
 -- replaced by exact-typed helpers, and by _publish with the event's client
 DROP FUNCTION _require(anyelement, text);
 DROP FUNCTION _publish(text, uuid, jsonb);
+-- the stats view gains refreshes_unconfirmed: made again in the tail
+DROP VIEW stats;
+DROP FUNCTION _worker_stats();
 DROP FUNCTION add_webhook(text, text, text[]);
+DROP FUNCTION _worker_start();
 DROP FUNCTION _holds(name, regrole);
 
 CREATE FUNCTION _refuse_null(missing boolean, what text) RETURNS void
@@ -1033,6 +1041,9 @@ BEGIN
              'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
              'code_verifier', CASE WHEN s.verifier IS NOT NULL
                                    THEN tokenvault._open_state(s.verifier, s.state) END)));
+    -- the caller's transaction stores the provider's answer: it commits at
+    -- least as synchronously as a refresher's would
+    PERFORM tokenvault._durable_commit();
     IF s.auth_id IS NOT NULL THEN
         PERFORM tokenvault.update_auth(s.auth_id, s.name, t || jsonb_build_object('scope', coalesce(t->>'scope',
                     array_to_string(s.scopes, ' '))));
@@ -1087,6 +1098,16 @@ BEGIN
         plan.message := 'the token expired and there is no refresh token';
         RETURN plan;
     END IF;
+    IF plan.kind = 'refresh' THEN
+        -- Marked before the request goes (the refresher commits this with
+        -- tokenvault.synchronous_commit): a refresh token the provider may
+        -- rotate is about to be spent.  A mark still there is an answer
+        -- that was never stored.
+        UPDATE tokenvault.auths SET refresh_sent_at = now(),
+               refresh_lost = CASE WHEN a.refresh_sent_at IS NULL THEN a.refresh_lost
+                                   ELSE coalesce(a.refresh_lost, 'restart') END
+         WHERE id = a.id;
+    END IF;
     plan.version := a.version;
     plan.config := tokenvault._client_config(c, cred);
     -- the old token's own fields go; credentials (username, password) and
@@ -1094,6 +1115,107 @@ BEGIN
     plan.keep := cred - ARRAY['access_token', 'id_token'];
     RETURN plan;
 END
+$$;
+
+CREATE OR REPLACE FUNCTION _refresh_apply(auth_id uuid, version bigint, keep jsonb, v tokenvault.verdict,
+                               OUT outcome tokenvault.outcome, OUT message text)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    a tokenvault.auths;
+    c tokenvault.clients;
+    t jsonb;
+    f jsonb;
+    failures integer;
+BEGIN
+    outcome := 'done';
+    SELECT x AS a, y AS c INTO r
+      FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id WHERE x.id = auth_id
+       FOR UPDATE OF x;
+    IF NOT FOUND THEN
+        message := 'the auth was deleted';
+        RETURN;
+    END IF;
+    a := r.a;
+    c := r.c;
+    IF a.version <> _refresh_apply.version THEN
+        -- a new credential was stored: what was sent and lost spent the old one
+        IF a.refresh_sent_at IS NOT NULL OR a.refresh_lost IS NOT NULL THEN
+            UPDATE tokenvault.auths SET refresh_sent_at = NULL, refresh_lost = NULL WHERE id = a.id;
+        END IF;
+        message := 'the auth was changed meanwhile';
+        RETURN;
+    END IF;
+    failures := a.failure_count;
+    IF v.outcome = 'done' THEN
+        -- A token the provider sent that cannot be stored (a field of the
+        -- wrong type, a date that is none) is a failed refresh like any
+        -- other: recorded, announced and backed off.  As an error it would
+        -- leave the auth claimed, to be tried again each time the lease ran
+        -- out, without an event.
+        BEGIN
+            t := tokenvault._normalize_token(c, v.token);
+            f := tokenvault._auth_fields(c, coalesce(keep, tokenvault._open_auth(a.secret, a.id)
+                                                          - ARRAY['access_token', 'id_token']) || t,
+                                         CASE WHEN t ? 'scope' THEN NULL ELSE a.scopes END);
+        EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+            v := ROW('error', v.status, NULL, 'the provider''s token cannot be stored: ' || SQLERRM, NULL, NULL);
+        END;
+    END IF;
+    IF v.outcome <> 'done' THEN
+        IF v.outcome = 'needs_reauth' AND a.refresh_lost IS NOT NULL THEN
+            -- not a bare invalid_grant: the provider most likely revoked the
+            -- grant because the refresh token whose answer was lost came again
+            v.message := tokenvault._lost_refresh_message(a.refresh_lost) || ' (' || v.message || ')';
+            PERFORM tokenvault._emit('auth.refresh_lost', a, NULL, v.message);
+        END IF;
+        UPDATE tokenvault.auths SET
+            status = CASE v.outcome WHEN 'needs_reauth' THEN 'needs_reauth'
+                                    WHEN 'error' THEN 'error' ELSE status END,
+            failure_count = failure_count + 1,
+            last_error = v.message,
+            refresh_at = CASE WHEN v.outcome <> 'needs_reauth'
+                              THEN tokenvault._backoff(failure_count + 1, v.retry_after) END,
+            refresh_sent_at = NULL,
+            -- no answer at all: the provider may have rotated the token all the same
+            refresh_lost = CASE WHEN v.outcome = 'needs_reauth' THEN NULL
+                                WHEN v.status = 0 AND a.refresh_sent_at IS NOT NULL
+                                THEN coalesce(refresh_lost, 'no answer')
+                                ELSE refresh_lost END,
+            updated_at = now()
+         WHERE id = a.id RETURNING * INTO a;
+        PERFORM tokenvault._emit(CASE WHEN a.status = 'needs_reauth' THEN 'auth.needs_reauth' ELSE 'auth.refresh_failed' END,
+                                 a, NULL, a.last_error);
+        outcome := v.outcome;
+        message := v.message;
+        RETURN;
+    END IF;
+
+    UPDATE tokenvault.auths SET
+        secret = tokenvault._seal_auth(f->'secret', a.id),
+        token_type = f->>'token_type',
+        scopes = ARRAY(SELECT jsonb_array_elements_text(f->'scopes')),
+        expires_at = (f->>'expires_at')::timestamptz,
+        refresh_expires_at = coalesce((f->>'refresh_expires_at')::timestamptz,
+                                      CASE WHEN t ? 'refresh_token' THEN NULL ELSE a.refresh_expires_at END),
+        status = 'active', failure_count = 0, last_error = NULL, expiry_notified_at = NULL,
+        last_refreshed_at = now(), version = a.version + 1, updated_at = now(),
+        refresh_sent_at = NULL, refresh_lost = NULL,
+        refresh_at = tokenvault._schedule(c, f->'secret' ? 'refresh_token', (f->>'expires_at')::timestamptz, now())
+     WHERE id = a.id RETURNING * INTO a;
+    PERFORM tokenvault._emit(CASE WHEN failures > 0 THEN 'auth.recovered' ELSE 'auth.refreshed' END, a);
+END
+$$;
+
+CREATE FUNCTION _durable_commit() RETURNS void
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_durable_commit';
+
+CREATE FUNCTION _lost_refresh_message(why text) RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE why
+        WHEN 'failover' THEN 'a refresh was in flight when the server failed over, and its answer was lost with the old primary; the provider refused the refresh token it had replaced'
+        WHEN 'restart' THEN 'a refresh was in flight when the server or its refresher stopped, and its answer was never stored; the provider refused the refresh token it had replaced'
+        ELSE 'a refresh got no answer (the connection failed after the request was sent); the provider refused the refresh token, which that request may have spent' END
 $$;
 
 CREATE OR REPLACE FUNCTION _emit(kind text, a tokenvault.auths, expires timestamptz DEFAULT NULL, error text DEFAULT NULL)
@@ -1118,7 +1240,7 @@ CREATE OR REPLACE FUNCTION _event_kinds() RETURNS text[]
     LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
                  'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled',
-                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked']
+                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked', 'auth.refresh_lost']
 $$;
 
 CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb, client_id uuid DEFAULT NULL) RETURNS void
@@ -1400,6 +1522,22 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _worker_start(promoted boolean) RETURNS bigint
+    LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    WITH lost AS (
+        UPDATE tokenvault.auths SET refresh_sent_at = NULL, refresh_at = now(),
+               refresh_lost = coalesce(refresh_lost, CASE WHEN promoted THEN 'failover' ELSE 'restart' END)
+         WHERE refresh_sent_at IS NOT NULL AND refresh_at IS NOT NULL
+        RETURNING id
+    ), released AS (
+        UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
+         WHERE refresh_at > now() AND refresh_at <= now() + tokenvault._lease() AND failure_count = 0
+           AND id NOT IN (SELECT id FROM lost)
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM lost)
+$$;
+
 CREATE OR REPLACE FUNCTION _worker_tick() RETURNS timestamptz
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -1513,6 +1651,12 @@ BEGIN
     END LOOP;
 END
 $$;
+
+CREATE OR REPLACE FUNCTION _worker_stats(OUT worker_pid integer, OUT worker_state text, OUT last_loop_at timestamptz,
+                              OUT refreshes_succeeded bigint, OUT refreshes_failed bigint,
+                              OUT http_p50_ms double precision, OUT http_p90_ms double precision,
+                              OUT http_p99_ms double precision, OUT refreshes_unconfirmed bigint)
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_worker_stats';
 
 CREATE OR REPLACE FUNCTION _solution_must_exist(solution_id uuid) RETURNS tokenvault.solutions
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -2262,13 +2406,15 @@ CREATE TRIGGER clients_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON c
 CREATE TRIGGER users_deleted_grants AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION _user_deleted_grants();
 
-CREATE OR REPLACE VIEW stats AS
+CREATE VIEW stats AS
     SELECT s.worker_pid, s.worker_state, s.last_loop_at, s.refreshes_succeeded, s.refreshes_failed,
+           s.refreshes_unconfirmed,
            (SELECT count(*) FROM tokenvault.auths WHERE refresh_at <= now()) AS auths_due,
            s.http_p50_ms, s.http_p90_ms, s.http_p99_ms,
            (SELECT count(*) FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL) AS webhook_backlog
       FROM tokenvault._worker_stats() s
      WHERE (SELECT tokenvault._admitted_app());
+GRANT SELECT ON stats TO tokenvault_app, tokenvault_admin;
 
 ALTER TABLE users ENABLE ROW LEVEL SECURITY;
 ALTER TABLE clients ENABLE ROW LEVEL SECURITY;
@@ -2294,6 +2440,7 @@ GRANT EXECUTE ON FUNCTION add_webhook(text, text, text[], boolean), add_webhook(
     rotate_webhook_secret(uuid, text), finish_webhook_rotation(uuid), address_class(inet), host_policy(text, inet)
     TO tokenvault_admin;
 GRANT SELECT (allow_insecure_http) ON clients TO tokenvault_app;
+GRANT SELECT (refresh_sent_at, refresh_lost) ON auths TO tokenvault_app;
 GRANT SELECT (allow_insecure_http) ON webhooks TO tokenvault_admin;
 CREATE POLICY admitted ON users FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app

@@ -38,15 +38,24 @@ $$;
 -- claimed (and crashed or restarted on) are due again now rather than when
 -- their lease runs out.  (Webhook deliveries wait for theirs.)  Schedules
 -- in the lease window are made again, which leaves the others as they
--- were.  Returns how many were released.
-CREATE FUNCTION _worker_start() RETURNS bigint
+-- were.  A refresh whose request went out and whose answer was never
+-- stored was lost, in a failover if this server was promoted since: it is
+-- tried again first, while a provider's grace period for the refresh token
+-- it may have replaced lasts.  Returns how many were released.
+CREATE FUNCTION _worker_start(promoted boolean) RETURNS bigint
     LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    WITH released AS (
+    WITH lost AS (
+        UPDATE tokenvault.auths SET refresh_sent_at = NULL, refresh_at = now(),
+               refresh_lost = coalesce(refresh_lost, CASE WHEN promoted THEN 'failover' ELSE 'restart' END)
+         WHERE refresh_sent_at IS NOT NULL AND refresh_at IS NOT NULL
+        RETURNING id
+    ), released AS (
         UPDATE tokenvault.auths SET refresh_at = tokenvault._refresh_at(auths)
          WHERE refresh_at > now() AND refresh_at <= now() + tokenvault._lease() AND failure_count = 0
+           AND id NOT IN (SELECT id FROM lost)
         RETURNING 1
     )
-    SELECT count(*) FROM released
+    SELECT (SELECT count(*) FROM released) + (SELECT count(*) FROM lost)
 $$;
 
 -- Expiry notices (auth.expiring, once, expiry_notice ahead), expired auths
@@ -191,10 +200,11 @@ $$;
 CREATE FUNCTION _worker_stats(OUT worker_pid integer, OUT worker_state text, OUT last_loop_at timestamptz,
                               OUT refreshes_succeeded bigint, OUT refreshes_failed bigint,
                               OUT http_p50_ms double precision, OUT http_p90_ms double precision,
-                              OUT http_p99_ms double precision)
+                              OUT http_p99_ms double precision, OUT refreshes_unconfirmed bigint)
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_worker_stats';
 CREATE VIEW stats AS
     SELECT s.worker_pid, s.worker_state, s.last_loop_at, s.refreshes_succeeded, s.refreshes_failed,
+           s.refreshes_unconfirmed,
            (SELECT count(*) FROM tokenvault.auths WHERE refresh_at <= now()) AS auths_due,
            s.http_p50_ms, s.http_p90_ms, s.http_p99_ms,
            (SELECT count(*) FROM tokenvault.webhook_deliveries WHERE delivered_at IS NULL) AS webhook_backlog

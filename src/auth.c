@@ -245,7 +245,8 @@ refresh_failed(pg_uuid_t *id, TvOutcome outcome, const char *message)
 		case TV_OUTCOME_IN_RECOVERY:
 			ereport(ERROR,
 					(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-					 errmsg("cannot refresh auth %s during recovery", auth_id_string(id)),
+					 *message ? errmsg("cannot refresh auth %s: %s", auth_id_string(id), message)
+					 : errmsg("cannot refresh auth %s during recovery", auth_id_string(id)),
 					 errhint("Tokens are refreshed on the primary and reach a standby by replication; "
 							 "ask the primary.")));
 			break;
@@ -254,6 +255,14 @@ refresh_failed(pg_uuid_t *id, TvOutcome outcome, const char *message)
 					(errcode(ERRCODE_CONNECTION_EXCEPTION),
 					 errmsg("could not refresh auth %s: %s", auth_id_string(id), message),
 					 errhint("The failure is temporary; try again later.")));
+			break;
+		case TV_OUTCOME_UNCONFIRMED:
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_STATEMENT_COMPLETION_UNKNOWN),
+					 errmsg("the refresh of auth %s is committed on this server, but no synchronous standby has confirmed it",
+							auth_id_string(id)),
+					 errdetail("The refresher's wait for synchronous replication was cancelled."),
+					 errhint("Ask again: a failover before a standby has the refresh would restore the token it replaced.")));
 			break;
 		case TV_OUTCOME_NO_FLIGHT:
 			ereport(ERROR,
@@ -403,6 +412,9 @@ auth_access_token(pg_uuid_t *id)
 	}
 	else
 		outcome = refresh_as_allowed(id, &row, false, &message);
+	/* what a failover may still take back is not handed out as the answer */
+	if (outcome == TV_OUTCOME_UNCONFIRMED)
+		refresh_failed(id, outcome, message);
 	/* the refresher committed: read what it stored, not what the query saw */
 	token = stored_token(id, &row, GetLatestSnapshot(), tv_min_validity);
 	if (token == NULL && outcome != TV_OUTCOME_DONE)

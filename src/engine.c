@@ -24,6 +24,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include "durable.h"
 #include "engine.h"
 #include "flight.h"
 #include "oauth2.h"
@@ -112,6 +113,8 @@ plan_job(Job *job)
 	args[1] = BoolGetDatum(job->flight.force);
 	args[2] = Int32GetDatum(job->flight.min_validity);
 	tv_spi_begin();
+	/* a refresh is marked as sent, durably, before it is */
+	tv_durable_begin();
 	row = tv_spi_row("SELECT * FROM tokenvault._refresh_plan($1, $2, $3)", 3, types, args, NULL, &desc);
 	{
 		Oid			shape[PLAN_NATTS] = {tv_type_oid("outcome"), TEXTOID, TEXTOID, INT8OID,
@@ -135,7 +138,32 @@ plan_job(Job *job)
 					  jsonb_attr(row, desc, PLAN_PARAMS));
 	job->plan.read = true;
 	tv_spi_end();
+	if (!tv_durable_confirmed())
+	{
+		/* the wait was cancelled: a failover now could lose the mark, so nothing goes out */
+		tv_flight_count(TV_OUTCOME_RETRYABLE, -1);
+		finish_job(job, TV_OUTCOME_RETRYABLE,
+				   "the refresh was not sent: the synchronous standby did not confirm it was about to be");
+		return false;
+	}
 	return true;
+}
+
+/*
+ * A refresh stored here whose synchronous standby did not confirm it (the
+ * wait was cancelled): a failover now could lose it, so it is logged,
+ * counted, and its waiters are not handed the new token as if it were safe.
+ */
+static TvOutcome
+unconfirmed(Job *job, TvOutcome outcome)
+{
+	ereport(WARNING,
+			(errmsg("tokenvault: the refresh of auth %s is committed on this server only",
+					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->flight.auth_id)))),
+			 errdetail("The wait for synchronous replication was cancelled before a standby confirmed the commit."),
+			 errhint("A failover before the standby catches up restores the refresh token this refresh replaced.")));
+	tv_flight_count_unconfirmed();
+	return outcome == TV_OUTCOME_DONE ? TV_OUTCOME_UNCONFIRMED : outcome;
 }
 
 /* Store a job's verdict, if the auth's version is unchanged. */
@@ -152,6 +180,7 @@ apply_job(Job *job, TvVerdict *verdict, double seconds)
 	TvOutcome	outcome;
 
 	tv_spi_begin();
+	tv_durable_begin();
 	args[0] = UUIDPGetDatum(&job->flight.auth_id);
 	args[1] = Int64GetDatum(job->plan.version);
 	args[2] = JsonbPGetDatum(job->plan.keep);
@@ -169,6 +198,8 @@ apply_job(Job *job, TvVerdict *verdict, double seconds)
 	message = tv_spi_text(row, desc, 2);
 	tv_spi_end();
 	tv_flight_count(outcome, seconds);
+	if (!tv_durable_confirmed())
+		outcome = unconfirmed(job, outcome);
 	finish_job(job, outcome, message ? message : "");
 }
 
@@ -293,6 +324,18 @@ claim_flights(void)
 	if (in_flight >= limit || engine->busy >= MAX_JOBS)
 		return 0;
 	nclaimed = tv_flight_claim(claimed, Min(limit - in_flight, MAX_JOBS - engine->busy));
+	if (DefaultXactReadOnly)
+	{
+		/*
+		 * An HA manager holds a promoted server read-only for a moment
+		 * (pg_auto_failover until the old primary is demoted): nothing can
+		 * be stored, so nothing is sent, and callers hear so at once.
+		 */
+		for (i = 0; i < nclaimed; i++)
+			tv_flight_finish(&claimed[i], TV_OUTCOME_IN_RECOVERY,
+							 "the server is read-only (default_transaction_read_only)");
+		return 0;
+	}
 	if (nclaimed > 0)
 		pgstat_report_activity(STATE_RUNNING, "tokenvault: token requests");
 	for (i = 0; i < nclaimed; i++)

@@ -98,6 +98,7 @@ typedef struct FlightShared
 	uint64		next_ticket;
 	uint64		succeeded;
 	uint64		failed;
+	uint64		unconfirmed;	/* stored, but not confirmed by the synchronous standby */
 	uint32		nlatencies;		/* samples taken so far; the ring holds the last ones */
 	float4		latency_ms[LATENCY_SAMPLES];
 	Refresher	refreshers[MAX_REFRESHERS];
@@ -592,6 +593,15 @@ tv_flight_count(TvOutcome outcome, double seconds)
 	LWLockRelease(shared->lock);
 }
 
+/* Count a refresh stored whose synchronous standby did not confirm it (durable.c). */
+void
+tv_flight_count_unconfirmed(void)
+{
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	shared->unconfirmed++;
+	LWLockRelease(shared->lock);
+}
+
 /* ---- for the worker's schedule ---- */
 
 /*
@@ -659,20 +669,21 @@ float4_cmp(const void *a, const void *b)
 }
 
 void
-tv_flight_stats(uint64 *succeeded, uint64 *failed, double *p50, double *p90, double *p99)
+tv_flight_stats(uint64 *succeeded, uint64 *failed, uint64 *unconfirmed, double *p50, double *p90, double *p99)
 {
 	float4		samples[LATENCY_SAMPLES];
 	int			n;
 
 	if (shared == NULL)
 	{
-		*succeeded = *failed = 0;
+		*succeeded = *failed = *unconfirmed = 0;
 		*p50 = *p90 = *p99 = get_float8_nan();
 		return;
 	}
 	LWLockAcquire(shared->lock, LW_SHARED);
 	*succeeded = shared->succeeded;
 	*failed = shared->failed;
+	*unconfirmed = shared->unconfirmed;
 	n = Min(shared->nlatencies, LATENCY_SAMPLES);
 	memcpy(samples, shared->latency_ms, sizeof(float4) * n);
 	LWLockRelease(shared->lock);

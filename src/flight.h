@@ -41,6 +41,8 @@ extern int	tv_flight_claim(TvFlight *claimed, int max);
 extern void tv_flight_finish(const TvFlight *f, TvOutcome outcome, const char *message);
 extern void tv_flight_count(TvOutcome outcome, double seconds);
 
-extern void tv_flight_stats(uint64 *succeeded, uint64 *failed, double *p50, double *p90, double *p99);
+extern void tv_flight_count_unconfirmed(void);
+extern void tv_flight_stats(uint64 *succeeded, uint64 *failed, uint64 *unconfirmed,
+							double *p50, double *p90, double *p99);
 
 #endif

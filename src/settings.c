@@ -3,6 +3,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "miscadmin.h"
 #include "postmaster/interrupt.h"
 #include "utils/guc.h"
@@ -25,6 +26,14 @@ static double tv_notify_max_queue_usage = 0.5;
 int			tv_min_refresh_interval = 10;
 int			tv_max_refreshes_per_role = 64;
 int			tv_max_refreshes_per_database = 128;
+int			tv_synchronous_commit = SYNCHRONOUS_COMMIT_REMOTE_FLUSH;
+
+/* Only levels that wait for a synchronous standby to have the commit (durable.c). */
+static const struct config_enum_entry durable_levels[] = {
+	{"on", SYNCHRONOUS_COMMIT_REMOTE_FLUSH, false},
+	{"remote_apply", SYNCHRONOUS_COMMIT_REMOTE_APPLY, false},
+	{NULL, 0, false}
+};
 
 void
 tv_settings_define(void)
@@ -98,6 +107,20 @@ tv_settings_define(void)
 							128, 1, 1024,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	/*
+	 * A refresh's answer is committed at least this synchronously, whatever
+	 * a role, a database or a session says: with a synchronous standby a
+	 * rotated refresh token is on two servers before it is used.
+	 */
+	DefineCustomEnumVariable("tokenvault.synchronous_commit",
+							 "synchronous_commit at least, for the commits that store what a provider answered.",
+							 "on: a synchronous standby has a new refresh token before it is used; "
+							 "remote_apply: and standbys read it at once.",
+							 &tv_synchronous_commit,
+							 SYNCHRONOUS_COMMIT_REMOTE_FLUSH, durable_levels,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	/* only the postmaster may define a postmaster setting; without preloading there is no worker */
 	if (process_shared_preload_libraries_in_progress)

@@ -16,6 +16,7 @@ extern int	tv_event_retention; /* seconds */
 extern int	tv_min_refresh_interval;	/* seconds */
 extern int	tv_max_refreshes_per_role;
 extern int	tv_max_refreshes_per_database;
+extern int	tv_synchronous_commit;	/* a SYNCHRONOUS_COMMIT_* level */
 
 extern void tv_settings_define(void);
 extern void tv_reload_if_asked(void);

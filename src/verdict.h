@@ -19,7 +19,8 @@ typedef enum TvOutcome
 	TV_OUTCOME_RETRYABLE,		/* try again later */
 	TV_OUTCOME_ERROR,			/* the provider or the client's settings are at fault */
 	TV_OUTCOME_IN_RECOVERY,		/* C only: a standby, where the primary refreshes */
-	TV_OUTCOME_NO_FLIGHT		/* C only: no refresh was asked for (a limit, a backoff) */
+	TV_OUTCOME_NO_FLIGHT,		/* C only: no refresh was asked for (a limit, a backoff) */
+	TV_OUTCOME_UNCONFIRMED		/* C only: stored here, its synchronous standby has not confirmed it */
 } TvOutcome;
 
 #define TV_OUTCOME_SQL_LABELS 4

@@ -90,6 +90,7 @@ typedef struct Schedule
 	Step		webhooks;
 	TimestampTz last_tick;
 	bool		started;		/* claims of an earlier worker taken back */
+	bool		was_standby;	/* this server was promoted while the worker ran */
 	int			lead;			/* tokenvault.refresh_lead the stored schedule was made with */
 	TvHttpMulti *multi;			/* the worker's HTTP handle, shared with the engine */
 } Schedule;
@@ -283,8 +284,9 @@ claim_step(Schedule *s)
 {
 	if (!s->started)
 	{
-		/* take back what a previous worker had claimed */
-		run_statement("SELECT tokenvault._worker_start()");
+		/* take back what a previous worker had claimed, and what it lost */
+		run_statement(s->was_standby ? "SELECT tokenvault._worker_start(true)"
+					  : "SELECT tokenvault._worker_start(false)");
 		s->started = true;
 	}
 	if (s->lead != tv_refresh_lead)
@@ -419,13 +421,20 @@ sleep_ms(Schedule *s)
 	return Min(secs * 1000L + (usecs + 999) / 1000, 3600 * 1000L);
 }
 
-/* Until the extension is created (or while a standby), look again now and then. */
+/* Until the extension is created (or while a standby, or read-only), look again now and then. */
 static bool
-ready_to_work(void)
+ready_to_work(Schedule *s)
 {
 	if (RecoveryInProgress())
 	{
 		set_state("standby");
+		s->was_standby = true;
+		return false;
+	}
+	/* a promoted server an HA manager keeps read-only for a moment: waited for, not retried */
+	if (DefaultXactReadOnly)
+	{
+		set_state("read only");
 		return false;
 	}
 	if (!extension_ready())
@@ -479,7 +488,7 @@ tv_worker_main(Datum main_arg)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		tv_reload_if_asked();
-		if (!tv_engine_busy() && !ready_to_work())
+		if (!tv_engine_busy() && !ready_to_work(&s))
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5000L, PG_WAIT_EXTENSION);
 			s.claim.due = s.tick.due = s.webhooks.due = GetCurrentTimestamp();
@@ -506,10 +515,11 @@ Datum
 tv_worker_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[8];
-	bool		nulls[8] = {0};
+	Datum		values[9];
+	bool		nulls[9] = {0};
 	uint64		succeeded;
 	uint64		failed;
+	uint64		unconfirmed;
 	double		pct[3];
 	pid_t		pid = 0;
 	char		state[32] = "absent";
@@ -530,7 +540,7 @@ tv_worker_stats(PG_FUNCTION_ARGS)
 		last_loop_at = worker->last_loop_at;
 		SpinLockRelease(&worker->mutex);
 	}
-	tv_flight_stats(&succeeded, &failed, &pct[0], &pct[1], &pct[2]);
+	tv_flight_stats(&succeeded, &failed, &unconfirmed, &pct[0], &pct[1], &pct[2]);
 	values[0] = Int32GetDatum(pid);
 	nulls[0] = pid == 0;
 	values[1] = CStringGetTextDatum(state);
@@ -543,5 +553,6 @@ tv_worker_stats(PG_FUNCTION_ARGS)
 		values[5 + i] = Float8GetDatum(pct[i]);
 		nulls[5 + i] = isnan(pct[i]);
 	}
+	values[8] = Int64GetDatum((int64) unconfirmed);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
