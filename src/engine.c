@@ -157,12 +157,12 @@ plan_job(Job *job)
 static TvOutcome
 unconfirmed(Job *job, TvOutcome outcome)
 {
-	ereport(WARNING,
+	tv_flight_count_unconfirmed();
+	ereport(LOG,
 			(errmsg("tokenvault: the refresh of auth %s is committed on this server only",
 					DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&job->flight.auth_id)))),
 			 errdetail("The wait for synchronous replication was cancelled before a standby confirmed the commit."),
 			 errhint("A failover before the standby catches up restores the refresh token this refresh replaced.")));
-	tv_flight_count_unconfirmed();
 	return outcome == TV_OUTCOME_DONE ? TV_OUTCOME_UNCONFIRMED : outcome;
 }
 
@@ -199,7 +199,16 @@ apply_job(Job *job, TvVerdict *verdict, double seconds)
 	tv_spi_end();
 	tv_flight_count(outcome, seconds);
 	if (!tv_durable_confirmed())
-		outcome = unconfirmed(job, outcome);
+	{
+		/*
+		 * A terminate is what cuts the wait short: its waiters must hear so
+		 * before the process goes (a log line checks for interrupts).
+		 */
+		HOLD_INTERRUPTS();
+		finish_job(job, unconfirmed(job, outcome), message ? message : "");
+		RESUME_INTERRUPTS();
+		return;
+	}
 	finish_job(job, outcome, message ? message : "");
 }
 

@@ -10,6 +10,7 @@ packages=(
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
 	openssl curl
 	gdb
+	postgresql-15-auto-failover pgbouncer
 )
 # Node.js runs the test peers; a machine may have it from elsewhere (NodeSource).
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

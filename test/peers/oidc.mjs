@@ -9,7 +9,12 @@
 // TLS_CERT and TLS_KEY (serve https).
 //
 // GET /_count -> {"token": requests at the token endpoint, "by_grant": {...},
-// "revoke": requests at the revocation endpoint}; POST /_reset zeroes them.
+// "revoke": requests at the revocation endpoint, "grants_revoked": grants
+// oidc-provider revoked (a rotated refresh token used again), "in_flight":
+// token requests being answered now}; POST /_reset zeroes them.
+// TOKEN_DELAY_MS holds each token response that long after the request was
+// handled (a slow network back), so that a test can stop a client that the
+// provider has answered (a rotated refresh token spent) before it reads it.
 import http from 'node:http';
 import https from 'node:https';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
@@ -19,6 +24,7 @@ import Provider, { errors } from 'oidc-provider';
 const env = process.env;
 const secret = env.CLIENT_SECRET || randomBytes(24).toString('hex');
 const accessTtl = Number(env.ACCESS_TTL || 3600);
+const tokenDelay = Number(env.TOKEN_DELAY_MS || 0);
 const redirect = ['http://127.0.0.1/callback'];
 const code = { grant_types: ['authorization_code', 'refresh_token'], redirect_uris: redirect };
 
@@ -86,7 +92,8 @@ class MemoryStore {
 }
 
 let counts;
-const reset = () => { counts = { token: 0, by_grant: {}, revoke: 0 }; };
+let inFlight = 0;
+const reset = () => { counts = { token: 0, by_grant: {}, revoke: 0, grants_revoked: 0 }; };
 reset();
 
 const tls = env.TLS_CERT ? { cert: readFileSync(env.TLS_CERT), key: readFileSync(env.TLS_KEY) } : null;
@@ -123,14 +130,23 @@ server.listen(Number(env.OIDC_PORT || 0), '127.0.0.1', () => {
   provider.registerGrantType('password', passwordGrant(provider), ['username', 'password', 'scope']);
   provider.on('grant.success', (ctx) => countGrant(ctx));
   provider.on('grant.error', (ctx) => countGrant(ctx));
+  provider.on('grant.revoked', () => { counts.grants_revoked += 1; });
 
   const callback = provider.callback();
   handler = (req, res) => {
     const path = req.url.split('?')[0];
-    if (path === '/_count') return json(res, counts);
+    if (path === '/_count') return json(res, { ...counts, in_flight: inFlight });
     if (path === '/_reset') { reset(); return json(res, {}); }
-    if (path === '/token') counts.token += 1;
     if (path === '/token/revocation') counts.revoke += 1;
+    if (path !== '/token') return callback(req, res);
+    counts.token += 1;
+    inFlight += 1;
+    res.on('close', () => { inFlight -= 1; });
+    if (tokenDelay > 0) {
+      // answered at once (a refresh token is spent now), the answer held back
+      const end = res.end.bind(res);
+      res.end = (...args) => { setTimeout(() => end(...args), tokenDelay); return res; };
+    }
     return callback(req, res);
   };
   if (env.PORT_FILE) {

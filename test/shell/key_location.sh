@@ -30,7 +30,7 @@ is "$(sqlstate "$seal")" ok "with tokenvault.key_file outside the data directory
 is "$(q -c "SELECT count(*) FROM tokenvault.auths WHERE tokenvault.access_token(id) = '$token'")" 1 "and open"
 
 backup="$TV_TMP/backup"
-as_server_user pg_basebackup -D "$backup" -X fetch --no-sync >/dev/null
+as_server_user pg_basebackup -c fast -D "$backup" -X fetch --no-sync >/dev/null
 # the key as hex (as in the file) and raw (as in memory)
 found=$(python3 - "$backup" "$TV_KEYS" <<'PY'
 import os, sys

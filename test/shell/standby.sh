@@ -32,7 +32,7 @@ done
 
 sb_data="$TV_TMP/standby"
 sb_port=$((PGPORT + 1))
-as_server_user pg_basebackup -D "$sb_data" -R -X stream >"$TV_TMP/basebackup.log" 2>&1 ||
+as_server_user pg_basebackup -c fast -D "$sb_data" -R -X stream >"$TV_TMP/basebackup.log" 2>&1 ||
 	{ cat "$TV_TMP/basebackup.log"; exit 1; }
 echo "port = $sb_port" >>"$sb_data/postgresql.conf"
 standby_stop() { as_server_user pg_ctl -D "$sb_data" -m immediate stop >/dev/null 2>&1 || true; }
