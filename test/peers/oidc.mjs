@@ -12,12 +12,15 @@
 // "revoke": requests at the revocation endpoint, "grants_revoked": grants
 // oidc-provider revoked (a rotated refresh token used again), "in_flight":
 // token requests being answered now}; POST /_reset zeroes them.
+// GET /_issued -> one line per access token issued: the md5 of the token and
+// when it expires (epoch seconds), so that a test can tell whether a token
+// it was handed had expired, without the token leaving the test's database.
 // TOKEN_DELAY_MS holds each token response that long after the request was
 // handled (a slow network back), so that a test can stop a client that the
 // provider has answered (a rotated refresh token spent) before it reads it.
 import http from 'node:http';
 import https from 'node:https';
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
 
@@ -93,6 +96,7 @@ class MemoryStore {
 
 let counts;
 let inFlight = 0;
+const issued = [];
 const reset = () => { counts = { token: 0, by_grant: {}, revoke: 0, grants_revoked: 0 }; };
 reset();
 
@@ -131,12 +135,15 @@ server.listen(Number(env.OIDC_PORT || 0), '127.0.0.1', () => {
   provider.on('grant.success', (ctx) => countGrant(ctx));
   provider.on('grant.error', (ctx) => countGrant(ctx));
   provider.on('grant.revoked', () => { counts.grants_revoked += 1; });
+  provider.on('access_token.saved', (t) => issued.push(
+    `${createHash('md5').update(t.jti).digest('hex')} ${t.exp ?? (t.iat ?? Math.floor(Date.now() / 1000)) + accessTtl}`));
 
   const callback = provider.callback();
   handler = (req, res) => {
     const path = req.url.split('?')[0];
     if (path === '/_count') return json(res, { ...counts, in_flight: inFlight });
     if (path === '/_reset') { reset(); return json(res, {}); }
+    if (path === '/_issued') { res.writeHead(200, { 'content-type': 'text/plain' }); return res.end(issued.map((l) => `${l}\n`).join('')); }
     if (path === '/token/revocation') counts.revoke += 1;
     if (path !== '/token') return callback(req, res);
     counts.token += 1;
