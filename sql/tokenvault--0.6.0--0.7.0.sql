@@ -1127,6 +1127,7 @@ DECLARE
     t jsonb;
     f jsonb;
     failures integer;
+    lost text;
 BEGIN
     outcome := 'done';
     SELECT x AS a, y AS c INTO r
@@ -1163,10 +1164,16 @@ BEGIN
         END;
     END IF;
     IF v.outcome <> 'done' THEN
-        IF v.outcome = 'needs_reauth' AND a.refresh_lost IS NOT NULL THEN
+        lost := a.refresh_lost;
+        -- the first refresh since a promotion: the old primary may have
+        -- rotated the token in a commit that never came here
+        IF lost IS NULL AND coalesce(a.last_refreshed_at, a.created_at) < tokenvault._promoted_at() THEN
+            lost := 'promotion';
+        END IF;
+        IF v.outcome = 'needs_reauth' AND lost IS NOT NULL THEN
             -- not a bare invalid_grant: the provider most likely revoked the
             -- grant because the refresh token whose answer was lost came again
-            v.message := tokenvault._lost_refresh_message(a.refresh_lost) || ' (' || v.message || ')';
+            v.message := tokenvault._lost_refresh_message(lost) || ' (' || v.message || ')';
             PERFORM tokenvault._emit('auth.refresh_lost', a, NULL, v.message);
         END IF;
         UPDATE tokenvault.auths SET
@@ -1207,6 +1214,9 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _promoted_at() RETURNS timestamptz
+    LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_promoted_at';
+
 CREATE FUNCTION _durable_commit() RETURNS void
     LANGUAGE c VOLATILE AS 'MODULE_PATHNAME', 'tv_durable_commit';
 
@@ -1214,6 +1224,7 @@ CREATE FUNCTION _lost_refresh_message(why text) RETURNS text
     LANGUAGE sql IMMUTABLE AS $$
     SELECT CASE why
         WHEN 'failover' THEN 'a refresh was in flight when the server failed over, and its answer was lost with the old primary; the provider refused the refresh token it had replaced'
+        WHEN 'promotion' THEN 'the provider refused the refresh token at its first refresh since this server was promoted: with asynchronous replication, a refresh the old primary committed may never have reached this server'
         WHEN 'restart' THEN 'a refresh was in flight when the server or its refresher stopped, and its answer was never stored; the provider refused the refresh token it had replaced'
         ELSE 'a refresh got no answer (the connection failed after the request was sent); the provider refused the refresh token, which that request may have spent' END
 $$;

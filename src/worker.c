@@ -64,6 +64,7 @@ typedef struct WorkerShared
 	TimestampTz last_loop_at;
 	TimestampTz sleeping_until; /* by when the worker will have run every step by itself */
 	TimestampTz requested_at;	/* earliest time a committed transaction needs it */
+	TimestampTz promoted_at;	/* when the worker saw this server leave recovery, or 0 */
 } WorkerShared;
 
 static WorkerShared *worker = NULL;
@@ -431,6 +432,12 @@ ready_to_work(Schedule *s)
 		s->was_standby = true;
 		return false;
 	}
+	if (s->was_standby && worker->promoted_at == 0)
+	{
+		SpinLockAcquire(&worker->mutex);
+		worker->promoted_at = GetCurrentTimestamp();
+		SpinLockRelease(&worker->mutex);
+	}
 	/* a promoted server an HA manager keeps read-only for a moment: waited for, not retried */
 	if (DefaultXactReadOnly)
 	{
@@ -507,6 +514,29 @@ tv_worker_main(Datum main_arg)
 		take_requests(&s);
 		tv_engine_serve(sleep_ms(&s));
 	}
+}
+
+/*
+ * tokenvault._promoted_at(): when the worker saw this server promoted, NULL
+ * if it did not.  A refresh token refused at the first refresh since may
+ * have been replaced on the old primary by a commit that asynchronous
+ * replication never brought here.
+ */
+PG_FUNCTION_INFO_V1(tv_promoted_at);
+Datum
+tv_promoted_at(PG_FUNCTION_ARGS)
+{
+	TimestampTz at = 0;
+
+	if (worker != NULL)
+	{
+		SpinLockAcquire(&worker->mutex);
+		at = worker->promoted_at;
+		SpinLockRelease(&worker->mutex);
+	}
+	if (at == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(at);
 }
 
 /* tokenvault._worker_stats(): what tokenvault.stats shows of the worker and the refreshes. */

@@ -5,10 +5,13 @@
 # A monitor and two nodes on loopback, each node with tokenvault preloaded;
 # the real OAuth2 server issues 10-second tokens whose refresh tokens rotate
 # on every use (a reused one revokes the grant), and holds each token
-# request 300 ms so that a batch is always in flight.  200 auths are kept
-# alive by the primary's worker; the primary's keeper, then its postmaster
-# and the postmaster's processes are killed with kill -9 in the middle of a
-# batch; the monitor promotes the secondary.  Then:
+# answer 300 ms so that a batch is always in flight.  200 auths are kept
+# alive by the primary's worker; the link to the standby stalls (its
+# walsender stopped) until the primary has 16 kB of WAL the standby lacks
+# or, with a synchronous standby, its worker waits for it;
+# then the primary's keeper, its postmaster and the postmaster's processes
+# are killed with kill -9 in the middle of a batch; the monitor promotes the
+# secondary.  Then:
 #   - every refresh seen committed on the primary before the kill is on the
 #     new primary (no auth's version went back);
 #   - the auths whose refresh was in flight end needs_reauth with an
@@ -161,6 +164,18 @@ is "$(curl -sf "$TV_OIDC_URL/_count" | node -e "let s='';process.stdin.on('data'
 # ---- the kill, in the middle of a batch ----
 in_flight() { curl -sf "$TV_OIDC_URL/_count" | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>process.exit(JSON.parse(s).in_flight>=5?0:1))"; }
 wait_until 30 "token requests are in flight" in_flight
+# The link to the standby stalls first (node1's walsender stopped), as a
+# network does now and then, until node1 has WAL the standby lacks: with a
+# synchronous standby the commits wait; asynchronous, they are acknowledged.
+walsender=$(n1q -c "SELECT pid FROM pg_stat_replication")
+kill -STOP $walsender
+# (asynchronous: 16 kB of acknowledged commits; synchronous: the worker
+# waiting for the standby, which stops it)
+stalled() {
+	[ "$(n1q -c "SELECT pg_wal_lsn_diff(pg_current_wal_flush_lsn(), sent_lsn) > 16384 FROM pg_stat_replication")" = t ] ||
+		[ "$(n1q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tokenvault worker' AND wait_event = 'SyncRep'")" = 1 ]
+}
+wait_until 10 "node1 has WAL its standby lacks" stalled
 # what node1 shows as committed just before the kill
 n1q -c "SELECT id || ' ' || version FROM tokenvault.auths ORDER BY id" >"$TV_TMP/before.txt"
 pm=$(head -n 1 "$n1/postmaster.pid")
@@ -209,6 +224,7 @@ in_flight_at_kill=$(awk '$3 == "true"' "$TV_TMP/node1.txt" | wc -l)
 [ "$mode" = sync ] && in_flight_at_kill=$((in_flight_at_kill + committed_lost))
 lost_named=$(n2q -c "SELECT count(DISTINCT auth_id) FROM tokenvault.events WHERE kind = 'auth.refresh_lost'")
 lost_failover=$(n2q -c "SELECT count(*) FROM tokenvault.auths WHERE status = 'needs_reauth' AND last_error LIKE 'a refresh was in flight when the server failed over%'")
+lost_promotion=$(n2q -c "SELECT count(*) FROM tokenvault.auths WHERE status = 'needs_reauth' AND last_error LIKE 'the provider refused the refresh token at its first refresh since this server was promoted%'")
 needs_reauth=$(n2q -c "SELECT count(*) FROM tokenvault.auths WHERE status = 'needs_reauth'")
 revoked=$(curl -sf "$TV_OIDC_URL/_count" | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).grants_revoked))")
 unconfirmed_warnings=$(cat "$n1"/log/*.log | grep -c 'is committed on this server only' || true)
@@ -217,7 +233,7 @@ if [ "$mode" = sync ]; then
 else
 	echo "# async replication: committed rotations lost $committed_lost (in node1's WAL, not on node2; of those seen before the kill: $went_back); refreshes in flight at the kill $in_flight_at_kill, named by auth.refresh_lost: $lost_named;"
 fi
-echo "# needs_reauth $needs_reauth (of which 'failed over' $lost_failover); grants revoked by the provider $revoked;"
+echo "# needs_reauth $needs_reauth (of which 'in flight when the server failed over' $lost_failover, 'first refresh since the promotion' $lost_promotion); grants revoked by the provider $revoked;"
 echo "# seconds from the kill: to the promotion $(((promoted_ms - kill_ms) / 1000)).$(((promoted_ms - kill_ms) % 1000 / 100)), to the first refresh on node2 $(((first_ms - kill_ms) / 1000)).$(((first_ms - kill_ms) % 1000 / 100));"
 echo "# commits node1 made after its postmaster died that no standby confirmed (logged there): $unconfirmed_warnings"
 n2q -c "SELECT '#   ' || left(last_error, 160) FROM tokenvault.auths WHERE status = 'needs_reauth' LIMIT 3"
@@ -228,10 +244,13 @@ if [ "$mode" = sync ]; then
 	is "$needs_reauth" "$lost_named" "  ... and no other auth needs authorizing again"
 	is "$revoked" "$lost_named" "the provider saw a refresh token used twice only for those ($revoked grants revoked)"
 else
-	# what is lost is not known to the new primary, which has the older row;
-	# each auth needing authorizing again is one of the two kinds of loss
-	is "$([ "$needs_reauth" -le $((lost_named + committed_lost)) ] && echo accounted)" accounted \
-		"asynchronous replication: $committed_lost committed rotations lost, $needs_reauth auths need authorizing again ($lost_named named as lost in the failover)"
+	# a committed rotation lost is not known to the new primary, which has
+	# the older row; the provider's refusal at the first refresh since the
+	# promotion still names the likely cause
+	is "$needs_reauth $((lost_failover + lost_promotion))" "$lost_named $lost_named" \
+		"asynchronous replication: $committed_lost committed rotations lost; each of the $needs_reauth auths that need authorizing again has an auth.refresh_lost event and a last_error that says why"
+	is "$([ "$needs_reauth" -le $((in_flight_at_kill + committed_lost)) ] && echo accounted)" accounted \
+		"  ... and each is one lost in flight or lost committed"
 fi
 
 # ---- the others stay alive ----
