@@ -64,6 +64,22 @@ CONF
 		{ cat "$TV_LOG"; return 1; }
 }
 
+# standby_create: a streaming standby of the running cluster, made from a
+# base backup, in $TV_SB_DATA on port $TV_SB_PORT (PGPORT + 1); then
+# standby_start and standby_stop (which also runs on exit).  Its log is kept
+# for the leak scan.
+standby_create() {
+	TV_SB_DATA="$TV_TMP/standby"
+	TV_SB_PORT=$((PGPORT + 1))
+	as_server_user pg_basebackup -c fast -D "$TV_SB_DATA" -R -X stream >"$TV_TMP/basebackup.log" 2>&1 ||
+		{ cat "$TV_TMP/basebackup.log"; return 1; }
+	echo "port = $TV_SB_PORT" >>"$TV_SB_DATA/postgresql.conf"
+	tv_at_exit standby_stop
+	TV_SCAN_LOGS+=("$TV_TMP/standby.log")
+}
+standby_start() { as_server_user pg_ctl -D "$TV_SB_DATA" -l "$TV_TMP/standby.log" -w -t 60 start >/dev/null; }
+standby_stop() { as_server_user pg_ctl -D "$TV_SB_DATA" -m immediate stop >/dev/null 2>&1 || true; }
+
 # A key file with one new key, in a directory of its own that only the
 # server's user reads (what tokenvault.create_key_file() writes).
 key_file_create() {

@@ -49,6 +49,23 @@ wait_until() {
 	done
 }
 
+# stays_zero SECONDS DESCRIPTION COMMAND...: run COMMAND (which prints a
+# count of what must not be) about once a second for SECONDS; the check
+# fails if any run printed more than 0.  (For a property over time, where
+# wait_until is for a condition reached once.)
+stays_zero() {
+	local secs=$1 what=$2 checks=0 bad=0 n deadline
+	shift 2
+	deadline=$(($(date +%s) + secs))
+	while [ "$(date +%s)" -lt "$deadline" ]; do
+		n=$("$@")
+		checks=$((checks + 1))
+		[ "$n" = 0 ] || { bad=$((bad + 1)); echo "# check $checks: $n"; }
+		sleep 1
+	done
+	is "$bad" 0 "$what, at each of $checks checks over $secs s"
+}
+
 # millis: a clock in milliseconds, to time what must be quick.
 millis() { echo $(($(date +%s%N) / 1000000)); }
 

@@ -15,15 +15,8 @@ tokenvault.http_timeout = 10" cluster_start
 fault_start
 oidc_start ACCESS_TTL=6
 
-sb_data="$TV_TMP/standby"
-sb_port=$((PGPORT + 1))
-as_server_user pg_basebackup -c fast -D "$sb_data" -R -X stream >"$TV_TMP/basebackup.log" 2>&1 ||
-	{ cat "$TV_TMP/basebackup.log"; exit 1; }
-echo "port = $sb_port" >>"$sb_data/postgresql.conf"
-standby_stop() { as_server_user pg_ctl -D "$sb_data" -m immediate stop >/dev/null 2>&1 || true; }
-standby_start() { as_server_user pg_ctl -D "$sb_data" -l "$TV_TMP/standby.log" -w -t 60 start >/dev/null; }
-tv_at_exit standby_stop
-TV_SCAN_LOGS+=("$TV_TMP/standby.log")
+standby_create
+sb_data=$TV_SB_DATA sb_port=$TV_SB_PORT
 standby_start
 sb() { PGPORT=$sb_port q "$@"; }
 streaming() { [ "$(q -c "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync' AND state = 'streaming'")" = 1 ]; }

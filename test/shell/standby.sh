@@ -30,15 +30,9 @@ SELECT tokenvault.create_auth(:'u', :'down_client', 'expired', jsonb_build_objec
 SQL
 done
 
-sb_data="$TV_TMP/standby"
-sb_port=$((PGPORT + 1))
-as_server_user pg_basebackup -c fast -D "$sb_data" -R -X stream >"$TV_TMP/basebackup.log" 2>&1 ||
-	{ cat "$TV_TMP/basebackup.log"; exit 1; }
-echo "port = $sb_port" >>"$sb_data/postgresql.conf"
-standby_stop() { as_server_user pg_ctl -D "$sb_data" -m immediate stop >/dev/null 2>&1 || true; }
-tv_at_exit standby_stop
-TV_SCAN_LOGS+=("$TV_TMP/standby.log")
-as_server_user pg_ctl -D "$sb_data" -l "$TV_TMP/standby.log" -w -t 60 start >/dev/null
+standby_create
+sb_data=$TV_SB_DATA sb_port=$TV_SB_PORT
+standby_start
 sb() { PGPORT=$sb_port q "$@"; }
 sb_state() { PGPORT=$sb_port sqlstate "$1"; }
 auth_of() { echo "(SELECT id FROM tokenvault.auths WHERE name = '$1')"; }
