@@ -220,8 +220,16 @@ is "$(wc -l <"$TV_TMP/node1.txt")" $N "node1's data directory, recovered on its 
 # and visible: a committed rotation the failover lost.
 committed_lost=$(join <(sort "$TV_TMP/node1.txt") <(sort "$TV_TMP/after.txt") | awk '$4 < $2' | wc -l)
 # a refresh marked sent on node1 and never answered there: in flight at the kill
+# (a mark whose own commit still waited for the standby sent nothing: such
+# an auth is simply refreshed again on node2)
 in_flight_at_kill=$(awk '$3 == "true"' "$TV_TMP/node1.txt" | wc -l)
 [ "$mode" = sync ] && in_flight_at_kill=$((in_flight_at_kill + committed_lost))
+# the auths node1 itself says were in flight: marked sent and unanswered, or
+# answered in a commit still waiting for the standby
+{ awk '$3 == "true" { print $1 }' "$TV_TMP/node1.txt"
+  join <(sort "$TV_TMP/node1.txt") <(sort "$TV_TMP/after.txt") | awk '$4 < $2 { print $1 }'; } | sort -u >"$TV_TMP/in_flight.ids"
+n2q -c "SELECT DISTINCT auth_id FROM tokenvault.events WHERE kind = 'auth.refresh_lost'" | sort >"$TV_TMP/named.ids"
+named_not_in_flight=$(comm -13 "$TV_TMP/in_flight.ids" "$TV_TMP/named.ids" | wc -l)
 lost_named=$(n2q -c "SELECT count(DISTINCT auth_id) FROM tokenvault.events WHERE kind = 'auth.refresh_lost'")
 lost_failover=$(n2q -c "SELECT count(*) FROM tokenvault.auths WHERE status = 'needs_reauth' AND last_error LIKE 'a refresh was in flight when the server failed over%'")
 lost_promotion=$(n2q -c "SELECT count(*) FROM tokenvault.auths WHERE status = 'needs_reauth' AND last_error LIKE 'the provider refused the refresh token at its first refresh since this server was promoted%'")
@@ -229,7 +237,7 @@ needs_reauth=$(n2q -c "SELECT count(*) FROM tokenvault.auths WHERE status = 'nee
 revoked=$(curl -sf "$TV_OIDC_URL/_count" | node -e "let s='';process.stdin.on('data',d=>s+=d).on('end',()=>console.log(JSON.parse(s).grants_revoked))")
 unconfirmed_warnings=$(cat "$n1"/log/*.log | grep -c 'is committed on this server only' || true)
 if [ "$mode" = sync ]; then
-	echo "# sync replication: committed rotations lost $went_back (of those seen committed before the kill); refreshes in flight at the kill $in_flight_at_kill (of which $committed_lost in node1's WAL, still waiting for the standby), named by auth.refresh_lost: $lost_named;"
+	echo "# sync replication: committed rotations lost $went_back (of those seen committed before the kill); refreshes marked in flight at the kill $in_flight_at_kill (of which $committed_lost answered in node1's WAL, still waiting for the standby), answered by the provider and named by auth.refresh_lost: $lost_named;"
 else
 	echo "# async replication: committed rotations lost $committed_lost (in node1's WAL, not on node2; of those seen before the kill: $went_back); refreshes in flight at the kill $in_flight_at_kill, named by auth.refresh_lost: $lost_named;"
 fi
@@ -239,7 +247,8 @@ echo "# commits node1 made after its postmaster died that no standby confirmed (
 n2q -c "SELECT '#   ' || left(last_error, 160) FROM tokenvault.auths WHERE status = 'needs_reauth' LIMIT 3"
 if [ "$mode" = sync ]; then
 	is "$went_back" 0 "every refresh committed on node1 before the kill is on node2 (no auth's version went back)"
-	is "$lost_named" "$in_flight_at_kill" "every refresh in flight at the kill (marked sent on node1, its answer not stored or not confirmed there) is named by an auth.refresh_lost event"
+	is "$named_not_in_flight" 0 "each auth named by an auth.refresh_lost event had a refresh in flight at the kill, by node1's own record"
+	is "$lost_named" "$revoked" "  ... and every refresh in flight that the provider answered (its refresh token then refused as reused) is named"
 	is "$lost_failover" "$lost_named" "each auth whose refresh was in flight ends needs_reauth with an auth.refresh_lost event saying it was lost in the failover"
 	is "$needs_reauth" "$lost_named" "  ... and no other auth needs authorizing again"
 	is "$revoked" "$lost_named" "the provider saw a refresh token used twice only for those ($revoked grants revoked)"
