@@ -22,6 +22,7 @@ mkdir -p "$TV_SCAN_DIR"
 
 passed=0
 failed=0
+failures=()
 count() { if [ "$1" = 0 ]; then passed=$((passed + $2)); else failed=$((failed + ${3:-1})); fi; }
 
 echo "== pg_regress"
@@ -30,7 +31,7 @@ make -s installcheck 2>&1 | tee "$TV_TMP/regress.out"
 rc=${PIPESTATUS[0]}
 n=$(grep -cE '^(test|ok) .* ok ' "$TV_TMP/regress.out")
 count $rc "$n" "$(grep -cE '^(test|not ok) .* FAILED' "$TV_TMP/regress.out")"
-[ $rc = 0 ] || cat test/regression.diffs 2>/dev/null
+[ $rc = 0 ] || { cat test/regression.diffs 2>/dev/null; failures+=("pg_regress: $(grep -E 'FAILED' "$TV_TMP/regress.out" | tr -s ' ' | tr '\n' ';')"); }
 
 echo "== pgTAP"
 createdb tokenvault_tap && psql -X -q -d tokenvault_tap -c 'CREATE EXTENSION pgtap; CREATE EXTENSION tokenvault;' || exit 1
@@ -38,6 +39,7 @@ pg_prove -d tokenvault_tap test/pgtap/*.sql | tee "$TV_TMP/prove.out"
 rc=${PIPESTATUS[0]}
 n=$(sed -n 's/.*Tests=\([0-9]*\).*/\1/p' "$TV_TMP/prove.out")
 count $rc "${n:-0}"
+[ $rc = 0 ] || failures+=("pgTAP: $(grep -E '^test/pgtap.*(Failed|Dubious)|^Failed' "$TV_TMP/prove.out" | tr '\n' ';')")
 
 for t in test/shell/*.sh; do
 	[ -e "$t" ] || continue
@@ -51,6 +53,7 @@ for t in test/shell/*.sh; do
 	[ "$rc" = 0 ] || [ "$bad" -gt 0 ] || bad=1
 	passed=$((passed + n))
 	failed=$((failed + bad))
+	[ "$bad" = 0 ] || failures+=("$t (exit $rc): $(grep -m3 '^not ok ' "$TV_TMP/this.out" | tr '\n' ';')")
 done
 
 echo "== no secret in any encoding in a server log, events, NOTIFY payloads or test output"
@@ -60,7 +63,10 @@ if leak_scan "$TV_SCAN_DIR"/* test/results/*.out "$TV_TMP/prove.out" "$TV_TMP/sh
 	count 0 1
 else
 	count 1 0
+	failures+=("the leak scan")
 fi
 
+# CI shows only the end of the output: name what failed there
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
