@@ -40,7 +40,7 @@
 #include "settings.h"
 
 #define MAX_FLIGHTS 1024
-#define MAX_REFRESHERS 32		/* databases with a refresher at once */
+#define MAX_ON_DEMAND 32		/* databases without a worker with a refresher at once */
 #define QUEUE_DEPTH 4			/* the schedule's flights queued, in max_concurrent_refreshes */
 #define CALLER_RESERVE (MAX_FLIGHTS / 4)	/* flight slots the schedule leaves to callers */
 
@@ -101,17 +101,25 @@ typedef struct FlightShared
 	uint64		unconfirmed;	/* stored, but not confirmed by the synchronous standby */
 	uint32		nlatencies;		/* samples taken so far; the ring holds the last ones */
 	float4		latency_ms[LATENCY_SAMPLES];
-	Refresher	refreshers[MAX_REFRESHERS];
 	Flight		flights[MAX_FLIGHTS];
+	int			nrefreshers;	/* the workers' databases, and MAX_ON_DEMAND more */
+	Refresher	refreshers[FLEXIBLE_ARRAY_MEMBER];
 } FlightShared;
 
 static FlightShared *shared = NULL;
 static Refresher *my_slot = NULL;
 
+static Size
+flight_shmem_size(void)
+{
+	return add_size(offsetof(FlightShared, refreshers),
+					mul_size(tv_max_databases + MAX_ON_DEMAND, sizeof(Refresher)));
+}
+
 void
 tv_flight_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(FlightShared)));
+	RequestAddinShmemSpace(MAXALIGN(flight_shmem_size()));
 	RequestNamedLWLockTranche("tokenvault", 1);
 }
 
@@ -121,10 +129,11 @@ tv_flight_shmem_startup(void)
 	bool		found;
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	shared = ShmemInitStruct("tokenvault refresh", sizeof(FlightShared), &found);
+	shared = ShmemInitStruct("tokenvault refresh", flight_shmem_size(), &found);
 	if (!found)
 	{
-		memset(shared, 0, sizeof(FlightShared));
+		memset(shared, 0, flight_shmem_size());
+		shared->nrefreshers = tv_max_databases + MAX_ON_DEMAND;
 		shared->lock = &(GetNamedLWLockTranche("tokenvault"))->lock;
 		ConditionVariableInit(&shared->done);
 		shared->next_ticket = 1;
@@ -137,7 +146,7 @@ refresher_for(Oid dbid)
 {
 	int			i;
 
-	for (i = 0; i < MAX_REFRESHERS; i++)
+	for (i = 0; i < shared->nrefreshers; i++)
 		if (shared->refreshers[i].dbid == dbid)
 			return &shared->refreshers[i];
 	return NULL;
@@ -288,6 +297,27 @@ tv_flight_reserve_database(void)
 	LWLockRelease(shared->lock);
 }
 
+/*
+ * A database the worker no longer serves (the extension dropped, or
+ * tokenvault.database names another): flights filed there start a refresher
+ * on demand again.
+ */
+void
+tv_flight_release_database(Oid dbid)
+{
+	Refresher  *r;
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	r = refresher_for(dbid);
+	if (r != NULL && r->reserved)
+	{
+		r->reserved = false;
+		if (r->pid == 0 && !r->starting)
+			r->dbid = InvalidOid;
+	}
+	LWLockRelease(shared->lock);
+}
+
 /* Start this database's refresher; false (and logged) if it could not start. */
 static bool
 start_refresher(void)
@@ -336,7 +366,7 @@ wake_refresher(void)
 		LWLockRelease(shared->lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many databases use tokenvault refreshes (%d)", MAX_REFRESHERS)));
+				 errmsg("too many databases use tokenvault refreshes (%d)", shared->nrefreshers)));
 	}
 	/* a refresher that has not come up within a minute is taken for dead */
 	if (r->pid == 0 && !r->reserved && (!r->starting ||
@@ -418,7 +448,7 @@ tv_refresh_wait(pg_uuid_t *auth_id, bool force, bool may_file, char *message)
 	{
 		LWLockRelease(shared->lock);
 		snprintf(message, TV_REFRESH_MESSAGE_LEN, "too many databases use tokenvault refreshes (%d)",
-				 MAX_REFRESHERS);
+				 shared->nrefreshers);
 		return TV_OUTCOME_NO_FLIGHT;
 	}
 	w.flight = join_flight(auth_id, force, false, may_file, message);

@@ -33,6 +33,7 @@ extern TvOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, bool may_file, 
 extern int	tv_flight_room(void);
 extern int	tv_flight_file_background(pg_uuid_t *ids, int n);
 extern void tv_flight_reserve_database(void);
+extern void tv_flight_release_database(Oid dbid);
 
 /* For a refresher. */
 extern bool tv_flight_attach(void);

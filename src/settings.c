@@ -15,6 +15,7 @@ char	   *tv_ca_file = NULL;
 int			tv_http_timeout = 10;
 int			tv_max_response_size = 1024;
 char	   *tv_database = NULL;
+int			tv_max_databases = 8;
 int			tv_refresh_lead = 60;
 int			tv_expiry_notice = 7 * 24 * 3600;
 int			tv_max_concurrent_refreshes = 32;
@@ -122,15 +123,24 @@ tv_settings_define(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 
-	/* only the postmaster may define a postmaster setting; without preloading there is no worker */
+	/* without preloading there is no launcher, and no worker */
 	if (process_shared_preload_libraries_in_progress)
+	{
 		DefineCustomStringVariable("tokenvault.database",
-								   "Database the tokenvault worker serves.",
+								   "The one database tokenvault's workers serve; empty: every database that has the extension.",
 								   NULL,
 								   &tv_database,
-								   "postgres",
-								   PGC_POSTMASTER, 0,
+								   "",
+								   PGC_SIGHUP, 0,
 								   NULL, NULL, NULL);
+		DefineCustomIntVariable("tokenvault.max_databases",
+								"How many databases have a tokenvault worker at most.",
+								"Each takes a background worker slot (max_worker_processes).",
+								&tv_max_databases,
+								8, 1, 1024,
+								PGC_POSTMASTER, 0,
+								NULL, NULL, NULL);
+	}
 
 	DefineCustomIntVariable("tokenvault.refresh_lead",
 							"How long before a token expires the worker refreshes it.",

@@ -8,7 +8,8 @@ extern int	tv_min_validity;	/* seconds */
 extern char *tv_ca_file;
 extern int	tv_http_timeout;	/* seconds */
 extern int	tv_max_response_size;	/* kB */
-extern char *tv_database;
+extern char *tv_database;	/* empty: every database */
+extern int	tv_max_databases;
 extern int	tv_refresh_lead;	/* seconds */
 extern int	tv_expiry_notice;	/* seconds */
 extern int	tv_max_concurrent_refreshes;

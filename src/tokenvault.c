@@ -9,9 +9,11 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 
+#include "ddl.h"
 #include "flight.h"
 #include "host_policy.h"
 #include "keyring.h"
+#include "launcher.h"
 #include "settings.h"
 #include "worker.h"
 
@@ -29,6 +31,7 @@ shmem_request(void)
 		prev_shmem_request_hook();
 	tv_flight_shmem_request();
 	tv_worker_shmem_request();
+	tv_launcher_shmem_request();
 	tv_keyring_shmem_request();
 }
 
@@ -39,6 +42,7 @@ shmem_startup(void)
 		prev_shmem_startup_hook();
 	tv_flight_shmem_startup();
 	tv_worker_shmem_startup();
+	tv_launcher_shmem_startup();
 	tv_keyring_shmem_startup();
 }
 
@@ -61,7 +65,8 @@ _PG_init(void)
 		shmem_request_hook = shmem_request;
 		prev_shmem_startup_hook = shmem_startup_hook;
 		shmem_startup_hook = shmem_startup;
-		tv_worker_register();
+		tv_launcher_register();
+		tv_ddl_install();
 	}
 }
 

@@ -1,8 +1,9 @@
 /*
- * worker.c: the background worker that keeps tokens alive
+ * worker.c: the background worker that keeps one database's tokens alive
  *
- * One worker, connected to tokenvault.database, is that database's
- * refresher (flight.c, engine.c): it serves the flights filed by access_token()
+ * The launcher (launcher.c) starts one in each database that has the
+ * extension, in a slot of shared memory it hands out.  The worker is that
+ * database's refresher (flight.c, engine.c): it serves the flights filed by access_token()
  * callers, and files flights of its own for the auths its schedule finds
  * due, so callers and the schedule share one single-flight mechanism.  It
  * also runs the expiry scan and sends webhook deliveries.
@@ -24,6 +25,7 @@
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/pg_type_d.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -54,20 +56,31 @@
 #define BACKOFF_MIN_MS 1000		/* a step that failed is tried again this much later, */
 #define BACKOFF_MAX_MS 60000	/* doubling with each failure in a row up to this */
 
-typedef struct WorkerShared
+/* What a database's worker shows of itself, in its slot; the launcher hands the slots out. */
+typedef struct WorkerSlot
 {
 	slock_t		mutex;
+	Oid			dbid;			/* InvalidOid: free */
 	pid_t		pid;
 	Latch	   *latch;
-	Oid			dbid;
 	char		state[32];
 	TimestampTz last_loop_at;
 	TimestampTz sleeping_until; /* by when the worker will have run every step by itself */
 	TimestampTz requested_at;	/* earliest time a committed transaction needs it */
-	TimestampTz promoted_at;	/* when the worker saw this server leave recovery, or 0 */
+	bool		recheck;		/* DROP EXTENSION committed: look again now */
+	bool		gone;			/* left because the extension is not in its database */
+} WorkerSlot;
+
+typedef struct WorkerShared
+{
+	slock_t		mutex;
+	TimestampTz promoted_at;	/* when a worker saw this server leave recovery, or 0 */
+	WorkerSlot	slots[FLEXIBLE_ARRAY_MEMBER];
 } WorkerShared;
 
-static WorkerShared *worker = NULL;
+static WorkerShared *workers = NULL;
+static WorkerSlot *worker = NULL;	/* the worker's own slot, in a worker */
+static char *dbname = NULL;		/* and its database's name */
 static bool am_worker = false;
 
 /*
@@ -98,41 +111,183 @@ typedef struct Schedule
 
 typedef TimestampTz (*StepFn) (Schedule *s);
 
+static Size
+worker_shmem_size(void)
+{
+	return add_size(offsetof(WorkerShared, slots), mul_size(tv_max_databases, sizeof(WorkerSlot)));
+}
+
 void
 tv_worker_shmem_request(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(WorkerShared)));
+	RequestAddinShmemSpace(MAXALIGN(worker_shmem_size()));
 }
 
 void
 tv_worker_shmem_startup(void)
 {
 	bool		found;
+	int			i;
 
-	worker = ShmemInitStruct("tokenvault worker", sizeof(WorkerShared), &found);
+	workers = ShmemInitStruct("tokenvault workers", worker_shmem_size(), &found);
 	if (!found)
 	{
-		memset(worker, 0, sizeof(WorkerShared));
-		SpinLockInit(&worker->mutex);
-		worker->requested_at = DT_NOEND;
-		worker->sleeping_until = DT_NOEND;
+		memset(workers, 0, worker_shmem_size());
+		SpinLockInit(&workers->mutex);
+		for (i = 0; i < tv_max_databases; i++)
+			SpinLockInit(&workers->slots[i].mutex);
 	}
 }
 
-void
-tv_worker_register(void)
+/* The slot of this database's worker, NULL if it has none. */
+static WorkerSlot *
+slot_of(Oid dbid)
 {
-	BackgroundWorker w = {0};
+	int			i;
 
-	w.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	/* a standby starts it too; it idles there until promoted */
-	w.bgw_start_time = BgWorkerStart_ConsistentState;
-	w.bgw_restart_time = 5;
-	snprintf(w.bgw_library_name, BGW_MAXLEN, "tokenvault");
-	snprintf(w.bgw_function_name, BGW_MAXLEN, "tv_worker_main");
-	snprintf(w.bgw_name, BGW_MAXLEN, "tokenvault worker");
-	snprintf(w.bgw_type, BGW_MAXLEN, "tokenvault worker");
-	RegisterBackgroundWorker(&w);
+	if (workers == NULL)
+		return NULL;
+	for (i = 0; i < tv_max_databases; i++)
+	{
+		WorkerSlot *w = &workers->slots[i];
+		bool		match;
+
+		SpinLockAcquire(&w->mutex);
+		match = w->dbid == dbid;
+		SpinLockRelease(&w->mutex);
+		if (match)
+			return w;
+	}
+	return NULL;
+}
+
+/* ---- for the launcher ---- */
+
+/* A free slot's number, -1 if all are taken. */
+int
+tv_worker_free_slot(void)
+{
+	WorkerSlot *w = slot_of(InvalidOid);
+
+	return w ? (int) (w - workers->slots) : -1;
+}
+
+/*
+ * Start a worker for a database in a free slot; false (and the slot still
+ * free) if no background worker slot could be had.
+ */
+bool
+tv_worker_launch(int slot, Oid dbid, const char *dbname, BackgroundWorkerHandle **handle)
+{
+	WorkerSlot *w = &workers->slots[slot];
+	BackgroundWorker bgw = {0};
+
+	SpinLockAcquire(&w->mutex);
+	w->dbid = dbid;
+	w->pid = 0;
+	w->latch = NULL;
+	w->gone = w->recheck = false;
+	w->requested_at = w->sleeping_until = DT_NOEND;
+	strlcpy(w->state, "starting", sizeof(w->state));
+	SpinLockRelease(&w->mutex);
+
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	/* a standby runs it too; it idles there until promoted */
+	bgw.bgw_start_time = BgWorkerStart_ConsistentState;
+	/* the launcher restarts it, so that it can tell a crash from a dropped extension */
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	snprintf(bgw.bgw_library_name, BGW_MAXLEN, "tokenvault");
+	snprintf(bgw.bgw_function_name, BGW_MAXLEN, "tv_worker_main");
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "tokenvault worker for database %s", dbname);
+	snprintf(bgw.bgw_type, BGW_MAXLEN, "tokenvault worker");
+	bgw.bgw_main_arg = Int32GetDatum(slot);
+	bgw.bgw_notify_pid = MyProcPid;
+	if (RegisterDynamicBackgroundWorker(&bgw, handle))
+		return true;
+	tv_worker_release(slot);
+	return false;
+}
+
+/* After its worker stopped: did it leave because the extension is not there? */
+bool
+tv_worker_left_for_good(int slot)
+{
+	WorkerSlot *w = &workers->slots[slot];
+	bool		gone;
+
+	SpinLockAcquire(&w->mutex);
+	gone = w->gone;
+	SpinLockRelease(&w->mutex);
+	return gone;
+}
+
+/* Give a slot back, once its worker has stopped. */
+void
+tv_worker_release(int slot)
+{
+	WorkerSlot *w = &workers->slots[slot];
+
+	SpinLockAcquire(&w->mutex);
+	w->dbid = InvalidOid;
+	w->pid = 0;
+	w->latch = NULL;
+	strlcpy(w->state, "absent", sizeof(w->state));
+	SpinLockRelease(&w->mutex);
+}
+
+/* The pid of the worker in a slot, 0 if none runs there. */
+pid_t
+tv_worker_pid(int slot)
+{
+	WorkerSlot *w = &workers->slots[slot];
+	pid_t		pid;
+
+	SpinLockAcquire(&w->mutex);
+	pid = w->pid;
+	SpinLockRelease(&w->mutex);
+	return pid;
+}
+
+/* ---- for statements about a database (ddl.c) ---- */
+
+/*
+ * Stop this database's worker at once (a DROP DATABASE is waiting for its
+ * connection to go); the launcher holds a new one off meanwhile.
+ */
+void
+tv_worker_terminate(Oid dbid)
+{
+	WorkerSlot *w = slot_of(dbid);
+	pid_t		pid = 0;
+
+	if (w == NULL)
+		return;
+	SpinLockAcquire(&w->mutex);
+	if (w->dbid == dbid)
+		pid = w->pid;
+	SpinLockRelease(&w->mutex);
+	if (pid != 0)
+		kill(pid, SIGTERM);
+}
+
+/* The extension was dropped in this database: its worker looks now and leaves. */
+void
+tv_worker_recheck(Oid dbid)
+{
+	WorkerSlot *w = slot_of(dbid);
+	Latch	   *latch = NULL;
+
+	if (w == NULL)
+		return;
+	SpinLockAcquire(&w->mutex);
+	if (w->dbid == dbid)
+	{
+		w->recheck = true;
+		latch = w->latch;
+	}
+	SpinLockRelease(&w->mutex);
+	if (latch)
+		SetLatch(latch);
 }
 
 static void
@@ -144,6 +299,7 @@ set_state(const char *state)
 	SpinLockRelease(&worker->mutex);
 }
 
+/* On the way out: the slot stays this database's until the launcher has seen the worker go. */
 static void
 worker_detach(int code, Datum arg)
 {
@@ -165,16 +321,18 @@ wake_at_commit(XactEvent event, void *arg)
 {
 	Latch	   *latch = NULL;
 
-	if (event == XACT_EVENT_COMMIT && wake_at != DT_NOEND)
+	WorkerSlot *w;
+
+	if (event == XACT_EVENT_COMMIT && wake_at != DT_NOEND && (w = slot_of(MyDatabaseId)) != NULL)
 	{
-		SpinLockAcquire(&worker->mutex);
-		if (worker->dbid == MyDatabaseId && wake_at < worker->sleeping_until &&
-			wake_at < worker->requested_at)
+		SpinLockAcquire(&w->mutex);
+		if (w->dbid == MyDatabaseId && wake_at < w->sleeping_until &&
+			wake_at < w->requested_at)
 		{
-			worker->requested_at = wake_at;
-			latch = worker->latch;
+			w->requested_at = wake_at;
+			latch = w->latch;
 		}
-		SpinLockRelease(&worker->mutex);
+		SpinLockRelease(&w->mutex);
 		if (latch)
 			SetLatch(latch);
 	}
@@ -189,7 +347,7 @@ Datum
 tv_wake_worker(PG_FUNCTION_ARGS)
 {
 	/* without shared memory there is no worker */
-	if (worker == NULL || PG_ARGISNULL(0))
+	if (workers == NULL || PG_ARGISNULL(0))
 		PG_RETURN_VOID();
 	/* the worker's own writes need no latch, only a note (kept even if rolled back: harmless) */
 	if (am_worker)
@@ -221,8 +379,13 @@ extension_ready(void)
 	static TimestampTz seen_at = 0;
 	TimestampTz now = GetCurrentTimestamp();
 	bool		ready;
+	bool		recheck;
 
-	if (seen_at != 0 && !TimestampDifferenceExceeds(seen_at, now, 1000))
+	SpinLockAcquire(&worker->mutex);
+	recheck = worker->recheck;
+	worker->recheck = false;
+	SpinLockRelease(&worker->mutex);
+	if (!recheck && seen_at != 0 && !TimestampDifferenceExceeds(seen_at, now, 1000))
 		return true;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -432,11 +595,12 @@ ready_to_work(Schedule *s)
 		s->was_standby = true;
 		return false;
 	}
-	if (s->was_standby && worker->promoted_at == 0)
+	if (s->was_standby)
 	{
-		SpinLockAcquire(&worker->mutex);
-		worker->promoted_at = GetCurrentTimestamp();
-		SpinLockRelease(&worker->mutex);
+		SpinLockAcquire(&workers->mutex);
+		if (workers->promoted_at == 0)
+			workers->promoted_at = GetCurrentTimestamp();
+		SpinLockRelease(&workers->mutex);
 	}
 	/* a promoted server an HA manager keeps read-only for a moment: waited for, not retried */
 	if (DefaultXactReadOnly)
@@ -446,8 +610,13 @@ ready_to_work(Schedule *s)
 	}
 	if (!extension_ready())
 	{
-		set_state("waiting for extension");
-		return false;
+		/* the launcher starts a worker again when CREATE EXTENSION commits here */
+		SpinLockAcquire(&worker->mutex);
+		worker->gone = true;
+		SpinLockRelease(&worker->mutex);
+		ereport(LOG,
+				(errmsg("tokenvault worker leaves database \"%s\": the extension is not there", dbname)));
+		proc_exit(0);
 	}
 	return true;
 }
@@ -461,18 +630,22 @@ tv_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(tv_database, NULL, 0);
+	worker = &workers->slots[DatumGetInt32(main_arg)];
+	BackgroundWorkerInitializeConnectionByOid(worker->dbid, InvalidOid, 0);
 	am_worker = true;
 
 	SpinLockAcquire(&worker->mutex);
 	worker->pid = MyProcPid;
 	worker->latch = MyLatch;
-	worker->dbid = MyDatabaseId;
 	worker->requested_at = DT_NOEND;
 	SpinLockRelease(&worker->mutex);
 	before_shmem_exit(worker_detach, 0);
 	set_state("starting");
 	pgstat_report_activity(STATE_RUNNING, "tokenvault: starting");
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
 
 	/* a refresher started on demand before the worker came up leaves when idle */
 	tv_flight_reserve_database();
@@ -528,11 +701,11 @@ tv_promoted_at(PG_FUNCTION_ARGS)
 {
 	TimestampTz at = 0;
 
-	if (worker != NULL)
+	if (workers != NULL)
 	{
-		SpinLockAcquire(&worker->mutex);
-		at = worker->promoted_at;
-		SpinLockRelease(&worker->mutex);
+		SpinLockAcquire(&workers->mutex);
+		at = workers->promoted_at;
+		SpinLockRelease(&workers->mutex);
 	}
 	if (at == 0)
 		PG_RETURN_NULL();
@@ -554,6 +727,7 @@ tv_worker_stats(PG_FUNCTION_ARGS)
 	pid_t		pid = 0;
 	char		state[32] = "absent";
 	TimestampTz last_loop_at = 0;
+	WorkerSlot *w;
 	int			i;
 
 	/* the stats view's reader: nothing about the cluster where it was not admitted */
@@ -561,14 +735,17 @@ tv_worker_stats(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	if (worker != NULL)
+	if ((w = slot_of(MyDatabaseId)) != NULL)
 	{
-		SpinLockAcquire(&worker->mutex);
-		pid = worker->pid;
-		if (pid != 0)
-			strlcpy(state, worker->state, sizeof(state));
-		last_loop_at = worker->last_loop_at;
-		SpinLockRelease(&worker->mutex);
+		SpinLockAcquire(&w->mutex);
+		if (w->dbid == MyDatabaseId)
+		{
+			pid = w->pid;
+			if (pid != 0)
+				strlcpy(state, w->state, sizeof(state));
+			last_loop_at = w->last_loop_at;
+		}
+		SpinLockRelease(&w->mutex);
 	}
 	tv_flight_stats(&succeeded, &failed, &unconfirmed, &pct[0], &pct[1], &pct[2]);
 	values[0] = Int32GetDatum(pid);

@@ -58,6 +58,8 @@ tokenvault.allowed_internal_hosts = '127.0.0.0/8, ::1'
 fsync = off
 log_min_messages = log
 log_line_prefix = '%m [%p] %q%a '
+# the suite's databases are served on demand unless a test names its worker's (launcher.sh: all)
+tokenvault.database = 'postgres'
 ${TV_EXTRA_CONF:-}
 CONF
 	as_server_user pg_ctl -D "$TV_DATA" -l "$TV_LOG" -w -t 60 start >/dev/null ||
