@@ -256,6 +256,8 @@ $$;
 -- to be woken if the row needs it sooner than planned.  The wake-up goes out
 -- only if the transaction commits, so asking before the row is written is
 -- safe; one BEFORE trigger is half the cost of a BEFORE and an AFTER one.
+-- It fires only for the columns the schedule and _dies_at() read: a refresh
+-- marked as sent (refresh_sent_at), once per refresh, changes neither.
 CREATE FUNCTION _auths_schedule() RETURNS trigger
     LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -275,7 +277,9 @@ BEGIN
     RETURN NEW;
 END
 $$;
-CREATE TRIGGER auths_schedule BEFORE INSERT OR UPDATE ON auths
+CREATE TRIGGER auths_schedule
+    BEFORE INSERT OR UPDATE OF status, secret, expires_at, last_refreshed_at, refresh_at, failure_count,
+                               refresh_expires_at, client_id ON auths
     FOR EACH ROW EXECUTE FUNCTION _auths_schedule();
 
 CREATE FUNCTION _auths_deleted() RETURNS trigger

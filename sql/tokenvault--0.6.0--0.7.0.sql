@@ -2416,6 +2416,12 @@ CREATE TRIGGER clients_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON c
     FOR EACH STATEMENT EXECUTE FUNCTION _table_changed();
 CREATE TRIGGER users_deleted_grants AFTER DELETE ON users
     FOR EACH ROW EXECUTE FUNCTION _user_deleted_grants();
+-- fired only for the columns the schedule reads (0.7.0)
+DROP TRIGGER auths_schedule ON auths;
+CREATE TRIGGER auths_schedule
+    BEFORE INSERT OR UPDATE OF status, secret, expires_at, last_refreshed_at, refresh_at, failure_count,
+                               refresh_expires_at, client_id ON auths
+    FOR EACH ROW EXECUTE FUNCTION _auths_schedule();
 
 CREATE VIEW stats AS
     SELECT s.worker_pid, s.worker_state, s.last_loop_at, s.refreshes_succeeded, s.refreshes_failed,
