@@ -9,7 +9,8 @@
  * DROP DATABASE (and a rename, a move to another tablespace, a copy as a
  * template) needs the database to itself: it waits 5 s for other connections
  * to go, then fails.  The database's worker is one, so it is stopped before
- * the statement runs, and held off for a moment (launcher.c).  Only the
+ * the statement runs, and held off for a moment (launcher.c); so is a
+ * refresher started on demand there.  Only the
  * database's owner (or a superuser) can do so: anyone may type DROP
  * DATABASE, and a role that could stop another database's worker at will
  * could let its tokens expire.
@@ -25,6 +26,7 @@
 #include "utils/acl.h"
 
 #include "ddl.h"
+#include "flight.h"
 #include "launcher.h"
 #include "worker.h"
 
@@ -75,6 +77,7 @@ step_aside(const char *dbname)
 	if (!pg_database_ownercheck(dbid, GetUserId()))
 		return;
 	tv_launcher_step_aside(dbid);
+	tv_flight_stop_refresher(dbid);
 }
 
 static bool

@@ -318,6 +318,22 @@ tv_flight_release_database(Oid dbid)
 	LWLockRelease(shared->lock);
 }
 
+/* DROP DATABASE and its like: this database's refresher started on demand goes now. */
+void
+tv_flight_stop_refresher(Oid dbid)
+{
+	Refresher  *r;
+	pid_t		pid = 0;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	r = refresher_for(dbid);
+	if (r != NULL && !r->reserved)
+		pid = r->pid;
+	LWLockRelease(shared->lock);
+	if (pid != 0)
+		kill(pid, SIGTERM);
+}
+
 /* Start this database's refresher; false (and logged) if it could not start. */
 static bool
 start_refresher(void)

@@ -34,6 +34,7 @@ extern int	tv_flight_room(void);
 extern int	tv_flight_file_background(pg_uuid_t *ids, int n);
 extern void tv_flight_reserve_database(void);
 extern void tv_flight_release_database(Oid dbid);
+extern void tv_flight_stop_refresher(Oid dbid);
 
 /* For a refresher. */
 extern bool tv_flight_attach(void);

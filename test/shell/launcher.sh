@@ -110,4 +110,18 @@ has_worker tv_d && ok "  ... which keeps its worker" || not_ok "  ... which keep
 q -c "ALTER SYSTEM RESET tokenvault.database" -c "SELECT pg_reload_conf()" >/dev/null
 wait_until 10 "tv_c served again" has_worker tv_c && ok "  ... and reset, every database has its worker again"
 
+# a database without a worker whose refresher was started on demand: DROP DATABASE is not held up by it either
+q -c "ALTER SYSTEM SET tokenvault.database = 'tv_d'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_until 10 "tv_c's worker gone again" no_worker tv_c
+q -d tv_c -c "SELECT tokenvault.refresh_auth(id) FROM tokenvault.auths" >/dev/null
+is "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'tokenvault refresher' AND datname = 'tv_c'")" 1 \
+	"a refresh asked for where no worker runs starts a refresher there"
+t0=$(millis)
+if q -c "DROP DATABASE tv_c"; then
+	ms=$(($(millis) - t0))
+	is "$([ "$ms" -lt 2000 ] && echo quick || echo "$ms ms")" quick "  ... and DROP DATABASE is not held up by it ($ms ms)"
+else
+	not_ok "  ... and DROP DATABASE is not held up by it"
+fi
+
 done_testing
