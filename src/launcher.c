@@ -54,6 +54,7 @@
 #define MAX_PROBES 2			/* probes at once */
 #define MAX_NEWS 32
 #define MAX_PAUSES 16
+#define MAX_NAMED 20			/* databases named in one log line */
 
 typedef struct Probe
 {
@@ -296,6 +297,28 @@ find_db(Oid oid)
 	return NULL;
 }
 
+/* tokenvault.database naming no database a worker could serve is said once. */
+static void
+log_missing_database(void)
+{
+	static char *said = NULL;
+	int			i;
+
+	if (tv_database == NULL || tv_database[0] == '\0')
+		return;
+	for (i = 0; i < ndbs; i++)
+		if (dbs[i].seen && strcmp(NameStr(dbs[i].name), tv_database) == 0)
+			return;
+	if (said != NULL && strcmp(said, tv_database) == 0)
+		return;
+	ereport(LOG,
+			(errmsg("tokenvault.database is \"%s\", which is no database a tokenvault worker can serve", tv_database),
+			 errhint("Name a database that exists, is not a template and allows connections, or set it to '' for every database.")));
+	if (said)
+		pfree(said);
+	said = MemoryContextStrdup(TopMemoryContext, tv_database);
+}
+
 /*
  * Read pg_database: a database that allows connections and is not a
  * template (a worker connected to a template would make every CREATE
@@ -340,6 +363,7 @@ scan_databases(MemoryContext cxt)
 	table_close(rel, AccessShareLock);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	log_missing_database();
 }
 
 /* Forget the databases that are gone, once nothing of ours runs there. */
@@ -458,13 +482,16 @@ static void
 log_left_out(void)
 {
 	StringInfoData names;
-	int			i;
+	int			i,
+				n = 0;
 
 	initStringInfo(&names);
 	for (i = 0; i < ndbs; i++)
 		if (dbs[i].known == DB_PRESENT && dbs[i].slot < 0 && wanted_here(&dbs[i]) &&
-			tv_worker_free_slot() < 0)
+			tv_worker_free_slot() < 0 && n++ < MAX_NAMED)
 			appendStringInfo(&names, "%s\"%s\"", names.len ? ", " : "", NameStr(dbs[i].name));
+	if (n > MAX_NAMED)
+		appendStringInfo(&names, " and %d more", n - MAX_NAMED);
 	if (left_out != NULL && strcmp(left_out, names.data) == 0)
 	{
 		pfree(names.data);
@@ -576,6 +603,7 @@ tv_launcher_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			rescan_at = 0;		/* tokenvault.database may name another */
 		}
 		now = GetCurrentTimestamp();
 		if (take_news() || now >= rescan_at)

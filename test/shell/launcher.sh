@@ -124,4 +124,8 @@ else
 	not_ok "  ... and DROP DATABASE is not held up by it"
 fi
 
+# a name that is no database is said, not silently served by nobody
+q -c "ALTER SYSTEM SET tokenvault.database = 'tv_nope'" -c "SELECT pg_reload_conf()" >/dev/null
+wait_until 10 "the log says tv_nope is no database" grep -q 'tokenvault.database is "tv_nope", which is no database' "$TV_LOG" &&
+	ok "tokenvault.database naming no database is logged"
 done_testing
