@@ -136,11 +136,17 @@ batch_done() {
 	return 1
 }
 
+hz=$(getconf CLK_TCK)
+worker_ticks() { awk '{print $14 + $15}' "/proc/$(psql_q -c "SELECT worker_pid FROM tokenvault.stats")/stat"; }
+failed() { psql_q -c "SELECT refreshes_failed FROM tokenvault.stats"; }
+
 # worker_run L WITH_CALLERS: one batch at latency L; prints
-# "<rate> <peak> [<callers' p99 ms> <calls>]"
+# "<rate> <peak> <worker CPU % of a core> <failed> [<callers' p99 ms> <calls>]"
 worker_run() {
-	local ms=$1 callers=$2 done0 t0 bound secs pg rate peak p99 calls
+	local ms=$1 callers=$2 done0 t0 bound secs pg rate peak p99 calls c0 f0 cpu
 	done0=$(refreshes_done)
+	f0=$(failed)
+	c0=$(worker_ticks)
 	# generous: ten times Little's bound, at least two minutes
 	bound=$((N * ms * 10 / CONC / 1000))
 	[ "$bound" -ge 120 ] || bound=120
@@ -167,6 +173,9 @@ worker_run() {
 	rate=$(psql_q -c "SELECT round($n / extract(epoch FROM max(last_refreshed_at) - '$t0'::timestamptz))
 	                    FROM tokenvault.auths WHERE name = 'batch'")
 	peak=$(curl -sf "$TV_FAULT_URL/_peak/slow")
+	# the worker's CPU over the batch, as a share of one core
+	cpu=$(psql_q -c "SELECT round(100 * $(($(worker_ticks) - c0)) / $hz.0 / extract(epoch FROM max(last_refreshed_at) - '$t0'::timestamptz))
+	                   FROM tokenvault.auths WHERE name = 'batch'")
 	if [ "$callers" = 1 ]; then
 		wait "$pg" || { echo "pgbench (callers) failed:" >&2; cat "$work/callers.$ms.log" >&2; return 1; }
 		if grep -qiE 'aborted|error' "$work/callers.$ms.log" || ! grep -q '^number of failed transactions: 0' "$work/callers.$ms.log"; then
@@ -177,9 +186,9 @@ worker_run() {
 		# per-transaction log: client, transaction, latency (us), script, epoch, us
 		read -r p99 calls < <(cat "$work"/pgbench_log.* | awk '{print $3 / 1000}' | sort -g |
 			awk '{v[NR] = $1} END {i = int(NR * 0.99 + 0.999); if (i < 1) i = 1; printf "%.0f %d\n", v[i], NR}')
-		echo "$rate $peak $p99 $calls"
+		echo "$rate $peak $cpu $(($(failed) - f0)) $p99 $calls"
 	else
-		echo "$rate $peak"
+		echo "$rate $peak $cpu $(($(failed) - f0))"
 	fi
 }
 
@@ -197,25 +206,28 @@ SQL
 if [ "${BENCH_WARMUP:-1}" = 1 ]; then
 	set_latency "$first_latency"
 	out=$(worker_run "$first_latency" 0)
-	read -r rate peak <<<"$out"
-	echo "warm-up at $first_latency ms: $rate/s, peak $peak in flight"
+	read -r rate peak cpu nfailed <<<"$out"
+	echo "warm-up at $first_latency ms: $rate/s, peak $peak in flight, worker CPU $cpu% of a core, $nfailed failed"
 fi
 declare -A ratio p99s
 for ms in $LATENCIES; do
 	set_latency "$ms"
 	bound=$((CONC * 1000 / ms))
 	out=$(worker_run "$ms" 0)
-	read -r rate peak <<<"$out"
+	read -r rate peak cpu nfailed <<<"$out"
 	ratio[$ms]=$(awk -v r="$rate" -v b="$bound" 'BEGIN {printf "%.2f", r / b}')
-	echo "$ms ms: worker alone $rate/s of Little's bound $bound/s (${ratio[$ms]}), peak $peak requests in flight at the provider"
+	echo "$ms ms: worker alone $rate/s of Little's bound $bound/s (${ratio[$ms]}); requests in flight at the provider: peak $peak, mean $((rate * ms / 1000)) (rate x latency); worker CPU $cpu% of a core; $nfailed failed"
 	out=$(worker_run "$ms" 1)
-	read -r rate peak p99 calls <<<"$out"
+	read -r rate peak cpu nfailed p99 calls <<<"$out"
 	p99s[$ms]=$p99
 	left=$(psql_q -c "SELECT count(*) FROM tokenvault.auths a JOIN bench_callers b USING (id) WHERE a.expires_at < now()")
-	echo "$ms ms: with $CALLERS callers, worker $rate/s, peak $peak in flight; $calls access_token() calls of expired auths, p99 ${p99} ms (2 x latency: $((2 * ms)) ms); $left caller auths still expired"
+	echo "$ms ms: with $CALLERS callers, worker $rate/s, peak $peak in flight, worker CPU $cpu% of a core, $nfailed failed; $calls access_token() calls of expired auths, p99 ${p99} ms (2 x latency: $((2 * ms)) ms); $left caller auths still expired"
 done
 psql_q -c "SELECT refreshes_succeeded, refreshes_failed, http_p50_ms::int, http_p99_ms::int FROM tokenvault.stats" |
 	awk -F'|' '{print "worker stats: " $1 " refreshed, " $2 " failed, request p50 " $3 " ms, p99 " $4 " ms (last 1024)"}'
+# why refreshes failed, if any did (tokenvault's own words, never a secret)
+psql_q -c "SELECT name || ': ' || count(*) || ' x ' || coalesce(last_error, '?') FROM tokenvault.auths
+            WHERE failure_count > 0 OR last_error IS NOT NULL GROUP BY name, last_error" | sed 's/^/failed: /'
 
 if grep -l TVSECRET "$work"/*.log "$TV_LOG" >&2; then
 	echo "slow_provider: the marker TVSECRET shows up in the files above: a token leaked" >&2
