@@ -15,9 +15,10 @@
 #  (a) access_token() TPS, pgbench -M prepared, BENCH_CLIENTS (10) clients,
 #      a random auth among all of the database's each call (as
 #      access_token.sh, a random n turned into an auth id by a primary key
-#      lookup in the same statement); BENCH_RUNS (3) x BENCH_SECONDS (20) s
-#      per size, interleaved, after pg_prewarm of both; the ratio of the
-#      medians, 1M / 10k (target >= 0.9).
+#      lookup in the same statement); BENCH_RUNS (5) x BENCH_SECONDS (20) s
+#      per size, interleaved (which goes first alternates), after
+#      pg_prewarm of both; the result is the median of the runs' own
+#      ratios, 1M / 10k (target >= 0.9), the medians' ratio is printed too.
 #  (b) the worker's CPU over 60 s (BENCH_IDLE_SECONDS) with its 1 000 000
 #      auths all scheduled hours ahead: utime + stime of its pid from
 #      /proc/<pid>/stat, before and after, as a share of a core (target <
@@ -39,11 +40,11 @@
 # access_token.sh: the tables are loaded once, vacuumed and analysed, then
 # only read.  No token request is made (the client's token_url is a closed
 # port on 127.0.0.1; the bench fails if any refresh happened).
-# Disk: about 1.5 GB for the cluster, in $TMPDIR (/tmp).
+# Disk: about 1.5 GB for the cluster, in $TMPDIR (/tmp) (printed after the load).
 #
 # Knobs (environment): BENCH_USERS (100000), BENCH_PER_USER (10),
 # BENCH_SMALL (10000), BENCH_CLIENTS (10), BENCH_SECONDS (20), BENCH_RUNS
-# (3), BENCH_CALLS (200), BENCH_IDLE_SECONDS (60), BENCH_LOAD_SESSIONS
+# (5), BENCH_CALLS (200), BENCH_IDLE_SECONDS (60), BENCH_LOAD_SESSIONS
 # (nproc), BENCH_SHARED_BUFFERS (1GB).
 # The last line printed:
 #   scale: access_token TPS 1M/10k <x> (target >= 0.9); worker CPU <y>% of a core over 60 s (target < 1); due-auth lookup <plan node>, 1M/10k time <z>; user_auths 1M/10k <w>
@@ -55,7 +56,7 @@ PER_USER=${BENCH_PER_USER:-10}
 SMALL=${BENCH_SMALL:-10000}
 CLIENTS=${BENCH_CLIENTS:-10}
 SECS=${BENCH_SECONDS:-20}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 CALLS=${BENCH_CALLS:-200}
 IDLE=${BENCH_IDLE_SECONDS:-60}
 SESSIONS=${BENCH_LOAD_SESSIONS:-$(nproc)}
@@ -135,6 +136,7 @@ load tv_bench 1 "$USERS"
 big=$(psql_q -d tv_bench -c "SELECT count(*) FROM tokenvault.auths")
 [ "$big" = "$BIG" ] || { echo "expected $BIG auths in tv_bench, found $big" >&2; exit 1; }
 echo "tv_bench: $big auths, $USERS users, loaded in $(($(date +%s) - t)) s; $(psql_q -d tv_bench -c "SELECT pg_size_pretty(pg_total_relation_size('tokenvault.auths'))") for tokenvault.auths"
+echo "disk: tv_bench $(psql_q -d tv_bench -c "SELECT pg_size_pretty(pg_database_size('tv_bench'))"), the cluster $(du -sh "$TV_DATA" | cut -f1)"
 psql_q -d tv_bench -c "SELECT 'scheduled from ' || date_trunc('second', min(refresh_at) - now()) || ' to ' || date_trunc('second', max(refresh_at) - now()) || ' ahead, ' || count(*) FILTER (WHERE refresh_at IS NULL) || ' unscheduled' FROM tokenvault.auths"
 
 # ---- (a) access_token() TPS
@@ -161,6 +163,7 @@ tps_run tv_bench "$BIG" 5 warmup >/dev/null
 echo "== (a) access_token(): $RUNS x ${SECS}s per size, interleaved (pgbench -M prepared -c $CLIENTS)"
 small_tps=()
 big_tps=()
+tps_q=()
 for r in $(seq 1 "$RUNS"); do
 	if [ $((r % 2)) = 1 ]; then
 		small_tps+=("$(tps_run tv_small "$SMALL" "$SECS" "$r")")
@@ -169,12 +172,16 @@ for r in $(seq 1 "$RUNS"); do
 		big_tps+=("$(tps_run tv_bench "$BIG" "$SECS" "$r")")
 		small_tps+=("$(tps_run tv_small "$SMALL" "$SECS" "$r")")
 	fi
-	printf '  run %d: %s auths %.0f tps, %s auths %.0f tps\n' "$r" "$SMALL" "${small_tps[-1]}" "$BIG" "${big_tps[-1]}"
+	tps_q+=("$(awk -v a="${big_tps[-1]}" -v b="${small_tps[-1]}" 'BEGIN {printf "%.3f", a / b}')")
+	printf '  run %d: %s auths %.0f tps, %s auths %.0f tps, ratio %s\n' "$r" "$SMALL" "${small_tps[-1]}" "$BIG" "${big_tps[-1]}" "${tps_q[-1]}"
 done
 small_med=$(printf '%s\n' "${small_tps[@]}" | median)
 big_med=$(printf '%s\n' "${big_tps[@]}" | median)
-tps_ratio=$(awk -v a="$big_med" -v b="$small_med" 'BEGIN {printf "%.2f", a / b}')
-printf '  medians: %.0f vs %.0f tps, ratio %s\n' "$small_med" "$big_med" "$tps_ratio"
+# the result is the median of the runs' own ratios: each compares two runs
+# made back to back, under the same conditions
+tps_ratio=$(printf '%s\n' "${tps_q[@]}" | median | awk '{printf "%.2f", $1}')
+printf '  median tps: %.0f vs %.0f (%.2f); median of the runs'"'"' ratios %s\n' "$small_med" "$big_med" \
+	"$(awk -v a="$big_med" -v b="$small_med" 'BEGIN {print a / b}')" "$tps_ratio"
 
 # ---- (c) the due-auth lookup
 # the SELECT of _worker_claim, its LIMIT as src/flight.c sets it: the
@@ -251,6 +258,14 @@ for r in $(seq 1 "$RUNS"); do
 	ua_small+=("$(ua_median tv_small | tail -n 1)")
 	ua_big+=("$(ua_median tv_bench | tail -n 1)")
 	echo "  round $r: $SMALL auths ${ua_small[-1]} ms, $BIG auths ${ua_big[-1]} ms"
+done
+# what a call reads: user_auths()'s query for one user, at each size
+for db in tv_small tv_bench; do
+	echo "  user_auths()'s query in $db:"
+	psql_q -d "$db" -c "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+	    SELECT a.id, a.name, a.service, a.client_id, a.scopes, a.status, a.expires_at, a.created_at
+	      FROM tokenvault.auths a WHERE a.user_id = (SELECT id FROM bench_users WHERE n = 1)
+	     ORDER BY a.created_at, a.id" | awk '{print "    " $0}'
 done
 ua_s=$(printf '%s\n' "${ua_small[@]}" | median)
 ua_b=$(printf '%s\n' "${ua_big[@]}" | median)

@@ -141,7 +141,8 @@ worker_ticks() { awk '{print $14 + $15}' "/proc/$(psql_q -c "SELECT worker_pid F
 failed() { psql_q -c "SELECT refreshes_failed FROM tokenvault.stats"; }
 
 # worker_run L WITH_CALLERS: one batch at latency L; prints
-# "<rate> <peak> <worker CPU % of a core> <failed> [<callers' p99 ms> <calls>]"
+# "<rate> <peak> <worker CPU % of a core> <failed> <requests the provider
+# received> <refreshes the counters saw> [<callers' p99 ms> <calls>]"
 worker_run() {
 	local ms=$1 callers=$2 done0 t0 bound secs pg rate peak p99 calls c0 f0 cpu
 	done0=$(refreshes_done)
@@ -186,9 +187,9 @@ worker_run() {
 		# per-transaction log: client, transaction, latency (us), script, epoch, us
 		read -r p99 calls < <(cat "$work"/pgbench_log.* | awk '{print $3 / 1000}' | sort -g |
 			awk '{v[NR] = $1} END {i = int(NR * 0.99 + 0.999); if (i < 1) i = 1; printf "%.0f %d\n", v[i], NR}')
-		echo "$rate $peak $cpu $(($(failed) - f0)) $p99 $calls"
+		echo "$rate $peak $cpu $(($(failed) - f0)) $(curl -sf "$TV_FAULT_URL/_count/slow") $(($(refreshes_done) - done0)) $p99 $calls"
 	else
-		echo "$rate $peak $cpu $(($(failed) - f0))"
+		echo "$rate $peak $cpu $(($(failed) - f0)) $(curl -sf "$TV_FAULT_URL/_count/slow") $(($(refreshes_done) - done0))"
 	fi
 }
 
@@ -206,22 +207,22 @@ SQL
 if [ "${BENCH_WARMUP:-1}" = 1 ]; then
 	set_latency "$first_latency"
 	out=$(worker_run "$first_latency" 0)
-	read -r rate peak cpu nfailed <<<"$out"
-	echo "warm-up at $first_latency ms: $rate/s, peak $peak in flight, worker CPU $cpu% of a core, $nfailed failed"
+	read -r rate peak cpu nfailed received tries <<<"$out"
+	echo "warm-up at $first_latency ms: $rate/s, peak $peak in flight, worker CPU $cpu% of a core; $tries refreshes ($nfailed failed), $received requests received by the provider"
 fi
 declare -A ratio p99s
 for ms in $LATENCIES; do
 	set_latency "$ms"
 	bound=$((CONC * 1000 / ms))
 	out=$(worker_run "$ms" 0)
-	read -r rate peak cpu nfailed <<<"$out"
+	read -r rate peak cpu nfailed received tries <<<"$out"
 	ratio[$ms]=$(awk -v r="$rate" -v b="$bound" 'BEGIN {printf "%.2f", r / b}')
-	echo "$ms ms: worker alone $rate/s of Little's bound $bound/s (${ratio[$ms]}); requests in flight at the provider: peak $peak, mean $((rate * ms / 1000)) (rate x latency); worker CPU $cpu% of a core; $nfailed failed"
+	echo "$ms ms: worker alone $rate/s of Little's bound $bound/s (${ratio[$ms]}); requests in flight at the provider: peak $peak, mean $((rate * ms / 1000)) (rate x latency); worker CPU $cpu% of a core; $tries refreshes ($nfailed failed), $received requests received by the provider"
 	out=$(worker_run "$ms" 1)
-	read -r rate peak cpu nfailed p99 calls <<<"$out"
+	read -r rate peak cpu nfailed received tries p99 calls <<<"$out"
 	p99s[$ms]=$p99
 	left=$(psql_q -c "SELECT count(*) FROM tokenvault.auths a JOIN bench_callers b USING (id) WHERE a.expires_at < now()")
-	echo "$ms ms: with $CALLERS callers, worker $rate/s, peak $peak in flight, worker CPU $cpu% of a core, $nfailed failed; $calls access_token() calls of expired auths, p99 ${p99} ms (2 x latency: $((2 * ms)) ms); $left caller auths still expired"
+	echo "$ms ms: with $CALLERS callers, worker $rate/s, peak $peak in flight, worker CPU $cpu% of a core, $tries refreshes ($nfailed failed), $received requests received; $calls access_token() calls of expired auths, p99 ${p99} ms (2 x latency: $((2 * ms)) ms); $left caller auths still expired"
 done
 psql_q -c "SELECT refreshes_succeeded, refreshes_failed, http_p50_ms::int, http_p99_ms::int FROM tokenvault.stats" |
 	awk -F'|' '{print "worker stats: " $1 " refreshed, " $2 " failed, request p50 " $3 " ms, p99 " $4 " ms (last 1024)"}'
