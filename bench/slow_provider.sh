@@ -226,9 +226,11 @@ for ms in $LATENCIES; do
 done
 psql_q -c "SELECT refreshes_succeeded, refreshes_failed, http_p50_ms::int, http_p99_ms::int FROM tokenvault.stats" |
 	awk -F'|' '{print "worker stats: " $1 " refreshed, " $2 " failed, request p50 " $3 " ms, p99 " $4 " ms (last 1024)"}'
-# why refreshes failed, if any did (tokenvault's own words, never a secret)
-psql_q -c "SELECT name || ': ' || count(*) || ' x ' || coalesce(last_error, '?') FROM tokenvault.auths
-            WHERE failure_count > 0 OR last_error IS NOT NULL GROUP BY name, last_error" | sed 's/^/failed: /'
+# why refreshes failed, if any did: the auth.refresh_failed events (a
+# failed auth's last_error is cleared by its next, successful try), in
+# tokenvault's own words, never a secret
+psql_q -c "SELECT count(*) || ' x ' || coalesce(payload->>'error', '?') FROM tokenvault.events
+            WHERE kind = 'auth.refresh_failed' GROUP BY payload->>'error'" | sed 's/^/failed: /'
 
 if grep -l TVSECRET "$work"/*.log "$TV_LOG" >&2; then
 	echo "slow_provider: the marker TVSECRET shows up in the files above: a token leaked" >&2
