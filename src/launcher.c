@@ -49,6 +49,7 @@
 #include "worker.h"
 
 #define RESCAN_MS 60000			/* pg_database read again at least this often */
+#define RECOVERY_CHECK_MS 1000	/* on a standby, how soon a promotion is seen */
 #define RESTART_MS 5000			/* a worker that stopped is started again this much later */
 #define STEP_ASIDE_MS 10000		/* how long DROP DATABASE and its like hold a worker off */
 #define MAX_PROBES 2			/* probes at once */
@@ -97,6 +98,7 @@ typedef struct Db
 	int			probe;			/* its probe's cell, -1 if none runs */
 	BackgroundWorkerHandle *prober;
 	TimestampTz not_before;		/* no worker nor probe before then */
+	bool		promoted;		/* no worker has run here since this server was promoted */
 } Db;
 
 static Db  *dbs = NULL;
@@ -466,7 +468,7 @@ start_worker(Db *db, TimestampTz now)
 
 	if (slot < 0)
 		return;
-	if (!tv_worker_launch(slot, db->oid, NameStr(db->name), &db->worker))
+	if (!tv_worker_launch(slot, db->oid, NameStr(db->name), db->promoted, &db->worker))
 	{
 		ereport(LOG,
 				(errmsg("could not start the tokenvault worker for database \"%s\"", NameStr(db->name)),
@@ -475,6 +477,7 @@ start_worker(Db *db, TimestampTz now)
 		return;
 	}
 	db->slot = slot;
+	db->promoted = false;
 }
 
 /* Name the databases that have the extension but no worker, when that changes. */
@@ -572,11 +575,40 @@ stop_orphans(void)
 	SpinLockRelease(&launcher->mutex);
 }
 
+/*
+ * A standby hears of no CREATE EXTENSION (it replays them), so what it
+ * found absent is probed again at each read of pg_database, and at once
+ * when it is promoted.  A database's first worker after the promotion is
+ * told, as one that ran through it would know: a refresh the old primary
+ * had in flight was lost in a failover, not a restart.
+ */
+static bool
+follow_recovery(bool *was_standby)
+{
+	bool		standby = RecoveryInProgress();
+	bool		promoted = *was_standby && !standby;
+	int			i;
+
+	if (standby || promoted)
+		for (i = 0; i < ndbs; i++)
+		{
+			if (dbs[i].known == DB_ABSENT)
+				dbs[i].known = DB_UNKNOWN;
+			if (promoted && dbs[i].slot < 0)
+				dbs[i].promoted = true;
+		}
+	if (promoted)
+		tv_worker_note_promotion();
+	*was_standby = standby;
+	return promoted;
+}
+
 void
 tv_launcher_main(Datum main_arg)
 {
 	MemoryContext cxt;
 	TimestampTz rescan_at = 0;
+	bool		was_standby = RecoveryInProgress();
 
 	pqsignal(SIGTERM, die);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -606,14 +638,17 @@ tv_launcher_main(Datum main_arg)
 			rescan_at = 0;		/* tokenvault.database may name another */
 		}
 		now = GetCurrentTimestamp();
-		if (take_news() || now >= rescan_at)
+		if (take_news() || now >= rescan_at || (was_standby && !RecoveryInProgress()))
 		{
 			scan_databases(cxt);
+			(void) follow_recovery(&was_standby);
 			rescan_at = TimestampTzPlusMilliseconds(now, RESCAN_MS);
 		}
 		/* handles and names live in the launcher's own context */
 		MemoryContextSwitchTo(cxt);
 		next = Min(reconcile(now), rescan_at);
+		if (was_standby)
+			next = Min(next, TimestampTzPlusMilliseconds(now, RECOVERY_CHECK_MS));
 		TimestampDifference(GetCurrentTimestamp(), next, &secs, &usecs);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(secs * 1000L + (usecs + 999) / 1000, 1L), PG_WAIT_EXTENSION);

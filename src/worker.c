@@ -69,6 +69,7 @@ typedef struct WorkerSlot
 	TimestampTz requested_at;	/* earliest time a committed transaction needs it */
 	bool		recheck;		/* DROP EXTENSION committed: look again now */
 	bool		gone;			/* left because the extension is not in its database */
+	bool		promoted;		/* started after a promotion, as the database's first worker since */
 } WorkerSlot;
 
 typedef struct WorkerShared
@@ -177,7 +178,7 @@ tv_worker_free_slot(void)
  * free) if no background worker slot could be had.
  */
 bool
-tv_worker_launch(int slot, Oid dbid, const char *dbname, BackgroundWorkerHandle **handle)
+tv_worker_launch(int slot, Oid dbid, const char *dbname, bool promoted, BackgroundWorkerHandle **handle)
 {
 	WorkerSlot *w = &workers->slots[slot];
 	BackgroundWorker bgw = {0};
@@ -187,6 +188,7 @@ tv_worker_launch(int slot, Oid dbid, const char *dbname, BackgroundWorkerHandle 
 	w->pid = 0;
 	w->latch = NULL;
 	w->gone = w->recheck = false;
+	w->promoted = promoted;
 	w->requested_at = w->sleeping_until = DT_NOEND;
 	strlcpy(w->state, "starting", sizeof(w->state));
 	SpinLockRelease(&w->mutex);
@@ -206,6 +208,16 @@ tv_worker_launch(int slot, Oid dbid, const char *dbname, BackgroundWorkerHandle 
 		return true;
 	tv_worker_release(slot);
 	return false;
+}
+
+/* The launcher saw this server promoted (a worker that ran through it notes it too). */
+void
+tv_worker_note_promotion(void)
+{
+	SpinLockAcquire(&workers->mutex);
+	if (workers->promoted_at == 0)
+		workers->promoted_at = GetCurrentTimestamp();
+	SpinLockRelease(&workers->mutex);
 }
 
 /* After its worker stopped: did it leave because the extension is not there? */
@@ -638,6 +650,7 @@ tv_worker_main(Datum main_arg)
 	worker->pid = MyProcPid;
 	worker->latch = MyLatch;
 	worker->requested_at = DT_NOEND;
+	s.was_standby = worker->promoted;
 	SpinLockRelease(&worker->mutex);
 	before_shmem_exit(worker_detach, 0);
 	set_state("starting");

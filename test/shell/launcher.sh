@@ -89,7 +89,8 @@ fi
 q -c "CREATE ROLE tv_c_owner LOGIN" -c "ALTER DATABASE tv_c OWNER TO tv_c_owner"
 psql -X -q -d tv_c -c "SELECT pg_sleep(30)" &
 sleeper=$!
-wait_until 10 "a session in tv_c" test "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tv_c' AND backend_type = 'client backend'")" = 1
+session_in_tv_c() { [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE datname = 'tv_c' AND backend_type = 'client backend'")" = 1 ]; }
+wait_until 10 "a session in tv_c" session_in_tv_c
 q -U tv_c_owner -d postgres -c "DROP DATABASE tv_c" 2>/dev/null && not_ok "DROP DATABASE with a session in it succeeded" || true
 kill "$sleeper" 2>/dev/null || true
 wait "$sleeper" 2>/dev/null || true
