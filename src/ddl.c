@@ -50,7 +50,8 @@ tell_at_commit(XactEvent event, void *arg)
 		if (databases_changed)
 			tv_launcher_rescan();
 	}
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+	/* a prepared transaction's statements are found by the launcher's next probes instead */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT || event == XACT_EVENT_PREPARE ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
 		extension_created = extension_dropped = databases_changed = false;
 }

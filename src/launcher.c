@@ -50,6 +50,7 @@
 
 #define RESCAN_MS 60000			/* pg_database read again at least this often */
 #define RECOVERY_CHECK_MS 1000	/* on a standby, how soon a promotion is seen */
+#define REPROBE_MS 600000		/* databases found without the extension are probed again this often */
 #define RESTART_MS 5000			/* a worker that stopped is started again this much later */
 #define STEP_ASIDE_MS 10000		/* how long DROP DATABASE and its like hold a worker off */
 #define MAX_PROBES 2			/* probes at once */
@@ -575,6 +576,17 @@ stop_orphans(void)
 	SpinLockRelease(&launcher->mutex);
 }
 
+/* The databases found without the extension are to be probed again. */
+static void
+forget_absent(void)
+{
+	int			i;
+
+	for (i = 0; i < ndbs; i++)
+		if (dbs[i].known == DB_ABSENT)
+			dbs[i].known = DB_UNKNOWN;
+}
+
 /*
  * A standby hears of no CREATE EXTENSION (it replays them), so what it
  * found absent is probed again at each read of pg_database, and at once
@@ -590,13 +602,11 @@ follow_recovery(bool *was_standby)
 	int			i;
 
 	if (standby || promoted)
+		forget_absent();
+	if (promoted)
 		for (i = 0; i < ndbs; i++)
-		{
-			if (dbs[i].known == DB_ABSENT)
-				dbs[i].known = DB_UNKNOWN;
-			if (promoted && dbs[i].slot < 0)
+			if (dbs[i].slot < 0)
 				dbs[i].promoted = true;
-		}
 	if (promoted)
 		tv_worker_note_promotion();
 	*was_standby = standby;
@@ -608,6 +618,7 @@ tv_launcher_main(Datum main_arg)
 {
 	MemoryContext cxt;
 	TimestampTz rescan_at = 0;
+	TimestampTz reprobe_at = 0;
 	bool		was_standby = RecoveryInProgress();
 
 	pqsignal(SIGTERM, die);
@@ -643,6 +654,16 @@ tv_launcher_main(Datum main_arg)
 			scan_databases(cxt);
 			(void) follow_recovery(&was_standby);
 			rescan_at = TimestampTzPlusMilliseconds(now, RESCAN_MS);
+		}
+		/*
+		 * What no statement announced (a CREATE EXTENSION in a prepared
+		 * transaction, one made while tokenvault was not preloaded) is
+		 * found all the same, if later.
+		 */
+		if (now >= reprobe_at)
+		{
+			forget_absent();
+			reprobe_at = TimestampTzPlusMilliseconds(now, REPROBE_MS);
 		}
 		/* handles and names live in the launcher's own context */
 		MemoryContextSwitchTo(cxt);
