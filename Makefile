@@ -5,7 +5,7 @@ OBJS       = src/tokenvault.o src/access.o src/settings.o src/keyfile.o src/keyr
              src/jsonb_member.o src/spi.o src/probe.o src/verdict.o src/auth.o src/tokens.o \
              src/host_policy.o src/http.o src/http_multi.o src/redact.o src/url_template.o src/oauth2.o src/oauth2_response.o \
              src/durable.o src/flight.o src/engine.o src/refresher.o src/autonomous.o src/webhooks.o src/worker.o \
-             src/launcher.o src/ddl.o
+             src/launcher.o src/ddl.o src/catalogue.o src/checks.o
 PGFILEDESC = "tokenvault - encrypted credential vault"
 
 # The version is written once, in tokenvault.control.
@@ -14,7 +14,7 @@ EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" tokenvault.con
 # The install script of the current version is built from sql/, a file per
 # concern, in this order (what depends on something comes after it).
 SQL_SOURCES = $(addprefix sql/,$(addsuffix .sql,schema roles tables types common admissions crypto users clients auths \
-              host_policy oauth2 refresh events webhooks worker solution_rules solutions tokens keys privileges))
+              host_policy oauth2 refresh events webhooks worker solution_rules solutions tokens keys providers checks catalogue privileges))
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # Earlier releases install from their frozen scripts, and update through the
 # deltas sql/tokenvault--OLD--NEW.sql (see README, "Shipping a change").

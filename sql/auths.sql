@@ -135,7 +135,9 @@ BEGIN
     -- "expires_at" wins over "expires_in" when a full token response is imported.
     expires_at := coalesce(tokenvault._json_timestamp(data->'expires_at', 'expires_at'),
                            now() + tokenvault._json_seconds(data->'expires_in', 'expires_in'));
-    IF expires_at IS NULL AND c.type = 'oauth2' AND data ? 'access_token' AND c.token_lifetime IS NOT NULL THEN
+    IF c.never_expires THEN
+        expires_at := NULL;
+    ELSIF expires_at IS NULL AND c.type = 'oauth2' AND data ? 'access_token' AND c.token_lifetime IS NOT NULL THEN
         expires_at := now() + c.token_lifetime * interval '1 second';
     END IF;
     refresh_expires_at := coalesce(
@@ -150,7 +152,13 @@ BEGIN
     -- stored, whoever wrote them: an application, or a provider's token
     -- response (a refresh's then fails as a token that cannot be stored).
     -- The request judges them again, against the settings of its moment.
-    IF c.allowed_hosts IS NOT NULL OR concat(c.token_url, c.refresh_url, c.revoke_url) LIKE '%{%' THEN
+    IF c.allowed_hosts IS NOT NULL OR concat(c.auth_url, c.token_url, c.refresh_url, c.revoke_url, c.verify_url) LIKE '%{%' THEN
+        k := (tokenvault._missing_url_fields(c, secret))[1];
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'an auth of client "%" needs the field "%"', c.name, k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('The client''s URLs name {%s}: give it with the auth''s data, as in {"%s": "…"}.', k, k);
+        END IF;
         k := tokenvault._client_url_problem(c, secret);
         IF k IS NOT NULL THEN
             RAISE EXCEPTION '%', k
@@ -158,14 +166,14 @@ BEGIN
                       HINT = 'A field that fills a URL of the client may only make a host its allowed_hosts lists.';
         END IF;
     END IF;
-    IF c.type = 'oauth2' AND NOT tokenvault._header_token_safe(coalesce(data->>'token_type', 'Bearer')) THEN
+    IF c.type = 'oauth2' AND NOT tokenvault._header_token_safe(coalesce(c.token_scheme, data->>'token_type', 'Bearer')) THEN
         RAISE EXCEPTION 'token_type is not an HTTP authentication scheme'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It becomes the scheme of the Authorization header: 1 to 64 letters, digits or !#$%&''*+.^_`|~- .';
     END IF;
     RETURN jsonb_build_object(
         'secret', secret,
-        'token_type', CASE WHEN c.type = 'oauth2' THEN coalesce(data->>'token_type', 'Bearer') END,
+        'token_type', CASE WHEN c.type = 'oauth2' THEN coalesce(c.token_scheme, data->>'token_type', 'Bearer') END,
         'expires_at', expires_at,
         'refresh_expires_at', refresh_expires_at,
         'scopes', to_jsonb(scope_list));
@@ -319,9 +327,18 @@ CREATE FUNCTION http_headers(auth_id uuid) RETURNS jsonb
 DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
     c tokenvault.clients := tokenvault._client_must_exist(a.client_id);
-    s jsonb;
 BEGIN
     PERFORM tokenvault._admit_app();
+    RETURN tokenvault._auth_headers(a, c, CASE WHEN c.type IN ('oauth2', 'api_key') THEN tokenvault.access_token(a.id) END,
+                                    CASE WHEN c.type = 'basic' THEN tokenvault._open_auth(a.secret, a.id) END);
+END
+$$;
+
+-- The headers of an auth whose token (oauth2, api_key) or credential
+-- (basic) the caller has opened.
+CREATE FUNCTION _auth_headers(a tokenvault.auths, c tokenvault.clients, token text, cred jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
     CASE c.type
         WHEN 'oauth2' THEN
             -- one stored before 0.7.0 checked no token type
@@ -332,15 +349,12 @@ BEGIN
             END IF;
             -- RFC 6750 scheme names are case-insensitive, but many APIs insist on "Bearer".
             RETURN jsonb_build_object('Authorization',
-                CASE WHEN lower(a.token_type) = 'bearer' THEN 'Bearer' ELSE a.token_type END
-                || ' ' || tokenvault.access_token(a.id));
+                CASE WHEN lower(a.token_type) = 'bearer' THEN 'Bearer' ELSE a.token_type END || ' ' || token);
         WHEN 'api_key' THEN
-            RETURN jsonb_build_object(coalesce(c.api_key_header, 'X-API-Key'),
-                coalesce(c.api_key_prefix || ' ', '') || tokenvault.access_token(a.id));
+            RETURN jsonb_build_object(coalesce(c.api_key_header, 'X-API-Key'), coalesce(c.api_key_prefix || ' ', '') || token);
         WHEN 'basic' THEN
-            s := tokenvault._open_auth(a.secret, a.id);
             RETURN jsonb_build_object('Authorization', 'Basic ' ||
-                translate(encode(convert_to((s->>'username') || ':' || (s->>'password'), 'UTF8'), 'base64'), E'\n', ''));
+                translate(encode(convert_to((cred->>'username') || ':' || (cred->>'password'), 'UTF8'), 'base64'), E'\n', ''));
         ELSE
             RETURN '{}'::jsonb;
     END CASE;

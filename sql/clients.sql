@@ -16,7 +16,19 @@ CREATE FUNCTION _client_url_problem(c tokenvault.clients, fields jsonb) RETURNS 
     SELECT COALESCE(
         tokenvault._url_problem('token_url', c.token_url, c.allowed_hosts, fields),
         tokenvault._url_problem('refresh_url', c.refresh_url, c.allowed_hosts, fields),
-        tokenvault._url_problem('revoke_url', c.revoke_url, c.allowed_hosts, fields))
+        tokenvault._url_problem('revoke_url', c.revoke_url, c.allowed_hosts, fields),
+        tokenvault._url_problem('verify_url', c.verify_url, c.allowed_hosts, fields),
+        CASE WHEN c.auth_url LIKE '%{%' THEN tokenvault._url_problem('auth_url', c.auth_url, c.allowed_hosts, fields) END)
+$$;
+
+-- The {fields} a client's URLs name that fields lacks: what an auth of it
+-- must have.
+CREATE FUNCTION _missing_url_fields(c tokenvault.clients, fields jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(DISTINCT m[1] ORDER BY m[1]), '{}')
+      FROM regexp_matches(concat_ws(' ', c.auth_url, c.token_url, c.refresh_url, c.revoke_url, c.verify_url),
+                          '\{([A-Za-z0-9_]+)\}', 'g') m
+     WHERE coalesce(fields->>m[1], '') = ''
 $$;
 
 -- A client's URLs as saved: a URL with {placeholders} needs allowed_hosts,
@@ -26,7 +38,7 @@ CREATE FUNCTION _check_client_urls(c tokenvault.clients) RETURNS void
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     problem text := tokenvault._client_url_problem(c, NULL);
-    secret_field text := substring(concat_ws(' ', c.token_url, c.refresh_url, c.revoke_url)
+    secret_field text := substring(concat_ws(' ', c.auth_url, c.token_url, c.refresh_url, c.revoke_url, c.verify_url)
                                    FROM '\{(access_token|refresh_token|id_token|password|api_key)\}');
 BEGIN
     IF secret_field IS NOT NULL THEN
@@ -52,14 +64,22 @@ DECLARE
     known constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http'];
+        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http',
+        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'field_names',
+        'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors',
+        'verify_url', 'verify_method', 'verify_ok_field', 'check_every'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'allowed_hosts', 'allow_insecure_http'];
+        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'field_names', 'issued_at_unit',
+        'error_field', 'error_description_field', 'reauth_errors'];
+    -- the token answer's fields field_names may find under another name
+    renamable constant text[] := ARRAY['access_token', 'refresh_token', 'expires_in', 'refresh_token_expires_in',
+        'scope', 'token_type', 'id_token', 'issued_at'];
     choices constant jsonb := '{"client_auth": ["basic", "post"], "visibility": ["private", "shared"],
         "body_format": ["form", "json"], "expires_in_unit": ["seconds", "milliseconds"],
-        "scope_separator": [" ", ","]}';
+        "scope_separator": [" ", ","], "issued_at_unit": ["seconds", "milliseconds"],
+        "verify_method": ["GET", "POST"]}';
     k text;
     g text;
     problem text;
@@ -85,10 +105,22 @@ BEGIN
             RAISE EXCEPTION 'setting "%" applies only to api_key clients', k
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF k = 'scopes' THEN
+        IF k IN ('scopes', 'required_scopes', 'reauth_errors') THEN
             IF jsonb_typeof(settings->k) <> 'array'
                OR EXISTS (SELECT FROM jsonb_array_elements(settings->k) e WHERE jsonb_typeof(e) <> 'string') THEN
-                RAISE EXCEPTION 'setting "scopes" must be an array of strings' USING ERRCODE = 'invalid_parameter_value';
+                RAISE EXCEPTION 'setting "%" must be an array of strings', k USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k IN ('params', 'field_names') THEN
+            IF jsonb_typeof(settings->k) <> 'object'
+               OR EXISTS (SELECT FROM jsonb_each(settings->k) e WHERE jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '') THEN
+                RAISE EXCEPTION 'setting "%" must be an object of non-empty strings', k USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            SELECT e INTO problem FROM jsonb_object_keys(settings->'field_names') e WHERE NOT e = ANY (renamable) LIMIT 1;
+            IF problem IS NOT NULL THEN
+                RAISE EXCEPTION 'setting "field_names" cannot rename "%"', problem
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'It maps these fields of a token answer to the provider''s names for them: '
+                                 || array_to_string(renamable, ', ') || '.';
             END IF;
         ELSIF k = 'extra_params' THEN
             IF jsonb_typeof(settings->k) <> 'object'
@@ -99,11 +131,15 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'For example {"authorize": {"access_type": "offline", "prompt": "consent"}}.';
             END IF;
-        ELSIF k IN ('token_lifetime', 'refresh_every') THEN
+        ELSIF k IN ('token_lifetime', 'refresh_every', 'check_every') THEN
             IF jsonb_typeof(settings->k) <> 'number' OR (settings->>k)::numeric <= 0
                OR (settings->>k)::numeric <> trunc((settings->>k)::numeric) OR (settings->>k)::numeric > 2147483647 THEN
                 RAISE EXCEPTION 'setting "%" must be a positive whole number of seconds', k
                     USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF k = 'check_every' AND (settings->>k)::numeric < 60 THEN
+                RAISE EXCEPTION 'setting "check_every" must be at least 60 seconds' USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A check is a request to the provider with a user''s credential; once a minute is the most often.';
             END IF;
         ELSIF k = 'allowed_hosts' THEN
             IF jsonb_typeof(settings->k) <> 'array' OR jsonb_array_length(settings->k) = 0
@@ -119,12 +155,15 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
             END IF;
-        ELSIF k IN ('pkce', 'allow_insecure_http') THEN
+        ELSIF k IN ('pkce', 'allow_insecure_http', 'refresh_scopes', 'never_expires') THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
                 RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
         ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
             RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k = 'token_scheme' AND NOT tokenvault._header_token_safe(settings->>k) THEN
+            RAISE EXCEPTION 'setting "token_scheme" is not an HTTP authentication scheme' USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'For example "Bearer": it becomes the scheme of the Authorization header, whatever token_type the provider sends.';
         ELSIF choices ? k AND NOT choices->k ? (settings->>k) THEN
             RAISE EXCEPTION 'setting "%" must be one of %', k,
                 (SELECT string_agg(format('"%s"', c), ', ') FROM jsonb_array_elements_text(choices->k) c)
@@ -138,7 +177,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use authorization_code, client_credentials or password.';
     END IF;
-    FOR k IN SELECT unnest(ARRAY['auth_url', 'token_url', 'refresh_url', 'revoke_url']) LOOP
+    FOR k IN SELECT unnest(ARRAY['auth_url', 'token_url', 'refresh_url', 'revoke_url', 'verify_url']) LOOP
         IF settings ? k AND settings->>k !~* '^https?://[^/?#[:space:]]+' THEN
             RAISE EXCEPTION 'setting "%" must be an http or https URL', k
                 USING ERRCODE = 'invalid_parameter_value',
@@ -182,13 +221,20 @@ BEGIN
     IF name = '' OR service = '' THEN
         RAISE EXCEPTION 'name and service must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF jsonb_typeof(settings) = 'object' AND settings ? 'provider' THEN
+        settings := tokenvault._provider_settings(settings->>'provider', type, settings);
+    ELSIF jsonb_typeof(settings) = 'object' AND settings ? 'params' THEN
+        RAISE EXCEPTION 'setting "params" fills a provider''s URLs: it needs "provider"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     s := tokenvault._client_settings(type, settings, true);
     t := tokenvault._client_quirks(s, t);
     INSERT INTO tokenvault.clients (id, name, service, type, grant_type, client_id, auth_url, token_url,
             refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
             api_key_header, api_key_prefix, secret, owner, visibility,
             body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
-            allow_insecure_http)
+            allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires, token_scheme,
+            field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
+            verify_url, verify_method, verify_ok_field, check_every)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
             s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
             coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
@@ -199,7 +245,9 @@ BEGIN
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
             CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
-            coalesce((s->>'allow_insecure_http')::boolean, false))
+            coalesce((s->>'allow_insecure_http')::boolean, false), s->>'provider', s->'params',
+            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.field_names, t.issued_at_unit, t.error_field,
+            t.error_description_field, t.reauth_errors, t.verify_url, t.verify_method, t.verify_ok_field, t.check_every)
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
     RETURN new_id;
@@ -237,6 +285,16 @@ DECLARE
 BEGIN
     PERFORM tokenvault._admit_admin(), tokenvault._require_client_access(c.id, NULL::uuid);
     PERFORM tokenvault._refuse_null(settings IS NULL, 'settings'::text);
+    -- a catalogue row (again, or another): its settings replace the
+    -- client's, and those it no longer holds are cleared
+    IF jsonb_typeof(settings) = 'object' AND settings ? 'provider' THEN
+        settings := tokenvault._provider_settings(settings->>'provider', c.type,
+                        settings || jsonb_build_object('params', coalesce(settings->'params', c.provider_params, '{}')));
+        settings := (SELECT jsonb_object_agg(k, 'null'::jsonb) FROM unnest(tokenvault._provider_managed()) k
+                      WHERE NOT settings ? k) || settings;
+    ELSIF jsonb_typeof(settings) = 'object' AND settings ? 'params' THEN
+        RAISE EXCEPTION 'setting "params" fills a provider''s URLs: give it with "provider"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF jsonb_typeof(settings) = 'object' THEN
         cleared := ARRAY(SELECT key FROM jsonb_each(settings) WHERE jsonb_typeof(value) = 'null');
         q := tokenvault._client_quirks(settings, c);
@@ -267,6 +325,14 @@ BEGIN
                               WHEN 'client_secret' = ANY (cleared) THEN NULL ELSE t.secret END,
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
+        required_scopes = q.required_scopes, refresh_scopes = q.refresh_scopes, never_expires = q.never_expires,
+        token_scheme = q.token_scheme,
+        field_names = q.field_names, issued_at_unit = q.issued_at_unit, error_field = q.error_field,
+        error_description_field = q.error_description_field, reauth_errors = q.reauth_errors,
+        verify_url = q.verify_url, verify_method = q.verify_method, verify_ok_field = q.verify_ok_field,
+        check_every = q.check_every,
+        provider = CASE WHEN s ? 'provider' THEN s->>'provider' ELSE t.provider END,
+        provider_params = CASE WHEN s ? 'provider' THEN s->'params' ELSE t.provider_params END,
         allowed_hosts  = CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts'))
                               WHEN 'allowed_hosts' = ANY (cleared) THEN NULL ELSE t.allowed_hosts END,
         allow_insecure_http = CASE WHEN 'allow_insecure_http' = ANY (cleared) THEN false
@@ -304,14 +370,14 @@ CREATE FUNCTION _check_url_move(old tokenvault.clients, new tokenvault.clients, 
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     known text[] := ARRAY(SELECT tokenvault._url_origin(u)
-                            FROM unnest(ARRAY[old.token_url, old.refresh_url, old.revoke_url]) u
+                            FROM unnest(ARRAY[old.token_url, old.refresh_url, old.revoke_url, old.verify_url]) u
                            WHERE u IS NOT NULL);
     moved text;
     changed jsonb;
 BEGIN
     SELECT x.setting INTO moved
       FROM (VALUES (1, 'token_url', new.token_url), (2, 'refresh_url', new.refresh_url),
-                   (3, 'revoke_url', new.revoke_url)) x(n, setting, url)
+                   (3, 'revoke_url', new.revoke_url), (4, 'verify_url', new.verify_url)) x(n, setting, url)
      WHERE x.url IS NOT NULL AND NOT tokenvault._url_origin(x.url) = ANY (known)
      ORDER BY x.n LIMIT 1;
     -- a host allowed for templates that was neither allowed nor used before
@@ -335,6 +401,7 @@ BEGIN
     SELECT jsonb_object_agg(x.setting, jsonb_build_object('old', x.was, 'new', x.now)) INTO changed
       FROM (VALUES ('auth_url', old.auth_url, new.auth_url), ('token_url', old.token_url, new.token_url),
                    ('refresh_url', old.refresh_url, new.refresh_url), ('revoke_url', old.revoke_url, new.revoke_url),
+                   ('verify_url', old.verify_url, new.verify_url),
                    ('allowed_hosts', array_to_string(old.allowed_hosts, ' '), array_to_string(new.allowed_hosts, ' '))
            ) x(setting, was, now)
      WHERE x.was IS DISTINCT FROM x.now;
@@ -390,6 +457,24 @@ BEGIN
     t.scope_separator := CASE WHEN 'scope_separator' = ANY (cleared) THEN ' ' ELSE coalesce(s->>'scope_separator', t.scope_separator, ' ') END;
     t.pkce            := CASE WHEN 'pkce' = ANY (cleared) THEN true ELSE coalesce((s->>'pkce')::boolean, t.pkce, true) END;
     t.refresh_every   := CASE WHEN 'refresh_every' = ANY (cleared) THEN NULL ELSE coalesce((s->>'refresh_every')::integer, t.refresh_every) END;
+    t.required_scopes := CASE WHEN 'required_scopes' = ANY (cleared) THEN '{}'
+                              WHEN jsonb_typeof(s->'required_scopes') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s->'required_scopes'))
+                              ELSE coalesce(t.required_scopes, '{}') END;
+    t.refresh_scopes  := CASE WHEN 'refresh_scopes' = ANY (cleared) THEN false ELSE coalesce((s->>'refresh_scopes')::boolean, t.refresh_scopes, false) END;
+    t.never_expires   := CASE WHEN 'never_expires' = ANY (cleared) THEN false ELSE coalesce((s->>'never_expires')::boolean, t.never_expires, false) END;
+    t.token_scheme    := CASE WHEN 'token_scheme' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_scheme', t.token_scheme) END;
+    t.field_names     := CASE WHEN 'field_names' = ANY (cleared) THEN NULL ELSE coalesce(s->'field_names', t.field_names) END;
+    t.issued_at_unit  := CASE WHEN 'issued_at_unit' = ANY (cleared) THEN NULL ELSE coalesce(s->>'issued_at_unit', t.issued_at_unit) END;
+    t.error_field     := CASE WHEN 'error_field' = ANY (cleared) THEN NULL ELSE coalesce(s->>'error_field', t.error_field) END;
+    t.error_description_field := CASE WHEN 'error_description_field' = ANY (cleared) THEN NULL
+                                      ELSE coalesce(s->>'error_description_field', t.error_description_field) END;
+    t.reauth_errors   := CASE WHEN 'reauth_errors' = ANY (cleared) THEN NULL
+                              WHEN jsonb_typeof(s->'reauth_errors') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s->'reauth_errors'))
+                              ELSE t.reauth_errors END;
+    t.verify_url      := CASE WHEN 'verify_url' = ANY (cleared) THEN NULL ELSE coalesce(s->>'verify_url', t.verify_url) END;
+    t.verify_method   := CASE WHEN 'verify_method' = ANY (cleared) THEN 'GET' ELSE coalesce(s->>'verify_method', t.verify_method, 'GET') END;
+    t.verify_ok_field := CASE WHEN 'verify_ok_field' = ANY (cleared) THEN NULL ELSE coalesce(s->>'verify_ok_field', t.verify_ok_field) END;
+    t.check_every     := CASE WHEN 'check_every' = ANY (cleared) THEN NULL ELSE coalesce((s->>'check_every')::integer, t.check_every) END;
     RETURN t;
 END
 $$;

@@ -25,7 +25,8 @@ CREATE FUNCTION _event_kinds() RETURNS text[]
     LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
                  'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled',
-                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked', 'auth.refresh_lost']
+                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked', 'auth.refresh_lost',
+                 'auth.check_failed']
 $$;
 
 -- Record an event, NOTIFY it and queue it for the webhooks that want it,

@@ -19,7 +19,9 @@ CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NU
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
         'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts,
-        'allow_insecure_http', c.allow_insecure_http))
+        'allow_insecure_http', c.allow_insecure_http, 'error_field', c.error_field,
+        'error_description_field', c.error_description_field, 'reauth_errors', c.reauth_errors,
+        'access_token_field', c.field_names OPERATOR(pg_catalog.->>) 'access_token'))
 $$;
 
 -- Send a token request; raise the provider's refusal as an error.
@@ -73,7 +75,16 @@ CREATE FUNCTION _normalize_token(c tokenvault.clients, t jsonb) RETURNS jsonb
 DECLARE
     k text;
     n numeric;
+    issued numeric;
 BEGIN
+    -- fields the provider names otherwise (field_names: ours -> its)
+    IF c.field_names IS NOT NULL THEN
+        FOR k IN SELECT jsonb_object_keys(c.field_names) LOOP
+            IF t ? (c.field_names->>k) AND c.field_names->>k <> k THEN
+                t := (t - (c.field_names->>k)) || jsonb_build_object(k, t->(c.field_names->>k));
+            END IF;
+        END LOOP;
+    END IF;
     FOREACH k IN ARRAY ARRAY['expires_in', 'refresh_token_expires_in'] LOOP
         CONTINUE WHEN NOT t ? k;
         n := CASE WHEN t->>k ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN (t->>k)::numeric END;
@@ -85,6 +96,16 @@ BEGIN
         -- over and over
         t := CASE WHEN n IS NULL OR n = 0 OR n > 3153600000 THEN t - k ELSE jsonb_set(t, ARRAY[k], to_jsonb(round(n))) END;
     END LOOP;
+    IF c.never_expires THEN
+        t := t - 'expires_in' - 'expires_at';
+    -- a lifetime that counts from the answer's issued_at (an epoch time), not from now
+    ELSIF c.issued_at_unit IS NOT NULL AND t->>'issued_at' ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN
+        issued := (t->>'issued_at')::numeric / CASE c.issued_at_unit WHEN 'milliseconds' THEN 1000 ELSE 1 END;
+        n := coalesce((t->>'expires_in')::numeric, c.token_lifetime);
+        IF n IS NOT NULL AND issued < 4102444800 THEN
+            t := jsonb_set(t, '{expires_in}', to_jsonb(greatest(1, round(issued + n - extract(epoch FROM now())))));
+        END IF;
+    END IF;
     IF jsonb_typeof(t->'scope') = 'array' THEN
         t := jsonb_set(t, '{scope}', to_jsonb(array_to_string(ARRAY(SELECT jsonb_array_elements_text(t->'scope')), ' ')));
     END IF;
@@ -117,8 +138,11 @@ CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
       FROM (VALUES ('(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])')) o (octet)
 $$;
 
+-- fields: the auth's own fields its client's URLs name, which it does not
+-- have yet (Shopify's {shop}); they fill the authorization URL and become
+-- the auth's.
 CREATE FUNCTION authorize_url(client_id uuid, user_id uuid, redirect_uri text, name text DEFAULT NULL,
-                              scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL) RETURNS text
+                              scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL, fields jsonb DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c tokenvault.clients := tokenvault._client_must_exist(client_id);
@@ -126,6 +150,7 @@ DECLARE
     st text := tokenvault._random_token(24);
     verifier text;
     params jsonb;
+    url text;
 BEGIN
     PERFORM tokenvault._admit_app();
     PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(redirect_uri IS NULL, 'redirect_uri'::text);
@@ -151,15 +176,29 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
+    IF fields IS NOT NULL AND (jsonb_typeof(fields) <> 'object'
+       OR EXISTS (SELECT FROM jsonb_each(fields) f WHERE jsonb_typeof(f.value) <> 'string')) THEN
+        RAISE EXCEPTION 'fields must be a JSON object of strings' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- an auth being authorized again keeps its fields; those given win
+    IF a.id IS NOT NULL THEN
+        fields := (SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(tokenvault._open_auth(a.secret, a.id)) f
+                    WHERE f.key = ANY (tokenvault._missing_url_fields(c, NULL))) || coalesce(fields, '{}');
+    END IF;
+    fields := (SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(fields) f
+                WHERE f.key = ANY (tokenvault._missing_url_fields(c, NULL)));
+    url := tokenvault._url_filled('auth_url', c, fields);
     scopes := coalesce(scopes, a.scopes, c.scopes);
+    -- scopes without which the provider issues no refresh token (offline_access)
+    scopes := scopes || ARRAY(SELECT r FROM unnest(c.required_scopes) r WHERE NOT r = ANY (scopes));
     IF c.pkce THEN
         verifier := tokenvault._random_token(48);
     END IF;
     DELETE FROM tokenvault.auth_states s WHERE s.expires_at < now();
     INSERT INTO tokenvault.auth_states (state, client_id, user_id, auth_id, name, scopes, redirect_uri,
-                                        verifier, expires_at)
+                                        verifier, fields, expires_at)
     VALUES (st, c.id, user_id, auth_id, name, scopes, redirect_uri,
-            tokenvault._seal_state(verifier, st), now() + interval '10 minutes');
+            tokenvault._seal_state(verifier, st), fields, now() + interval '10 minutes');
 
     params := jsonb_strip_nulls(jsonb_build_object(
         'response_type', 'code', 'client_id', c.client_id, 'redirect_uri', redirect_uri,
@@ -168,11 +207,41 @@ BEGIN
             rtrim(translate(encode(sha256(convert_to(verifier, 'UTF8')), 'base64'), E'+/\n', '-_'), '=') END,
         'code_challenge_method', CASE WHEN c.pkce THEN 'S256' END))
         || coalesce(c.extra_params->'authorize', '{}');
-    RETURN c.auth_url || CASE WHEN position('?' IN c.auth_url) > 0 THEN '&' ELSE '?' END ||
+    RETURN url || CASE WHEN position('?' IN url) > 0 THEN '&' ELSE '?' END ||
         (SELECT string_agg(key || '=' || tokenvault._form_encode(value), '&' ORDER BY key)
            FROM jsonb_each_text(params));
 END
 $$;
+
+-- A URL setting of the client filled from fields; an error names what is
+-- wrong (a field it lacks, a host allowed_hosts does not admit).  The
+-- authorization URL receives no secret: it is judged only when it names
+-- fields (a fixed one need not be among allowed_hosts).
+CREATE FUNCTION _url_filled(setting text, c tokenvault.clients, fields jsonb) RETURNS text
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    url text := CASE setting WHEN 'auth_url' THEN c.auth_url WHEN 'verify_url' THEN c.verify_url END;
+    missing text := substring(url FROM '\{([A-Za-z0-9_]+)\}');
+BEGIN
+    IF setting = 'auth_url' AND url NOT LIKE '%{%' THEN
+        RETURN url;
+    END IF;
+    SELECT m INTO missing FROM unnest(tokenvault._missing_url_fields(c, fields)) m
+     WHERE position('{' || m || '}' IN url) > 0 LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'client "%" needs the field "%" for its %', c.name, missing, setting
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE setting WHEN 'auth_url' THEN format('Give it to authorize_url in "fields", as in {"%s": "…"}.', missing)
+                                      ELSE format('Give the auth the field with tokenvault.update_auth(), as in {"%s": "…"}.', missing) END;
+    END IF;
+    RETURN tokenvault._url_fill(setting, url, c.allowed_hosts, fields);
+END
+$$;
+
+-- A URL filled from fields, under allowed_hosts (url_template.c); an error
+-- says why it may not be requested.
+CREATE FUNCTION _url_fill(setting text, url text, allowed_hosts text[], fields jsonb) RETURNS text
+    LANGUAGE c IMMUTABLE AS 'MODULE_PATHNAME', 'tv_url_fill_sql';
 
 CREATE FUNCTION _form_encode(value text) RETURNS text
     LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
@@ -226,7 +295,9 @@ BEGIN
     t := tokenvault._fetch_token(c, 'token', jsonb_strip_nulls(jsonb_build_object(
              'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
              'code_verifier', CASE WHEN s.verifier IS NOT NULL
-                                   THEN tokenvault._open_state(s.verifier, s.state) END)));
+                                   THEN tokenvault._open_state(s.verifier, s.state) END)), s.fields);
+    -- the fields the URLs were filled with stay the auth's (a provider's answer may not replace them)
+    t := t || coalesce(s.fields, '{}');
     -- the caller's transaction stores the provider's answer: it commits at
     -- least as synchronously as a refresher's would
     PERFORM tokenvault._durable_commit();

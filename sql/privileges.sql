@@ -12,14 +12,18 @@ GRANT USAGE ON SCHEMA tokenvault TO tokenvault_app, tokenvault_admin;
 GRANT SELECT ON users TO tokenvault_app;
 GRANT SELECT (id, user_id, client_id, name, service, scopes, status, token_type, expires_at,
               refresh_expires_at, refresh_at, last_refreshed_at, failure_count, last_error,
-              version, expiry_notified_at, created_at, updated_at, refresh_sent_at, refresh_lost)
+              version, expiry_notified_at, created_at, updated_at, refresh_sent_at, refresh_lost,
+              last_checked_at, last_check, check_at)
     ON auths TO tokenvault_app;
 GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_url, refresh_url,
               revoke_url, scopes, client_auth, token_lifetime, extra_params, api_key_header,
               api_key_prefix, owner, visibility, created_at, updated_at,
               body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
-              allow_insecure_http)
+              allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires,
+              token_scheme, field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
+              verify_url, verify_method, verify_ok_field, check_every)
     ON clients TO tokenvault_app;
+GRANT SELECT ON providers TO tokenvault_app;
 GRANT SELECT ON events, stats TO tokenvault_app, tokenvault_admin;
 GRANT SELECT (id, url, kinds, enabled, created_at, owner, allow_insecure_http) ON webhooks TO tokenvault_admin;
 GRANT SELECT ON webhook_deliveries TO tokenvault_admin;
@@ -37,8 +41,8 @@ GRANT EXECUTE ON FUNCTION
     delete_user_auths(uuid, boolean), create_auth(uuid, uuid, text, jsonb, text[]),
     update_auth(uuid, text, jsonb), delete_auth(uuid, boolean, boolean),
     access_token(uuid), credentials(uuid), http_headers(uuid),
-    authorize_url(uuid, uuid, text, text, text[], uuid), complete_authorization(text, text),
-    refresh_auth(uuid),
+    authorize_url(uuid, uuid, text, text, text[], uuid, jsonb), complete_authorization(text, text),
+    refresh_auth(uuid), check_auth(uuid),
     create_instance(uuid, uuid, text, jsonb, jsonb), update_instance(uuid, text, boolean, jsonb, jsonb),
     delete_instance(uuid), instance(uuid), user_instances(uuid),
     authorize_url_for_slot(uuid, text, uuid, text, text, uuid),
@@ -55,7 +59,8 @@ GRANT EXECUTE ON FUNCTION
     rotate_webhook_secret(uuid, text), finish_webhook_rotation(uuid), address_class(inet), host_policy(text, inet),
     create_solution(text, text), update_solution(uuid, text, text), delete_solution(uuid, boolean),
     add_slot(uuid, text, text, jsonb), update_slot(uuid, text, jsonb), delete_slot(uuid, text),
-    grant_user_tokens(uuid, name, text, text), revoke_user_tokens(uuid, name, text)
+    grant_user_tokens(uuid, name, text, text), revoke_user_tokens(uuid, name, text),
+    add_provider(jsonb)
     TO tokenvault_admin;
 
 ------------------------------------------------------------------------------

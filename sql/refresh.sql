@@ -39,6 +39,10 @@ BEGIN
     IF cred ? 'refresh_token' THEN
         plan.kind := 'refresh';
         plan.params := jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token');
+        -- a provider that wants the scopes again with each refresh (Microsoft)
+        IF c.refresh_scopes AND a.scopes <> '{}' THEN
+            plan.params := plan.params || jsonb_build_object('scope', array_to_string(a.scopes, c.scope_separator));
+        END IF;
     ELSIF c.grant_type IN ('client_credentials', 'password') THEN
         plan.kind := 'token';
         plan.params := tokenvault._direct_grant_params(c, cred, a.scopes);

@@ -10,6 +10,45 @@ CREATE TABLE users (
 
 -- A client is how the application reaches one service: an OAuth2 client, or
 -- the shape of the basic, api_key or noauth credentials its users hold.
+-- The provider catalogue (providers.sql, catalogue.sql): what connecting a
+-- well-known service takes, as data.  Rows without added_by ship with the
+-- extension and are replaced by its updates; add_provider's are kept.
+CREATE TABLE providers (
+    key             text PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]{0,62}$'),
+    name            text NOT NULL CHECK (name <> ''),
+    auth_type       text NOT NULL CHECK (auth_type IN ('oauth2', 'api_key', 'basic')),
+    grant_type      text CHECK (grant_type IN ('authorization_code', 'client_credentials')),
+    auth_url        text,
+    token_url       text,
+    refresh_url     text,
+    revoke_url      text,
+    scopes          text[] NOT NULL DEFAULT '{}',
+    required_scopes text[] NOT NULL DEFAULT '{}',
+    scope_separator text NOT NULL DEFAULT ' ' CHECK (scope_separator IN (' ', ',')),
+    client_auth     text NOT NULL DEFAULT 'basic' CHECK (client_auth IN ('basic', 'post')),
+    body_format     text NOT NULL DEFAULT 'form' CHECK (body_format IN ('form', 'json')),
+    token_path      text,
+    token_lifetime  integer CHECK (token_lifetime > 0),
+    never_expires   boolean NOT NULL DEFAULT false,
+    pkce            boolean NOT NULL DEFAULT false,
+    extra_params    jsonb NOT NULL DEFAULT '{}',
+    rotates_refresh_token boolean NOT NULL DEFAULT false,
+    refresh_scopes  boolean NOT NULL DEFAULT false,
+    -- {"shop": {"from": "auth", "example": "acme", "description": "..."}}
+    tenant_params   jsonb NOT NULL DEFAULT '{}',
+    allowed_hosts   text[],
+    settings        jsonb NOT NULL DEFAULT '{}',   -- further client settings (quirks)
+    api_key_header  text,
+    api_key_prefix  text,
+    verify_url      text,
+    verify_method   text NOT NULL DEFAULT 'GET' CHECK (verify_method IN ('GET', 'POST')),
+    verify_ok_field text,
+    docs_url        text NOT NULL,
+    checked_on      date NOT NULL,
+    added_by        name,           -- NULL: shipped with the extension
+    CHECK ((auth_type = 'oauth2') = (token_url IS NOT NULL))
+);
+
 CREATE TABLE clients (
     id              uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     name            text NOT NULL CHECK (name <> ''),
@@ -45,6 +84,25 @@ CREATE TABLE clients (
     allowed_hosts   text[] CHECK (cardinality(allowed_hosts) > 0),
     -- plain http to this client's provider (tests, private networks)
     allow_insecure_http boolean NOT NULL DEFAULT false,
+    -- the catalogue row it was made from (providers.sql), and the values
+    -- its client-wide {params} were filled with
+    provider        text,
+    provider_params jsonb,
+    -- more provider quirks (README, "Provider quirks")
+    required_scopes text[] NOT NULL DEFAULT '{}',
+    refresh_scopes  boolean NOT NULL DEFAULT false,
+    never_expires   boolean NOT NULL DEFAULT false,
+    token_scheme    text CHECK (token_scheme ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
+    field_names     jsonb,
+    issued_at_unit  text CHECK (issued_at_unit IN ('seconds', 'milliseconds')),
+    error_field     text,
+    error_description_field text,
+    reauth_errors   text[],
+    -- health checks (checks.sql)
+    verify_url      text,
+    verify_method   text NOT NULL DEFAULT 'GET' CHECK (verify_method IN ('GET', 'POST')),
+    verify_ok_field text,
+    check_every     integer CHECK (check_every > 0),
     CHECK ((type = 'oauth2') = (grant_type <> 'none'))
 );
 
@@ -76,11 +134,17 @@ CREATE TABLE auths (
     -- a crash or a failover the row says a refresh token may have been spent
     refresh_sent_at    timestamptz,
     -- why an earlier refresh's answer was lost, until a refresh settles it
-    refresh_lost       text CHECK (refresh_lost IN ('failover', 'restart', 'no answer'))
+    refresh_lost       text CHECK (refresh_lost IN ('failover', 'restart', 'no answer')),
+    -- health checks (checks.sql): the last one's time and outcome, the next one's time
+    last_checked_at    timestamptz,
+    last_check         text CHECK (last_check IN ('ok', 'refused', 'failed')),
+    check_at           timestamptz
 );
 CREATE INDEX auths_user_id_idx ON auths (user_id);
 CREATE INDEX auths_client_id_idx ON auths (client_id);
 CREATE INDEX auths_refresh_at_idx ON auths (refresh_at) WHERE refresh_at IS NOT NULL;
+CREATE INDEX auths_check_at_idx ON auths (check_at) WHERE check_at IS NOT NULL;
+SELECT pg_catalog.pg_extension_config_dump('providers', 'WHERE added_by IS NOT NULL');
 SELECT pg_catalog.pg_extension_config_dump('users', '');
 SELECT pg_catalog.pg_extension_config_dump('clients', '');
 SELECT pg_catalog.pg_extension_config_dump('auths', '');
@@ -96,6 +160,7 @@ CREATE TABLE auth_states (
     scopes       text[] NOT NULL,
     redirect_uri text NOT NULL,
     verifier     bytea,         -- sealed PKCE code verifier
+    fields       jsonb,         -- the auth's {params} given to authorize_url (Shopify's shop)
     expires_at   timestamptz NOT NULL
 );
 CREATE INDEX auth_states_expires_at_idx ON auth_states (expires_at);

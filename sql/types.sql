@@ -35,3 +35,23 @@ CREATE TYPE delivery AS (
     previous_secret text,         -- during a rotation; NULL otherwise
     allow_insecure_http boolean
 );
+
+-- A health check's request (checks.sql): the auth's verify URL and headers.
+-- Holds a credential: internal only.
+CREATE TYPE check_request AS (
+    auth_id  uuid,
+    url      text,
+    method   text,
+    headers  text[],        -- "Name: value" lines
+    ok_field text,          -- a boolean field of a 2xx answer that must be true, or NULL
+    allow_insecure_http boolean
+);
+
+-- What a health check found: ok, refused (the credential is no longer
+-- good: 401, 403, or the ok field false) or failed (no verdict: a network
+-- failure, a 5xx, anything else).  The message quotes no answer.
+CREATE TYPE check_verdict AS (
+    outcome text,
+    status  integer,        -- HTTP status, 0 when none came
+    message text
+);

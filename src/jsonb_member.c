@@ -8,10 +8,14 @@
  */
 #include "postgres.h"
 
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
 #include "jsonb_member.h"
+
+#define MAX_JSON_DEPTH 64		/* how deeply a provider's JSON answer may nest */
 
 /* The member named key, into *v; false if there is none. */
 bool
@@ -86,4 +90,60 @@ tv_jsonb_strings(JsonbContainer *obj, const char *key)
 		if (tok == WJB_ELEM && v.type == jbvString)
 			out = lappend(out, pnstrdup(v.val.string.val, v.val.string.len));
 	return out;
+}
+
+/*
+ * Whether JSON text nests no deeper than max.  PostgreSQL 15's JSON parser
+ * recurses once per level and stops at max_stack_depth with an error, which
+ * a provider's answer of ten megabytes of "[" would otherwise reach; no
+ * token response needs more than a few levels.
+ */
+static bool
+nesting_within(const char *text, int len, int max)
+{
+	int			depth = 0;
+	bool		in_string = false;
+	int			i;
+
+	for (i = 0; i < len; i++)
+	{
+		if (in_string)
+		{
+			if (text[i] == '\\')
+				i++;
+			else if (text[i] == '"')
+				in_string = false;
+		}
+		else if (text[i] == '"')
+			in_string = true;
+		else if (text[i] == '[' || text[i] == '{')
+		{
+			if (++depth > max)
+				return false;
+		}
+		else if (text[i] == ']' || text[i] == '}')
+			depth--;
+	}
+	return true;
+}
+
+/* A provider's answer as jsonb, if it is valid JSON in the database encoding. */
+Jsonb *
+tv_jsonb_parse(StringInfo body)
+{
+	JsonLexContext *lex;
+
+	if (body->len == 0 || strlen(body->data) != (size_t) body->len ||
+		!pg_verifymbstr(body->data, body->len, true) ||
+		!nesting_within(body->data, body->len, MAX_JSON_DEPTH))
+		return NULL;
+	/*
+	 * De-escaping strings makes the lexer refuse what jsonb cannot hold
+	 * (\u0000, lone surrogates), before jsonb_in would fail on it and quote
+	 * the body, token and all, in its error context.
+	 */
+	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
 }

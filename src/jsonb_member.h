@@ -6,6 +6,7 @@
 
 #include "postgres.h"
 
+#include "lib/stringinfo.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 
@@ -14,5 +15,6 @@ extern char *tv_jsonb_string(JsonbContainer *obj, const char *key);
 extern char *tv_jsonb_scalar(JsonbContainer *obj, const char *key);
 extern JsonbContainer *tv_jsonb_object(JsonbContainer *obj, const char *key);
 extern List *tv_jsonb_strings(JsonbContainer *obj, const char *key);
+extern Jsonb *tv_jsonb_parse(StringInfo body);
 
 #endif

@@ -21,7 +21,6 @@
 #include "redact.h"
 
 #define MESSAGE_MAX 300			/* how much provider text is quoted */
-#define MAX_JSON_DEPTH 64		/* how deeply a provider's JSON answer may nest */
 
 static Jsonb *
 json_to_jsonb(StringInfo json)
@@ -29,73 +28,36 @@ json_to_jsonb(StringInfo json)
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json->data)));
 }
 
-/* What an OAuth2 error code means for the auth (RFC 6749 5.2). */
+/* Whether the array at config's key holds the string value. */
+static bool
+listed(JsonbContainer *config, const char *key, const char *value)
+{
+	JsonbValue	list;
+	JsonbValue	item;
+
+	if (!tv_jsonb_member(config, key, &list) || list.type != jbvBinary ||
+		!JsonContainerIsArray(list.val.binary.data))
+		return false;
+	item.type = jbvString;
+	item.val.string.val = (char *) value;
+	item.val.string.len = strlen(value);
+	return findJsonbValueFromContainer(list.val.binary.data, JB_FARRAY, &item) != NULL;
+}
+
+/*
+ * What an OAuth2 error code means for the auth (RFC 6749 5.2), and the
+ * provider's own codes for a grant that is gone (the client's reauth_errors).
+ */
 static TvOutcome
-error_class(const char *error, long status)
+error_class(const char *error, long status, JsonbContainer *config)
 {
 	if (strcmp(error, "invalid_grant") == 0 || strcmp(error, "invalid_client") == 0 ||
-		strcmp(error, "unauthorized_client") == 0)
+		strcmp(error, "unauthorized_client") == 0 || listed(config, "reauth_errors", error))
 		return TV_OUTCOME_NEEDS_REAUTH;
 	if (strcmp(error, "temporarily_unavailable") == 0 || strcmp(error, "server_error") == 0 ||
 		strcmp(error, "slow_down") == 0 || status == 429 || status >= 500)
 		return TV_OUTCOME_RETRYABLE;
 	return TV_OUTCOME_ERROR;
-}
-
-/*
- * Whether JSON text nests no deeper than max.  PostgreSQL 15's JSON parser
- * recurses once per level and stops at max_stack_depth with an error, which
- * a provider's answer of ten megabytes of "[" would otherwise reach; no
- * token response needs more than a few levels.
- */
-static bool
-nesting_within(const char *text, int len, int max)
-{
-	int			depth = 0;
-	bool		in_string = false;
-	int			i;
-
-	for (i = 0; i < len; i++)
-	{
-		if (in_string)
-		{
-			if (text[i] == '\\')
-				i++;
-			else if (text[i] == '"')
-				in_string = false;
-		}
-		else if (text[i] == '"')
-			in_string = true;
-		else if (text[i] == '[' || text[i] == '{')
-		{
-			if (++depth > max)
-				return false;
-		}
-		else if (text[i] == ']' || text[i] == '}')
-			depth--;
-	}
-	return true;
-}
-
-/* The body as JSON, if it is valid JSON in the database encoding. */
-static Jsonb *
-parse_json(StringInfo body)
-{
-	JsonLexContext *lex;
-
-	if (body->len == 0 || strlen(body->data) != (size_t) body->len ||
-		!pg_verifymbstr(body->data, body->len, true) ||
-		!nesting_within(body->data, body->len, MAX_JSON_DEPTH))
-		return NULL;
-	/*
-	 * De-escaping strings makes the lexer refuse what jsonb cannot hold
-	 * (\u0000, lone surrogates), before jsonb_in would fail on it and quote
-	 * the body, token and all, in its error context.
-	 */
-	lex = makeJsonLexContextCstringLen(body->data, body->len, GetDatabaseEncoding(), true);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		return NULL;
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(body->data)));
 }
 
 /* A form-encoded body ("a=b&c=d"), as some providers answer, as JSON. */
@@ -149,28 +111,67 @@ parse_form(StringInfo body)
 	return first ? NULL : json_to_jsonb(&j);
 }
 
-/* The token object at the client's token_path ("a.b"), or the top level, as a jsonb of its own. */
-static Jsonb *
-token_object(Jsonb *doc, const char *path)
+/* The member at a dotted path ("a.b") of an object, false if there is none. */
+static bool
+path_member(JsonbContainer *obj, const char *path, JsonbValue *v)
 {
-	JsonbContainer *obj = &doc->root;
-	JsonbValue	v;
-	char	   *copy;
+	char	   *copy = pstrdup(path);
 	char	   *save = NULL;
 	char	   *part;
 
-	if (!JsonContainerIsObject(obj))
+	v->type = jbvBinary;
+	v->val.binary.data = obj;
+	for (part = strtok_r(copy, ".", &save); part; part = strtok_r(NULL, ".", &save))
+	{
+		if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data) ||
+			!tv_jsonb_member(v->val.binary.data, part, v))
+			return false;
+	}
+	return true;
+}
+
+/* The scalar at a dotted path, as text; NULL if there is none. */
+static char *
+path_scalar(JsonbContainer *obj, const char *path)
+{
+	JsonbValue	v;
+	char	   *dot = strrchr(path, '.');
+
+	if (dot == NULL)
+		return tv_jsonb_scalar(obj, path);
+	if (!path_member(obj, pnstrdup(path, dot - path), &v) || v.type != jbvBinary ||
+		!JsonContainerIsObject(v.val.binary.data))
+		return NULL;
+	return tv_jsonb_scalar(v.val.binary.data, dot + 1);
+}
+
+/*
+ * The token object at the client's token_path ("a.b"), as a jsonb of its
+ * own; the top level when there is no path, or when the path leads nowhere
+ * and the token sits at the top (Slack nests a user token in the exchange's
+ * answer, not in its refreshes').
+ */
+static Jsonb *
+token_object(Jsonb *doc, const char *path, const char *field)
+{
+	JsonbValue	v;
+
+	if (!JsonContainerIsObject(&doc->root))
 		return NULL;
 	if (path == NULL || path[0] == '\0')
 		return doc;
-	copy = pstrdup(path);
-	for (part = strtok_r(copy, ".", &save); part; part = strtok_r(NULL, ".", &save))
-	{
-		if (!tv_jsonb_member(obj, part, &v) || v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
-			return NULL;
-		obj = v.val.binary.data;
-	}
-	return JsonbValueToJsonb(&v);
+	if (path_member(&doc->root, path, &v) && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+		return JsonbValueToJsonb(&v);
+	return tv_jsonb_scalar(&doc->root, field) ? doc : NULL;
+}
+
+/* A config setting, or its default when the client has none. */
+static const char *
+setting_or(JsonbContainer *config, const char *key, const char *dflt)
+{
+	char	   *v = tv_jsonb_scalar(config, key);
+
+	return v && v[0] ? v : dflt;
 }
 
 /* ", retry after N s" when the provider said when */
@@ -198,7 +199,7 @@ unreadable(TvHttpResponse *resp)
  * through them; the class is read from the error either way.
  */
 static TvVerdict *
-refusal(TvHttpResponse *resp, const char *error, const char *description, List *secrets)
+refusal(TvHttpResponse *resp, const char *error, const char *description, List *secrets, JsonbContainer *config)
 {
 	char	   *code = tv_redact_quote(error, secrets, MESSAGE_MAX);
 	char	   *text = description ? tv_redact_quote(description, secrets, MESSAGE_MAX) : NULL;
@@ -210,7 +211,7 @@ refusal(TvHttpResponse *resp, const char *error, const char *description, List *
 		said = psprintf(": %s (its error_description is withheld: it quotes a secret of the request)", code);
 	else
 		said = psprintf(": %s%s%s", code, text ? ": " : "", text ? text : "");
-	return tv_verdict_failure(error_class(error, resp->status), resp->status, code,
+	return tv_verdict_failure(error_class(error, resp->status, config), resp->status, code,
 							  psprintf("the provider refused the request%s%s", said, retry_note(resp->retry_after)),
 							  resp->retry_after);
 }
@@ -222,20 +223,24 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	Jsonb	   *doc;
 	Jsonb	   *tok;
 	char	   *error;
+	const char *field = setting_or(config, "access_token_field", "access_token");
+	const char *path = tv_jsonb_scalar(config, "token_path");
 
 	if (resp->failure != TV_HTTP_OK)
 		return tv_verdict_failure(resp->failure == TV_HTTP_TOO_LARGE || resp->failure == TV_HTTP_REFUSED ||
 								  resp->failure == TV_HTTP_TLS ? TV_OUTCOME_ERROR : TV_OUTCOME_RETRYABLE,
 							   0, NULL, resp->error, -1);
 
-	doc = parse_json(&resp->body);
+	doc = tv_jsonb_parse(&resp->body);
 	if (doc == NULL)
 		doc = parse_form(&resp->body);
 
-	/* an OAuth2 error, whatever the status (some providers send it with 200) */
-	error = doc ? tv_jsonb_scalar(&doc->root, "error") : NULL;
+	/* an OAuth2 error, whatever the status (some providers send it with 200), where the client says it sits */
+	error = doc ? path_scalar(&doc->root, setting_or(config, "error_field", "error")) : NULL;
 	if (error && error[0])
-		return refusal(resp, error, tv_jsonb_scalar(&doc->root, "error_description"), secrets);
+		return refusal(resp, error, path_scalar(&doc->root, setting_or(config, "error_description_field",
+																	  "error_description")),
+					   secrets, config);
 	if (resp->status == 429 || resp->status >= 500)
 		return tv_verdict_failure(TV_OUTCOME_RETRYABLE, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld%s", resp->status,
@@ -250,14 +255,11 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	if (doc == NULL)
 		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL, unreadable(resp), -1);
 
-	tok = token_object(doc, tv_jsonb_scalar(config, "token_path"));
-	if (tok == NULL || tv_jsonb_scalar(&tok->root, "access_token") == NULL ||
-		tv_jsonb_scalar(&tok->root, "access_token")[0] == '\0')
+	tok = token_object(doc, path, field);
+	if (tok == NULL || tv_jsonb_scalar(&tok->root, field) == NULL || tv_jsonb_scalar(&tok->root, field)[0] == '\0')
 		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
-							   tv_jsonb_scalar(config, "token_path")
-							   ? psprintf("the provider's answer has no access_token under \"%s\"",
-										  tv_jsonb_scalar(config, "token_path"))
-							   : "the provider's answer has no access_token", -1);
+							   path ? psprintf("the provider's answer has no %s under \"%s\"", field, path)
+							   : psprintf("the provider's answer has no %s", field), -1);
 
 	return tv_verdict_done(resp->status, tok);
 }

@@ -354,3 +354,30 @@ tv_host_pattern_problem_sql(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	PG_RETURN_TEXT_P(cstring_to_text(problem));
 }
+
+PG_FUNCTION_INFO_V1(tv_url_fill_sql);
+
+/*
+ * _url_fill(setting text, url text, allowed_hosts text[], fields jsonb)
+ * returns text: the URL filled from fields, or an error saying why it may
+ * not be requested.
+ */
+Datum
+tv_url_fill_sql(PG_FUNCTION_ARGS)
+{
+	char	   *problem = NULL;
+	char	   *url;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	url = tv_url_fill(text_to_cstring(PG_GETARG_TEXT_PP(0)), text_to_cstring(PG_GETARG_TEXT_PP(1)),
+					  PG_ARGISNULL(3) ? NULL : &PG_GETARG_JSONB_P(3)->root,
+					  PG_ARGISNULL(2) ? NIL : text_array_list(PG_GETARG_ARRAYTYPE_P(2)),
+					  false, &problem);
+	if (url == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s", problem),
+				 errhint("A field that fills a URL may only make a host the client's allowed_hosts lists.")));
+	PG_RETURN_TEXT_P(cstring_to_text(url));
+}

@@ -43,6 +43,7 @@
 #include "utils/memutils.h"
 
 #include "access.h"
+#include "checks.h"
 #include "engine.h"
 #include "flight.h"
 #include "http.h"
@@ -103,6 +104,7 @@ typedef struct Schedule
 	Step		claim;
 	Step		tick;
 	Step		webhooks;
+	Step		checks;
 	TimestampTz last_tick;
 	bool		started;		/* claims of an earlier worker taken back */
 	bool		was_standby;	/* this server was promoted while the worker ran */
@@ -501,6 +503,12 @@ webhooks_step(Schedule *s)
 	return tv_webhooks_send(s->multi);
 }
 
+static TimestampTz
+checks_step(Schedule *s)
+{
+	return tv_checks_send(s->multi);
+}
+
 /* What committed transactions asked for since the last look: each step no later than that. */
 static void
 take_requests(Schedule *s)
@@ -514,6 +522,7 @@ take_requests(Schedule *s)
 	s->claim.due = Min(s->claim.due, req);
 	s->tick.due = Min(s->tick.due, req);
 	s->webhooks.due = Min(s->webhooks.due, req);
+	s->checks.due = Min(s->checks.due, req);
 	/* its own writes (new schedules, events) need no expiry scan: that plans itself */
 	s->claim.due = Min(s->claim.due, own_wake_at);
 	s->webhooks.due = Min(s->webhooks.due, own_wake_at);
@@ -568,6 +577,7 @@ run_steps(Schedule *s, MemoryContext cxt)
 	run_step(&s->claim, claim_step, s, cxt);
 	run_step(&s->tick, tick_step, s, cxt);
 	run_step(&s->webhooks, webhooks_step, s, cxt);
+	run_step(&s->checks, checks_step, s, cxt);
 	/* what the steps allocated (ids, timestamps) goes with the round */
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(cxt);
@@ -585,12 +595,13 @@ sleep_ms(Schedule *s)
 	TimestampTz claim = step_at(&s->claim);
 	TimestampTz tick = step_at(&s->tick);
 	TimestampTz webhooks = step_at(&s->webhooks);
-	TimestampTz until = Min(claim, Min(tick, webhooks));
+	TimestampTz checks = step_at(&s->checks);
+	TimestampTz until = Min(Min(claim, checks), Min(tick, webhooks));
 	long		secs;
 	int			usecs;
 
 	SpinLockAcquire(&worker->mutex);
-	worker->sleeping_until = Max(claim, Max(tick, webhooks));
+	worker->sleeping_until = Max(Max(claim, checks), Max(tick, webhooks));
 	SpinLockRelease(&worker->mutex);
 	if (until == DT_NOEND)
 		return 3600 * 1000L;
@@ -675,7 +686,7 @@ tv_worker_main(Datum main_arg)
 	tv_engine_start(s.multi);
 	cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault worker", ALLOCSET_DEFAULT_SIZES);
 	s.lead = tv_refresh_lead;
-	s.claim.due = s.tick.due = s.webhooks.due = GetCurrentTimestamp();
+	s.claim.due = s.tick.due = s.webhooks.due = s.checks.due = GetCurrentTimestamp();
 
 	for (;;)
 	{
@@ -685,7 +696,7 @@ tv_worker_main(Datum main_arg)
 		if (!tv_engine_busy() && !ready_to_work(&s))
 		{
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 5000L, PG_WAIT_EXTENSION);
-			s.claim.due = s.tick.due = s.webhooks.due = GetCurrentTimestamp();
+			s.claim.due = s.tick.due = s.webhooks.due = s.checks.due = GetCurrentTimestamp();
 			continue;
 		}
 		set_state(tv_engine_busy() ? "working" : "idle");
@@ -697,6 +708,7 @@ tv_worker_main(Datum main_arg)
 		run_steps(&s, cxt);
 		/* answers that came in while the engine waited (or a refused URL's, at once) */
 		tv_webhooks_record();
+		tv_checks_record();
 		/* the steps' own writes (an event for a webhook) may want a step again soon */
 		take_requests(&s);
 		tv_engine_serve(sleep_ms(&s));

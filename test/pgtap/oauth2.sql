@@ -93,11 +93,11 @@ SELECT 'TVSECRET-at-' || md5(random()::text) AS at1, 'TVSECRET-rt-' || md5(rando
        'TVSECRET-at-' || md5(random()::text) AS at2, 'TVSECRET-rt-' || md5(random()::text) AS rt2 \gset
 UPDATE tokenvault.clients SET expires_in_unit = 'seconds', token_path = NULL WHERE id = :'c';
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'refresh_token', :'rt1',
-           'expires_in', 10, 'instance_url', 'https://eu.example')) AS a \gset
+           'expires_in', 10, 'instance_url', 'https://eu.example', 'subdomain', 'eu')) AS a \gset
 -- issued an hour ago: with 10 s left it is past half its life, so min_validity is not capped
 UPDATE tokenvault.auths SET last_refreshed_at = now() - interval '1 hour' WHERE id = :'a';
 SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at2', 'refresh_token', :'rt2',
-           'expires_in', 3600)) AS fresh \gset
+           'expires_in', 3600, 'subdomain', 'eu')) AS fresh \gset
 SELECT is((tokenvault._refresh_plan(:'a', false, 30)).params,
           jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', :'rt1'),
           'a token about to expire plans a refresh_token grant');
@@ -130,7 +130,7 @@ SELECT results_eq(format('SELECT status, failure_count, last_error, tokenvault.c
 SELECT tokenvault._refresh_apply(:'a', 3, NULL, pg_temp.failed('needs_reauth', 'the provider refused the request: invalid_grant', 'invalid_grant')) AS applied \gset
 SELECT is((SELECT status FROM tokenvault.auths WHERE id = :'a'), 'needs_reauth', 'invalid_grant marks the auth needs_reauth');
 
-SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'expires_in', 1)) AS noref \gset
+SELECT tokenvault.create_auth(:'u', :'c', NULL, jsonb_build_object('access_token', :'at1', 'expires_in', 1, 'subdomain', 'eu')) AS noref \gset
 UPDATE tokenvault.auths SET last_refreshed_at = now() - interval '1 hour' WHERE id = :'noref';
 SELECT is((tokenvault._refresh_plan(:'noref', false, 30)).outcome, 'needs_reauth',
           'an expiring token with no refresh token cannot be refreshed');

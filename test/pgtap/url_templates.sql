@@ -32,8 +32,8 @@ SELECT is(pg_temp.failure(pg_temp.client('{"allowed_hosts": []}')), '22023 + hin
 SELECT is(pg_temp.failure(pg_temp.client('{"allowed_hosts": ["login.example.com", 7]}')), '22023 + hint',
           'allowed_hosts holds strings');
 SELECT is(pg_temp.failure(format('SELECT tokenvault.create_client(''k'', ''k'', ''api_key'', %L)',
-                                 '{"allowed_hosts": ["api.example.com"]}')), '22023',
-          'allowed_hosts is an oauth2 setting');
+                                 '{"verify_url": "https://{tenant}.example.org/me"}')), '22023 + hint',
+          'an api_key client whose verify_url names a field needs allowed_hosts too');
 SELECT is(pg_temp.failure(pg_temp.client(jsonb_build_object('allowed_hosts', jsonb_build_array('login.example.com', p)))),
           '22023 + hint', format('the pattern %s is refused', p))
   FROM unnest(ARRAY['127.0.0.1', '[::1]', '2130706433', '0x7f000001', '0177.0.0.1', '127.1', '10.0.0.1.',

@@ -1,0 +1,332 @@
+/*
+ * checks.c: health checks, a cheap request that proves a credential works
+ *
+ * A client whose provider documents a "who am I" endpoint names it
+ * (verify_url); check_auth() sends it at once with the auth's headers, and
+ * the worker sends those of clients that ask for it (check_every) on the
+ * same HTTP handle as its refreshes and webhooks, at most MAX_CHECKS at a
+ * time and none while refreshes fill the flight table.  An answer is judged
+ * by its status, and by a boolean field for providers that say "ok": false
+ * with a 200; no body is kept, logged or quoted.  What SQL plans and
+ * records (sql/checks.sql) it passes as tokenvault.check_request and
+ * tokenvault.check_verdict.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type_d.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/typcache.h"
+#include "utils/uuid.h"
+
+#include "checks.h"
+#include "flight.h"
+#include "jsonb_member.h"
+#include "spi.h"
+
+#define MAX_CHECKS 8			/* checks in flight at once, per worker */
+
+/* the attributes of tokenvault.check_request, in order */
+enum
+{
+	REQ_AUTH_ID = 1,
+	REQ_URL,
+	REQ_METHOD,
+	REQ_HEADERS,
+	REQ_OK_FIELD,				/* NULL when the status says it all */
+	REQ_ALLOW_INSECURE_HTTP,
+	REQ_NATTS = REQ_ALLOW_INSECURE_HTTP
+};
+
+typedef struct Check
+{
+	pg_uuid_t	auth_id;
+	char	   *ok_field;
+	TvHttpRequest req;
+	TvHttpResponse resp;
+	MemoryContext cxt;
+} Check;
+
+typedef struct Verdict
+{
+	const char *outcome;		/* ok, refused, failed */
+	long		status;
+	char	   *message;
+} Verdict;
+
+static int	in_flight = 0;
+static int	nanswered = 0;
+static Check *answered[MAX_CHECKS];
+static MemoryContext checks_cxt = NULL;
+
+/*
+ * What an answer says of the credential.  401 and 403 are the provider's
+ * no; so is a 2xx whose ok field is false.  Anything else that is not a
+ * 2xx (a 5xx, a 429, a 404 from a moved endpoint, no answer) is no verdict.
+ */
+static Verdict
+judge(TvHttpResponse *resp, const char *ok_field)
+{
+	Verdict		v = {"failed", resp->failure == TV_HTTP_OK ? resp->status : 0, NULL};
+	Jsonb	   *doc;
+	JsonbValue	ok;
+
+	if (resp->failure != TV_HTTP_OK)
+		v.message = resp->error ? resp->error : "the request failed";
+	else if (resp->status == 401 || resp->status == 403)
+	{
+		v.outcome = "refused";
+		v.message = psprintf("the provider refused the credential (HTTP %ld)", resp->status);
+	}
+	else if (resp->status < 200 || resp->status >= 300)
+		v.message = psprintf("the provider answered HTTP %ld", resp->status);
+	else if (ok_field == NULL)
+		v.outcome = "ok";
+	else if ((doc = tv_jsonb_parse(&resp->body)) == NULL || !tv_jsonb_member(&doc->root, ok_field, &ok) ||
+			 ok.type != jbvBool)
+		v.message = psprintf("the provider's answer has no true or false \"%s\"", ok_field);
+	else if (ok.val.boolean)
+		v.outcome = "ok";
+	else
+	{
+		v.outcome = "refused";
+		v.message = psprintf("the provider's answer says \"%s\": false", ok_field);
+	}
+	return v;
+}
+
+static Datum
+request_attr(HeapTupleHeader row, int attno, bool *isnull)
+{
+	return GetAttributeByNum(row, attno, isnull);
+}
+
+/* A request from a tokenvault.check_request, its headers (credential and all) in the current context. */
+static void
+make_request(HeapTupleHeader row, TvHttpRequest *req, char **ok_field)
+{
+	bool		isnull;
+	Datum		d;
+	Datum	   *lines;
+	bool	   *nulls;
+	int			n;
+	int			i;
+
+	memset(req, 0, sizeof(*req));
+	d = request_attr(row, REQ_URL, &isnull);
+	if (isnull)
+		elog(ERROR, "tokenvault: a check request has no URL");
+	req->url = TextDatumGetCString(d);
+	d = request_attr(row, REQ_METHOD, &isnull);
+	req->method = isnull ? "GET" : TextDatumGetCString(d);
+	if (strcmp(req->method, "POST") == 0)
+	{
+		req->body = "";
+		req->body_len = 0;
+	}
+	d = request_attr(row, REQ_HEADERS, &isnull);
+	if (!isnull)
+	{
+		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &lines, &nulls, &n);
+		for (i = 0; i < n; i++)
+			if (!nulls[i])
+				req->headers = lappend(req->headers, TextDatumGetCString(lines[i]));
+	}
+	d = request_attr(row, REQ_OK_FIELD, &isnull);
+	*ok_field = isnull ? NULL : TextDatumGetCString(d);
+	/* the status is the whole answer unless a field of it is to be read */
+	req->discard_body = *ok_field == NULL;
+	d = request_attr(row, REQ_ALLOW_INSECURE_HTTP, &isnull);
+	req->allow_insecure_http = !isnull && DatumGetBool(d);
+}
+
+/* The credential in the headers is not left in freed memory. */
+static void
+wipe_headers(TvHttpRequest *req)
+{
+	ListCell   *lc;
+
+	foreach(lc, req->headers)
+		explicit_bzero(lfirst(lc), strlen(lfirst(lc)));
+}
+
+/* tokenvault._verify_request(r tokenvault.check_request) returns tokenvault.check_verdict */
+PG_FUNCTION_INFO_V1(tv_verify_request);
+Datum
+tv_verify_request(PG_FUNCTION_ARGS)
+{
+	HeapTupleHeader row = PG_GETARG_HEAPTUPLEHEADER(0);
+	TvHttpRequest req;
+	TvHttpResponse resp;
+	char	   *ok_field;
+	Verdict		v;
+	TupleDesc	desc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "tokenvault: _verify_request must return a composite type");
+	make_request(row, &req, &ok_field);
+	PG_TRY();
+	{
+		tv_http_perform(&req, &resp);
+	}
+	PG_FINALLY();
+	{
+		wipe_headers(&req);
+	}
+	PG_END_TRY();
+	v = judge(&resp, ok_field);
+	values[0] = CStringGetTextDatum(v.outcome);
+	values[1] = Int32GetDatum((int32) v.status);
+	nulls[2] = v.message == NULL;
+	values[2] = v.message ? CStringGetTextDatum(v.message) : (Datum) 0;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/* ---- the worker's checks ---- */
+
+static void
+on_checked(TvHttpResponse *resp, void *arg)
+{
+	answered[nanswered++] = (Check *) arg;
+}
+
+/* Record a check's verdict in a transaction of its own. */
+static void
+record(Check *c)
+{
+	Oid			types[4] = {UUIDOID, TEXTOID, INT4OID, TEXTOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Verdict		v = judge(&c->resp, c->ok_field);
+	TupleDesc	desc;
+
+	args[0] = UUIDPGetDatum(&c->auth_id);
+	args[1] = CStringGetTextDatum(v.outcome);
+	args[2] = Int32GetDatum((int32) v.status);
+	args[3] = v.message ? CStringGetTextDatum(v.message) : (Datum) 0;
+	if (v.message == NULL)
+		nulls[3] = 'n';
+	tv_spi_begin();
+	(void) tv_spi_row("SELECT tokenvault._check_record($1, ROW($2, $3, $4)::tokenvault.check_verdict)",
+					  4, types, args, nulls, &desc);
+	tv_spi_end();
+}
+
+/* Record the verdicts that are in, each on its own; an error fails that one, logged (its claim runs out). */
+void
+tv_checks_record(void)
+{
+	MemoryContext old = CurrentMemoryContext;
+	int			i;
+
+	for (i = 0; i < nanswered; i++)
+	{
+		Check	   *c = answered[i];
+
+		MemoryContextSwitchTo(c->cxt);
+		PG_TRY();
+		{
+			record(c);
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(c->cxt);
+			(void) tv_log_caught_error("tokenvault worker");
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(c->cxt);
+		in_flight--;
+	}
+	nanswered = 0;
+}
+
+/* Put one claimed check on the handle, everything it holds in a context of its own. */
+static void
+send_check(TvHttpMulti *multi, HeapTupleHeader row)
+{
+	MemoryContext cxt = AllocSetContextCreate(checks_cxt, "tokenvault check", ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+	Check	   *c = palloc0(sizeof(Check));
+	bool		isnull;
+	bool		added;
+
+	c->cxt = cxt;
+	PG_TRY();
+	{
+		memcpy(&c->auth_id, DatumGetUUIDP(request_attr(row, REQ_AUTH_ID, &isnull)), sizeof(pg_uuid_t));
+		make_request(row, &c->req, &c->ok_field);
+		added = tv_http_multi_add(multi, &c->req, &c->resp, on_checked, c);
+		wipe_headers(&c->req);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		MemoryContextDelete(cxt);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	in_flight++;
+	if (!added)
+		on_checked(&c->resp, c);	/* refused before it went: recorded as a failure */
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Send the checks that are due, as many as there is room for: in the
+ * checks' own share, and in the flight table's, so that refreshes come
+ * first.  Returns when checks next need the worker.
+ */
+TimestampTz
+tv_checks_send(TvHttpMulti *multi)
+{
+	int			room = Min(MAX_CHECKS - in_flight, tv_flight_room());
+	MemoryContext cxt;
+	MemoryContext old;
+	Oid			types[1] = {INT4OID};
+	Datum		args[1];
+	HeapTuple	row;
+	TupleDesc	desc;
+	bool		isnull;
+	Datum	   *requests;
+	int			n;
+	int			i;
+	TimestampTz next_at;
+	Oid			request_type = tv_type_oid("check_request");
+
+	if (room <= 0)
+		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	if (checks_cxt == NULL)
+		checks_cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault checks", ALLOCSET_DEFAULT_SIZES);
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault check claim", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	args[0] = Int32GetDatum(room);
+	tv_spi_begin();
+	/* (requests tokenvault.check_request[], next_at timestamptz) */
+	row = tv_spi_row("SELECT * FROM tokenvault._check_claim($1)", 1, types, args, NULL, &desc);
+	tv_spi_check_row(desc, "what tokenvault._check_claim returns", 2,
+					 (Oid[]) {get_array_type(request_type), TIMESTAMPTZOID});
+	deconstruct_array(DatumGetArrayTypePCopy(heap_getattr(row, 1, desc, &isnull)),
+					  request_type, -1, false, TYPALIGN_DOUBLE, &requests, NULL, &n);
+	next_at = tv_spi_timestamptz(row, desc, 2);
+	tv_spi_end();
+	for (i = 0; i < n; i++)
+	{
+		MemoryContextSwitchTo(old);
+		send_check(multi, DatumGetHeapTupleHeader(requests[i]));
+		MemoryContextSwitchTo(cxt);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	/* a full claim means more may be due */
+	if (n >= room)
+		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	return next_at;
+}
