@@ -290,11 +290,31 @@ tv_flight_reserve_database(void)
 {
 	Refresher  *r;
 
+	Latch	   *latch = NULL;
+
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	r = refresher_slot_here();
 	if (r != NULL)
+	{
 		r->reserved = true;
+		latch = r->latch;
+	}
 	LWLockRelease(shared->lock);
+	/* a refresher serving the database on demand hands it over as soon as it is idle */
+	if (latch)
+		SetLatch(latch);
+}
+
+/* In a refresher: has the worker reserved its database (and waits for it to leave)? */
+bool
+tv_flight_worker_waits(void)
+{
+	bool		reserved;
+
+	LWLockAcquire(shared->lock, LW_SHARED);
+	reserved = my_slot != NULL && my_slot->reserved;
+	LWLockRelease(shared->lock);
+	return reserved;
 }
 
 /*

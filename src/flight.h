@@ -31,6 +31,7 @@ extern TvOutcome tv_refresh_wait(pg_uuid_t *auth_id, bool force, bool may_file, 
 
 /* For the worker's schedule. */
 extern int	tv_flight_room(void);
+extern bool tv_flight_worker_waits(void);
 extern int	tv_flight_file_background(pg_uuid_t *ids, int n);
 extern void tv_flight_reserve_database(void);
 extern void tv_flight_release_database(Oid dbid);

@@ -48,8 +48,13 @@ tv_refresher_main(Datum main_arg)
 		tv_reload_if_asked();
 		if (tv_engine_busy())
 			last_work = GetCurrentTimestamp();
-		/* an idle refresher would hold a max_worker_processes slot for nothing */
-		else if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), IDLE_EXIT_SECS * 1000) &&
+		/*
+		 * an idle refresher would hold a max_worker_processes slot for
+		 * nothing, and one whose database now has a worker keeps that worker
+		 * waiting
+		 */
+		else if ((tv_flight_worker_waits() ||
+				  TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), IDLE_EXIT_SECS * 1000)) &&
 				 tv_flight_leave_if_idle())
 			proc_exit(0);
 		tv_engine_serve(tv_engine_busy() ? 1000L : 60000L);
