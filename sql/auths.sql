@@ -347,6 +347,10 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'Import the token again with tokenvault.update_auth(), or refresh it.';
             END IF;
+            -- an API that takes the token alone in a header of its own
+            IF c.token_header IS NOT NULL THEN
+                RETURN jsonb_build_object(c.token_header, token);
+            END IF;
             -- RFC 6750 scheme names are case-insensitive, but many APIs insist on "Bearer".
             RETURN jsonb_build_object('Authorization',
                 CASE WHEN lower(a.token_type) = 'bearer' THEN 'Bearer' ELSE a.token_type END || ' ' || token);

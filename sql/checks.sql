@@ -11,7 +11,8 @@ CREATE FUNCTION _check_request(a tokenvault.auths, c tokenvault.clients) RETURNS
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cred jsonb := tokenvault._open_auth(a.secret, a.id);
-    headers jsonb := tokenvault._auth_headers(a, c, coalesce(cred->>'access_token', cred->>'api_key'), cred);
+    headers jsonb := coalesce(c.verify_headers, '{}')
+                     || tokenvault._auth_headers(a, c, coalesce(cred->>'access_token', cred->>'api_key'), cred);
 BEGIN
     -- a line break in a header would start another header of the stored value's choosing
     IF EXISTS (SELECT FROM jsonb_each_text(headers) h WHERE h.key || h.value ~ '[\r\n]') THEN
@@ -60,6 +61,9 @@ BEGIN
                         ELSE now() + every * interval '1 second' END,
         updated_at = now()
      WHERE id = a.id RETURNING * INTO a;
+    IF a.check_at IS NOT NULL THEN
+        PERFORM tokenvault._wake_worker(a.check_at);
+    END IF;
     IF v.outcome = 'refused' OR (v.outcome = 'failed' AND was IS DISTINCT FROM 'failed') THEN
         PERFORM tokenvault._emit('auth.check_failed', a, NULL, a.last_error);
     ELSIF v.outcome = 'ok' AND was IN ('refused', 'failed') THEN
@@ -133,6 +137,9 @@ CREATE FUNCTION _schedule_check() RETURNS trigger
 BEGIN
     NEW.check_at := (SELECT tokenvault._first_check_at(NEW.id, c.check_every) FROM tokenvault.clients c
                       WHERE c.id = NEW.client_id AND c.verify_url IS NOT NULL);
+    IF NEW.check_at IS NOT NULL THEN
+        PERFORM tokenvault._wake_worker(NEW.check_at);
+    END IF;
     RETURN NEW;
 END
 $$;

@@ -65,13 +65,13 @@ DECLARE
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
         'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http',
-        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'field_names',
+        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names',
         'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors',
-        'verify_url', 'verify_method', 'verify_ok_field', 'check_every'];
+        'verify_url', 'verify_method', 'verify_ok_field', 'verify_headers', 'check_every'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'field_names', 'issued_at_unit',
+        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'issued_at_unit',
         'error_field', 'error_description_field', 'reauth_errors'];
     -- the token answer's fields field_names may find under another name
     renamable constant text[] := ARRAY['access_token', 'refresh_token', 'expires_in', 'refresh_token_expires_in',
@@ -110,10 +110,15 @@ BEGIN
                OR EXISTS (SELECT FROM jsonb_array_elements(settings->k) e WHERE jsonb_typeof(e) <> 'string') THEN
                 RAISE EXCEPTION 'setting "%" must be an array of strings', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
-        ELSIF k IN ('params', 'field_names') THEN
+        ELSIF k IN ('params', 'field_names', 'verify_headers') THEN
             IF jsonb_typeof(settings->k) <> 'object'
                OR EXISTS (SELECT FROM jsonb_each(settings->k) e WHERE jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '') THEN
                 RAISE EXCEPTION 'setting "%" must be an object of non-empty strings', k USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF k = 'verify_headers' AND EXISTS (SELECT FROM jsonb_each_text(settings->k) h
+                                                 WHERE NOT tokenvault._header_token_safe(h.key) OR h.value ~ '[\r\n]') THEN
+                RAISE EXCEPTION 'setting "verify_headers" must map header names to values without line breaks'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"Notion-Version": "2022-06-28"}.';
             END IF;
             SELECT e INTO problem FROM jsonb_object_keys(settings->'field_names') e WHERE NOT e = ANY (renamable) LIMIT 1;
             IF problem IS NOT NULL THEN
@@ -161,9 +166,10 @@ BEGIN
             END IF;
         ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
             RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
-        ELSIF k = 'token_scheme' AND NOT tokenvault._header_token_safe(settings->>k) THEN
-            RAISE EXCEPTION 'setting "token_scheme" is not an HTTP authentication scheme' USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'For example "Bearer": it becomes the scheme of the Authorization header, whatever token_type the provider sends.';
+        ELSIF k IN ('token_scheme', 'token_header') AND NOT tokenvault._header_token_safe(settings->>k) THEN
+            RAISE EXCEPTION 'setting "%" is not an HTTP token', k USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'token_scheme is the Authorization header''s scheme whatever token_type the provider sends ("Bearer"); '
+                         'token_header the header an API takes the token in instead ("X-Shopify-Access-Token").';
         ELSIF choices ? k AND NOT choices->k ? (settings->>k) THEN
             RAISE EXCEPTION 'setting "%" must be one of %', k,
                 (SELECT string_agg(format('"%s"', c), ', ') FROM jsonb_array_elements_text(choices->k) c)
@@ -232,9 +238,9 @@ BEGIN
             refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
             api_key_header, api_key_prefix, secret, owner, visibility,
             body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
-            allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires, token_scheme,
+            allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires, token_scheme, token_header,
             field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
-            verify_url, verify_method, verify_ok_field, check_every)
+            verify_url, verify_method, verify_ok_field, verify_headers, check_every)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
             s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
             coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
@@ -246,8 +252,8 @@ BEGIN
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
             CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
             coalesce((s->>'allow_insecure_http')::boolean, false), s->>'provider', s->'params',
-            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.field_names, t.issued_at_unit, t.error_field,
-            t.error_description_field, t.reauth_errors, t.verify_url, t.verify_method, t.verify_ok_field, t.check_every)
+            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.token_header, t.field_names, t.issued_at_unit, t.error_field,
+            t.error_description_field, t.reauth_errors, t.verify_url, t.verify_method, t.verify_ok_field, t.verify_headers, t.check_every)
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
     RETURN new_id;
@@ -326,7 +332,7 @@ BEGIN
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
         required_scopes = q.required_scopes, refresh_scopes = q.refresh_scopes, never_expires = q.never_expires,
-        token_scheme = q.token_scheme,
+        token_scheme = q.token_scheme, token_header = q.token_header, verify_headers = q.verify_headers,
         field_names = q.field_names, issued_at_unit = q.issued_at_unit, error_field = q.error_field,
         error_description_field = q.error_description_field, reauth_errors = q.reauth_errors,
         verify_url = q.verify_url, verify_method = q.verify_method, verify_ok_field = q.verify_ok_field,
@@ -463,6 +469,8 @@ BEGIN
     t.refresh_scopes  := CASE WHEN 'refresh_scopes' = ANY (cleared) THEN false ELSE coalesce((s->>'refresh_scopes')::boolean, t.refresh_scopes, false) END;
     t.never_expires   := CASE WHEN 'never_expires' = ANY (cleared) THEN false ELSE coalesce((s->>'never_expires')::boolean, t.never_expires, false) END;
     t.token_scheme    := CASE WHEN 'token_scheme' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_scheme', t.token_scheme) END;
+    t.token_header    := CASE WHEN 'token_header' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_header', t.token_header) END;
+    t.verify_headers  := CASE WHEN 'verify_headers' = ANY (cleared) THEN NULL ELSE coalesce(s->'verify_headers', t.verify_headers) END;
     t.field_names     := CASE WHEN 'field_names' = ANY (cleared) THEN NULL ELSE coalesce(s->'field_names', t.field_names) END;
     t.issued_at_unit  := CASE WHEN 'issued_at_unit' = ANY (cleared) THEN NULL ELSE coalesce(s->>'issued_at_unit', t.issued_at_unit) END;
     t.error_field     := CASE WHEN 'error_field' = ANY (cleared) THEN NULL ELSE coalesce(s->>'error_field', t.error_field) END;

@@ -51,7 +51,7 @@ CREATE FUNCTION _provider_managed() RETURNS text[]
                  'client_auth', 'body_format', 'token_path', 'token_lifetime', 'never_expires', 'pkce',
                  'extra_params', 'refresh_scopes', 'api_key_header', 'api_key_prefix', 'allowed_hosts',
                  'verify_url', 'verify_method', 'verify_ok_field', 'expires_in_unit', 'field_names',
-                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme']
+                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers']
 $$;
 
 -- A value the administrator gives for a client-wide {param}: it may fill a

@@ -93,6 +93,7 @@ CREATE TABLE clients (
     refresh_scopes  boolean NOT NULL DEFAULT false,
     never_expires   boolean NOT NULL DEFAULT false,
     token_scheme    text CHECK (token_scheme ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
+    token_header    text CHECK (token_header ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
     field_names     jsonb,
     issued_at_unit  text CHECK (issued_at_unit IN ('seconds', 'milliseconds')),
     error_field     text,
@@ -102,6 +103,7 @@ CREATE TABLE clients (
     verify_url      text,
     verify_method   text NOT NULL DEFAULT 'GET' CHECK (verify_method IN ('GET', 'POST')),
     verify_ok_field text,
+    verify_headers  jsonb,
     check_every     integer CHECK (check_every > 0),
     CHECK ((type = 'oauth2') = (grant_type <> 'none'))
 );

@@ -100,15 +100,22 @@ judge(TvHttpResponse *resp, const char *ok_field)
 	return v;
 }
 
+/* An attribute of a tokenvault.check_request, its descriptor looked up by the caller (in a transaction). */
 static Datum
-request_attr(HeapTupleHeader row, int attno, bool *isnull)
+request_attr(HeapTupleHeader row, TupleDesc desc, int attno, bool *isnull)
 {
-	return GetAttributeByNum(row, attno, isnull);
+	HeapTupleData tuple;
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(row);
+	tuple.t_data = row;
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	return heap_getattr(&tuple, attno, desc, isnull);
 }
 
 /* A request from a tokenvault.check_request, its headers (credential and all) in the current context. */
 static void
-make_request(HeapTupleHeader row, TvHttpRequest *req, char **ok_field)
+make_request(HeapTupleHeader row, TupleDesc desc, TvHttpRequest *req, char **ok_field)
 {
 	bool		isnull;
 	Datum		d;
@@ -118,18 +125,18 @@ make_request(HeapTupleHeader row, TvHttpRequest *req, char **ok_field)
 	int			i;
 
 	memset(req, 0, sizeof(*req));
-	d = request_attr(row, REQ_URL, &isnull);
+	d = request_attr(row, desc, REQ_URL, &isnull);
 	if (isnull)
 		elog(ERROR, "tokenvault: a check request has no URL");
 	req->url = TextDatumGetCString(d);
-	d = request_attr(row, REQ_METHOD, &isnull);
+	d = request_attr(row, desc, REQ_METHOD, &isnull);
 	req->method = isnull ? "GET" : TextDatumGetCString(d);
 	if (strcmp(req->method, "POST") == 0)
 	{
 		req->body = "";
 		req->body_len = 0;
 	}
-	d = request_attr(row, REQ_HEADERS, &isnull);
+	d = request_attr(row, desc, REQ_HEADERS, &isnull);
 	if (!isnull)
 	{
 		deconstruct_array(DatumGetArrayTypeP(d), TEXTOID, -1, false, TYPALIGN_INT, &lines, &nulls, &n);
@@ -137,11 +144,11 @@ make_request(HeapTupleHeader row, TvHttpRequest *req, char **ok_field)
 			if (!nulls[i])
 				req->headers = lappend(req->headers, TextDatumGetCString(lines[i]));
 	}
-	d = request_attr(row, REQ_OK_FIELD, &isnull);
+	d = request_attr(row, desc, REQ_OK_FIELD, &isnull);
 	*ok_field = isnull ? NULL : TextDatumGetCString(d);
 	/* the status is the whole answer unless a field of it is to be read */
 	req->discard_body = *ok_field == NULL;
-	d = request_attr(row, REQ_ALLOW_INSECURE_HTTP, &isnull);
+	d = request_attr(row, desc, REQ_ALLOW_INSECURE_HTTP, &isnull);
 	req->allow_insecure_http = !isnull && DatumGetBool(d);
 }
 
@@ -171,7 +178,8 @@ tv_verify_request(PG_FUNCTION_ARGS)
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "tokenvault: _verify_request must return a composite type");
-	make_request(row, &req, &ok_field);
+	make_request(row, lookup_rowtype_tupdesc_copy(HeapTupleHeaderGetTypeId(row), HeapTupleHeaderGetTypMod(row)),
+				 &req, &ok_field);
 	PG_TRY();
 	{
 		tv_http_perform(&req, &resp);
@@ -204,16 +212,18 @@ record(Check *c)
 	Oid			types[4] = {UUIDOID, TEXTOID, INT4OID, TEXTOID};
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
-	Verdict		v = judge(&c->resp, c->ok_field);
+	Verdict		v;
 	TupleDesc	desc;
 
+	tv_spi_begin();
+	/* in the transaction: reading the answer's ok field parses JSON */
+	v = judge(&c->resp, c->ok_field);
 	args[0] = UUIDPGetDatum(&c->auth_id);
 	args[1] = CStringGetTextDatum(v.outcome);
 	args[2] = Int32GetDatum((int32) v.status);
 	args[3] = v.message ? CStringGetTextDatum(v.message) : (Datum) 0;
 	if (v.message == NULL)
 		nulls[3] = 'n';
-	tv_spi_begin();
 	(void) tv_spi_row("SELECT tokenvault._check_record($1, ROW($2, $3, $4)::tokenvault.check_verdict)",
 					  4, types, args, nulls, &desc);
 	tv_spi_end();
@@ -250,7 +260,7 @@ tv_checks_record(void)
 
 /* Put one claimed check on the handle, everything it holds in a context of its own. */
 static void
-send_check(TvHttpMulti *multi, HeapTupleHeader row)
+send_check(TvHttpMulti *multi, HeapTupleHeader row, TupleDesc desc)
 {
 	MemoryContext cxt = AllocSetContextCreate(checks_cxt, "tokenvault check", ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(cxt);
@@ -261,8 +271,8 @@ send_check(TvHttpMulti *multi, HeapTupleHeader row)
 	c->cxt = cxt;
 	PG_TRY();
 	{
-		memcpy(&c->auth_id, DatumGetUUIDP(request_attr(row, REQ_AUTH_ID, &isnull)), sizeof(pg_uuid_t));
-		make_request(row, &c->req, &c->ok_field);
+		memcpy(&c->auth_id, DatumGetUUIDP(request_attr(row, desc, REQ_AUTH_ID, &isnull)), sizeof(pg_uuid_t));
+		make_request(row, desc, &c->req, &c->ok_field);
 		added = tv_http_multi_add(multi, &c->req, &c->resp, on_checked, c);
 		wipe_headers(&c->req);
 	}
@@ -299,7 +309,8 @@ tv_checks_send(TvHttpMulti *multi)
 	int			n;
 	int			i;
 	TimestampTz next_at;
-	Oid			request_type = tv_type_oid("check_request");
+	Oid			request_type;
+	TupleDesc	request_desc;
 
 	if (room <= 0)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
@@ -309,6 +320,11 @@ tv_checks_send(TvHttpMulti *multi)
 	old = MemoryContextSwitchTo(cxt);
 	args[0] = Int32GetDatum(room);
 	tv_spi_begin();
+	request_type = tv_type_oid("check_request");
+	/* read after the claim's transaction: the descriptor is copied in it */
+	request_desc = lookup_rowtype_tupdesc_copy(request_type, -1);
+	tv_spi_check_row(request_desc, "type tokenvault.check_request", REQ_NATTS,
+					 (Oid[]) {UUIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID, BOOLOID});
 	/* (requests tokenvault.check_request[], next_at timestamptz) */
 	row = tv_spi_row("SELECT * FROM tokenvault._check_claim($1)", 1, types, args, NULL, &desc);
 	tv_spi_check_row(desc, "what tokenvault._check_claim returns", 2,
@@ -320,7 +336,7 @@ tv_checks_send(TvHttpMulti *multi)
 	for (i = 0; i < n; i++)
 	{
 		MemoryContextSwitchTo(old);
-		send_check(multi, DatumGetHeapTupleHeader(requests[i]));
+		send_check(multi, DatumGetHeapTupleHeader(requests[i]), request_desc);
 		MemoryContextSwitchTo(cxt);
 	}
 	MemoryContextSwitchTo(old);
