@@ -146,7 +146,6 @@ CREATE INDEX auths_user_id_idx ON auths (user_id);
 CREATE INDEX auths_client_id_idx ON auths (client_id);
 CREATE INDEX auths_refresh_at_idx ON auths (refresh_at) WHERE refresh_at IS NOT NULL;
 CREATE INDEX auths_check_at_idx ON auths (check_at) WHERE check_at IS NOT NULL;
-SELECT pg_catalog.pg_extension_config_dump('providers', 'WHERE added_by IS NOT NULL');
 SELECT pg_catalog.pg_extension_config_dump('users', '');
 SELECT pg_catalog.pg_extension_config_dump('clients', '');
 SELECT pg_catalog.pg_extension_config_dump('auths', '');
@@ -162,8 +161,8 @@ CREATE TABLE auth_states (
     scopes       text[] NOT NULL,
     redirect_uri text NOT NULL,
     verifier     bytea,         -- sealed PKCE code verifier
-    fields       jsonb,         -- the auth's {params} given to authorize_url (Shopify's shop)
-    expires_at   timestamptz NOT NULL
+    expires_at   timestamptz NOT NULL,
+    fields       jsonb          -- the auth's {params} given to authorize_url (Shopify's shop)
 );
 CREATE INDEX auth_states_expires_at_idx ON auth_states (expires_at);
 
@@ -367,6 +366,8 @@ CREATE TABLE admissions (
     admitted_at timestamptz NOT NULL DEFAULT now()
 );
 SELECT pg_catalog.pg_extension_config_dump('admissions', '');
+-- the catalogue's rows that add_provider added (the others come with the extension)
+SELECT pg_catalog.pg_extension_config_dump('providers', 'WHERE added_by IS NOT NULL');
 
 -- What an application reads of the tables it may read is limited by the
 -- policies in privileges.sql: nothing in a database that did not admit it,

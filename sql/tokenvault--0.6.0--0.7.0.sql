@@ -66,6 +66,84 @@ CREATE TABLE admissions (
 );
 SELECT pg_catalog.pg_extension_config_dump('admissions', '');
 
+-- the provider catalogue (issue 19): its rows are loaded at the end
+CREATE TABLE providers (
+    key             text PRIMARY KEY CHECK (key ~ '^[a-z][a-z0-9_]{0,62}$'),
+    name            text NOT NULL CHECK (name <> ''),
+    auth_type       text NOT NULL CHECK (auth_type IN ('oauth2', 'api_key', 'basic')),
+    grant_type      text CHECK (grant_type IN ('authorization_code', 'client_credentials')),
+    auth_url        text,
+    token_url       text,
+    refresh_url     text,
+    revoke_url      text,
+    scopes          text[] NOT NULL DEFAULT '{}',
+    required_scopes text[] NOT NULL DEFAULT '{}',
+    scope_separator text NOT NULL DEFAULT ' ' CHECK (scope_separator IN (' ', ',')),
+    client_auth     text NOT NULL DEFAULT 'basic' CHECK (client_auth IN ('basic', 'post')),
+    body_format     text NOT NULL DEFAULT 'form' CHECK (body_format IN ('form', 'json')),
+    token_path      text,
+    token_lifetime  integer CHECK (token_lifetime > 0),
+    never_expires   boolean NOT NULL DEFAULT false,
+    pkce            boolean NOT NULL DEFAULT false,
+    extra_params    jsonb NOT NULL DEFAULT '{}',
+    rotates_refresh_token boolean NOT NULL DEFAULT false,
+    refresh_scopes  boolean NOT NULL DEFAULT false,
+    -- {"shop": {"from": "auth", "example": "acme", "description": "..."}}
+    tenant_params   jsonb NOT NULL DEFAULT '{}',
+    allowed_hosts   text[],
+    settings        jsonb NOT NULL DEFAULT '{}',   -- further client settings (quirks)
+    api_key_header  text,
+    api_key_prefix  text,
+    verify_url      text,
+    verify_method   text NOT NULL DEFAULT 'GET' CHECK (verify_method IN ('GET', 'POST')),
+    verify_ok_field text,
+    docs_url        text NOT NULL,
+    checked_on      date NOT NULL,
+    added_by        name,           -- NULL: shipped with the extension
+    CHECK ((auth_type = 'oauth2') = (token_url IS NOT NULL))
+);
+SELECT pg_catalog.pg_extension_config_dump('providers', 'WHERE added_by IS NOT NULL');
+
+ALTER TABLE clients ADD COLUMN provider text, ADD COLUMN provider_params jsonb,
+    ADD COLUMN required_scopes text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN refresh_scopes boolean NOT NULL DEFAULT false,
+    ADD COLUMN never_expires boolean NOT NULL DEFAULT false,
+    ADD COLUMN token_scheme text CHECK (token_scheme ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
+    ADD COLUMN token_header text CHECK (token_header ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
+    ADD COLUMN field_names jsonb,
+    ADD COLUMN issued_at_unit text CHECK (issued_at_unit IN ('seconds', 'milliseconds')),
+    ADD COLUMN error_field text, ADD COLUMN error_description_field text, ADD COLUMN reauth_errors text[],
+    ADD COLUMN verify_url text,
+    ADD COLUMN verify_method text NOT NULL DEFAULT 'GET' CHECK (verify_method IN ('GET', 'POST')),
+    ADD COLUMN verify_ok_field text, ADD COLUMN verify_headers jsonb,
+    ADD COLUMN check_every integer CHECK (check_every > 0);
+-- health checks: the last one's time and outcome, the next one's time
+ALTER TABLE auths ADD COLUMN last_checked_at timestamptz,
+    ADD COLUMN last_check text CHECK (last_check IN ('ok', 'refused', 'failed')),
+    ADD COLUMN check_at timestamptz;
+CREATE INDEX auths_check_at_idx ON auths (check_at) WHERE check_at IS NOT NULL;
+ALTER TABLE auth_states ADD COLUMN fields jsonb;
+
+-- A health check's request (checks.sql): the auth's verify URL and headers.
+-- Holds a credential: internal only.
+CREATE TYPE check_request AS (
+    auth_id  uuid,
+    url      text,
+    method   text,
+    headers  text[],        -- "Name: value" lines
+    ok_field text,          -- a boolean field of a 2xx answer that must be true, or NULL
+    allow_insecure_http boolean
+);
+
+-- What a health check found: ok, refused (the credential is no longer
+-- good: 401, 403, or the ok field false) or failed (no verdict: a network
+-- failure, a 5xx, anything else).  The message quotes no answer.
+CREATE TYPE check_verdict AS (
+    outcome text,
+    status  integer,        -- HTTP status, 0 when none came
+    message text
+);
+
 ------------------------------------------------------------------------------
 -- Functions
 ------------------------------------------------------------------------------
@@ -76,6 +154,7 @@ DROP FUNCTION _publish(text, uuid, jsonb);
 -- the stats view gains refreshes_unconfirmed: made again in the tail
 DROP VIEW stats;
 DROP FUNCTION _worker_stats();
+DROP FUNCTION authorize_url(uuid, uuid, text, text, text[], uuid);
 DROP FUNCTION add_webhook(text, text, text[]);
 DROP FUNCTION _worker_start();
 DROP FUNCTION _holds(name, regrole);
@@ -272,14 +351,24 @@ CREATE FUNCTION _client_url_problem(c tokenvault.clients, fields jsonb) RETURNS 
     SELECT COALESCE(
         tokenvault._url_problem('token_url', c.token_url, c.allowed_hosts, fields),
         tokenvault._url_problem('refresh_url', c.refresh_url, c.allowed_hosts, fields),
-        tokenvault._url_problem('revoke_url', c.revoke_url, c.allowed_hosts, fields))
+        tokenvault._url_problem('revoke_url', c.revoke_url, c.allowed_hosts, fields),
+        tokenvault._url_problem('verify_url', c.verify_url, c.allowed_hosts, fields),
+        CASE WHEN c.auth_url LIKE '%{%' THEN tokenvault._url_problem('auth_url', c.auth_url, c.allowed_hosts, fields) END)
+$$;
+
+CREATE FUNCTION _missing_url_fields(c tokenvault.clients, fields jsonb) RETURNS text[]
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(array_agg(DISTINCT m[1] ORDER BY m[1]), '{}')
+      FROM regexp_matches(concat_ws(' ', c.auth_url, c.token_url, c.refresh_url, c.revoke_url, c.verify_url),
+                          '\{([A-Za-z0-9_]+)\}', 'g') m
+     WHERE coalesce(fields->>m[1], '') = ''
 $$;
 
 CREATE FUNCTION _check_client_urls(c tokenvault.clients) RETURNS void
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     problem text := tokenvault._client_url_problem(c, NULL);
-    secret_field text := substring(concat_ws(' ', c.token_url, c.refresh_url, c.revoke_url)
+    secret_field text := substring(concat_ws(' ', c.auth_url, c.token_url, c.refresh_url, c.revoke_url, c.verify_url)
                                    FROM '\{(access_token|refresh_token|id_token|password|api_key)\}');
 BEGIN
     IF secret_field IS NOT NULL THEN
@@ -303,14 +392,22 @@ DECLARE
     known constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http'];
+        'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http',
+        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names',
+        'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors',
+        'verify_url', 'verify_method', 'verify_ok_field', 'verify_headers', 'check_every'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'allowed_hosts', 'allow_insecure_http'];
+        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'issued_at_unit',
+        'error_field', 'error_description_field', 'reauth_errors'];
+    -- the token answer's fields field_names may find under another name
+    renamable constant text[] := ARRAY['access_token', 'refresh_token', 'expires_in', 'refresh_token_expires_in',
+        'scope', 'token_type', 'id_token', 'issued_at'];
     choices constant jsonb := '{"client_auth": ["basic", "post"], "visibility": ["private", "shared"],
         "body_format": ["form", "json"], "expires_in_unit": ["seconds", "milliseconds"],
-        "scope_separator": [" ", ","]}';
+        "scope_separator": [" ", ","], "issued_at_unit": ["seconds", "milliseconds"],
+        "verify_method": ["GET", "POST"]}';
     k text;
     g text;
     problem text;
@@ -336,10 +433,27 @@ BEGIN
             RAISE EXCEPTION 'setting "%" applies only to api_key clients', k
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF k = 'scopes' THEN
+        IF k IN ('scopes', 'required_scopes', 'reauth_errors') THEN
             IF jsonb_typeof(settings->k) <> 'array'
                OR EXISTS (SELECT FROM jsonb_array_elements(settings->k) e WHERE jsonb_typeof(e) <> 'string') THEN
-                RAISE EXCEPTION 'setting "scopes" must be an array of strings' USING ERRCODE = 'invalid_parameter_value';
+                RAISE EXCEPTION 'setting "%" must be an array of strings', k USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k IN ('params', 'field_names', 'verify_headers') THEN
+            IF jsonb_typeof(settings->k) <> 'object'
+               OR EXISTS (SELECT FROM jsonb_each(settings->k) e WHERE jsonb_typeof(e.value) <> 'string' OR e.value #>> '{}' = '') THEN
+                RAISE EXCEPTION 'setting "%" must be an object of non-empty strings', k USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF k = 'verify_headers' AND EXISTS (SELECT FROM jsonb_each_text(settings->k) h
+                                                 WHERE NOT tokenvault._header_token_safe(h.key) OR h.value ~ '[\r\n]') THEN
+                RAISE EXCEPTION 'setting "verify_headers" must map header names to values without line breaks'
+                    USING ERRCODE = 'invalid_parameter_value', HINT = 'For example {"Notion-Version": "2022-06-28"}.';
+            END IF;
+            SELECT e INTO problem FROM jsonb_object_keys(settings->'field_names') e WHERE NOT e = ANY (renamable) LIMIT 1;
+            IF problem IS NOT NULL THEN
+                RAISE EXCEPTION 'setting "field_names" cannot rename "%"', problem
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'It maps these fields of a token answer to the provider''s names for them: '
+                                 || array_to_string(renamable, ', ') || '.';
             END IF;
         ELSIF k = 'extra_params' THEN
             IF jsonb_typeof(settings->k) <> 'object'
@@ -350,11 +464,15 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'For example {"authorize": {"access_type": "offline", "prompt": "consent"}}.';
             END IF;
-        ELSIF k IN ('token_lifetime', 'refresh_every') THEN
+        ELSIF k IN ('token_lifetime', 'refresh_every', 'check_every') THEN
             IF jsonb_typeof(settings->k) <> 'number' OR (settings->>k)::numeric <= 0
                OR (settings->>k)::numeric <> trunc((settings->>k)::numeric) OR (settings->>k)::numeric > 2147483647 THEN
                 RAISE EXCEPTION 'setting "%" must be a positive whole number of seconds', k
                     USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF k = 'check_every' AND (settings->>k)::numeric < 60 THEN
+                RAISE EXCEPTION 'setting "check_every" must be at least 60 seconds' USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A check is a request to the provider with a user''s credential; once a minute is the most often.';
             END IF;
         ELSIF k = 'allowed_hosts' THEN
             IF jsonb_typeof(settings->k) <> 'array' OR jsonb_array_length(settings->k) = 0
@@ -370,12 +488,16 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
             END IF;
-        ELSIF k IN ('pkce', 'allow_insecure_http') THEN
+        ELSIF k IN ('pkce', 'allow_insecure_http', 'refresh_scopes', 'never_expires') THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
                 RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
         ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
             RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k IN ('token_scheme', 'token_header') AND NOT tokenvault._header_token_safe(settings->>k) THEN
+            RAISE EXCEPTION 'setting "%" is not an HTTP token', k USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'token_scheme is the Authorization header''s scheme whatever token_type the provider sends ("Bearer"); '
+                         'token_header the header an API takes the token in instead ("X-Shopify-Access-Token").';
         ELSIF choices ? k AND NOT choices->k ? (settings->>k) THEN
             RAISE EXCEPTION 'setting "%" must be one of %', k,
                 (SELECT string_agg(format('"%s"', c), ', ') FROM jsonb_array_elements_text(choices->k) c)
@@ -389,7 +511,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use authorization_code, client_credentials or password.';
     END IF;
-    FOR k IN SELECT unnest(ARRAY['auth_url', 'token_url', 'refresh_url', 'revoke_url']) LOOP
+    FOR k IN SELECT unnest(ARRAY['auth_url', 'token_url', 'refresh_url', 'revoke_url', 'verify_url']) LOOP
         IF settings ? k AND settings->>k !~* '^https?://[^/?#[:space:]]+' THEN
             RAISE EXCEPTION 'setting "%" must be an http or https URL', k
                 USING ERRCODE = 'invalid_parameter_value',
@@ -433,13 +555,20 @@ BEGIN
     IF name = '' OR service = '' THEN
         RAISE EXCEPTION 'name and service must not be empty' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF jsonb_typeof(settings) = 'object' AND settings ? 'provider' THEN
+        settings := tokenvault._provider_settings(settings->>'provider', type, settings);
+    ELSIF jsonb_typeof(settings) = 'object' AND settings ? 'params' THEN
+        RAISE EXCEPTION 'setting "params" fills a provider''s URLs: it needs "provider"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     s := tokenvault._client_settings(type, settings, true);
     t := tokenvault._client_quirks(s, t);
     INSERT INTO tokenvault.clients (id, name, service, type, grant_type, client_id, auth_url, token_url,
             refresh_url, revoke_url, scopes, client_auth, token_lifetime, extra_params,
             api_key_header, api_key_prefix, secret, owner, visibility,
             body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
-            allow_insecure_http)
+            allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires, token_scheme, token_header,
+            field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
+            verify_url, verify_method, verify_ok_field, verify_headers, check_every)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
             s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url',
             coalesce(ARRAY(SELECT jsonb_array_elements_text(s->'scopes')), '{}'),
@@ -450,7 +579,9 @@ BEGIN
             tokenvault._caller(), coalesce(s->>'visibility', 'shared'),
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
             CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
-            coalesce((s->>'allow_insecure_http')::boolean, false))
+            coalesce((s->>'allow_insecure_http')::boolean, false), s->>'provider', s->'params',
+            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.token_header, t.field_names, t.issued_at_unit, t.error_field,
+            t.error_description_field, t.reauth_errors, t.verify_url, t.verify_method, t.verify_ok_field, t.verify_headers, t.check_every)
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
     RETURN new_id;
@@ -485,6 +616,16 @@ DECLARE
 BEGIN
     PERFORM tokenvault._admit_admin(), tokenvault._require_client_access(c.id, NULL::uuid);
     PERFORM tokenvault._refuse_null(settings IS NULL, 'settings'::text);
+    -- a catalogue row (again, or another): its settings replace the
+    -- client's, and those it no longer holds are cleared
+    IF jsonb_typeof(settings) = 'object' AND settings ? 'provider' THEN
+        settings := tokenvault._provider_settings(settings->>'provider', c.type,
+                        settings || jsonb_build_object('params', coalesce(settings->'params', c.provider_params, '{}')));
+        settings := (SELECT jsonb_object_agg(k, 'null'::jsonb) FROM unnest(tokenvault._provider_managed()) k
+                      WHERE NOT settings ? k) || settings;
+    ELSIF jsonb_typeof(settings) = 'object' AND settings ? 'params' THEN
+        RAISE EXCEPTION 'setting "params" fills a provider''s URLs: give it with "provider"' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     IF jsonb_typeof(settings) = 'object' THEN
         cleared := ARRAY(SELECT key FROM jsonb_each(settings) WHERE jsonb_typeof(value) = 'null');
         q := tokenvault._client_quirks(settings, c);
@@ -515,6 +656,14 @@ BEGIN
                               WHEN 'client_secret' = ANY (cleared) THEN NULL ELSE t.secret END,
         body_format = q.body_format, token_path = q.token_path, expires_in_unit = q.expires_in_unit,
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
+        required_scopes = q.required_scopes, refresh_scopes = q.refresh_scopes, never_expires = q.never_expires,
+        token_scheme = q.token_scheme, token_header = q.token_header, verify_headers = q.verify_headers,
+        field_names = q.field_names, issued_at_unit = q.issued_at_unit, error_field = q.error_field,
+        error_description_field = q.error_description_field, reauth_errors = q.reauth_errors,
+        verify_url = q.verify_url, verify_method = q.verify_method, verify_ok_field = q.verify_ok_field,
+        check_every = q.check_every,
+        provider = CASE WHEN s ? 'provider' THEN s->>'provider' ELSE t.provider END,
+        provider_params = CASE WHEN s ? 'provider' THEN s->'params' ELSE t.provider_params END,
         allowed_hosts  = CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts'))
                               WHEN 'allowed_hosts' = ANY (cleared) THEN NULL ELSE t.allowed_hosts END,
         allow_insecure_http = CASE WHEN 'allow_insecure_http' = ANY (cleared) THEN false
@@ -538,14 +687,14 @@ CREATE FUNCTION _check_url_move(old tokenvault.clients, new tokenvault.clients, 
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     known text[] := ARRAY(SELECT tokenvault._url_origin(u)
-                            FROM unnest(ARRAY[old.token_url, old.refresh_url, old.revoke_url]) u
+                            FROM unnest(ARRAY[old.token_url, old.refresh_url, old.revoke_url, old.verify_url]) u
                            WHERE u IS NOT NULL);
     moved text;
     changed jsonb;
 BEGIN
     SELECT x.setting INTO moved
       FROM (VALUES (1, 'token_url', new.token_url), (2, 'refresh_url', new.refresh_url),
-                   (3, 'revoke_url', new.revoke_url)) x(n, setting, url)
+                   (3, 'revoke_url', new.revoke_url), (4, 'verify_url', new.verify_url)) x(n, setting, url)
      WHERE x.url IS NOT NULL AND NOT tokenvault._url_origin(x.url) = ANY (known)
      ORDER BY x.n LIMIT 1;
     -- a host allowed for templates that was neither allowed nor used before
@@ -569,6 +718,7 @@ BEGIN
     SELECT jsonb_object_agg(x.setting, jsonb_build_object('old', x.was, 'new', x.now)) INTO changed
       FROM (VALUES ('auth_url', old.auth_url, new.auth_url), ('token_url', old.token_url, new.token_url),
                    ('refresh_url', old.refresh_url, new.refresh_url), ('revoke_url', old.revoke_url, new.revoke_url),
+                   ('verify_url', old.verify_url, new.verify_url),
                    ('allowed_hosts', array_to_string(old.allowed_hosts, ' '), array_to_string(new.allowed_hosts, ' '))
            ) x(setting, was, now)
      WHERE x.was IS DISTINCT FROM x.now;
@@ -609,6 +759,41 @@ BEGIN
     PERFORM tokenvault._release_auths(ARRAY(SELECT a.id FROM tokenvault.auths a WHERE a.client_id = c.id));
     DELETE FROM tokenvault.auths a WHERE a.client_id = c.id;
     DELETE FROM tokenvault.clients WHERE id = c.id;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION _client_quirks(s jsonb, t tokenvault.clients) RETURNS tokenvault.clients
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cleared text[] := ARRAY(SELECT key FROM jsonb_each(s) WHERE jsonb_typeof(value) = 'null');
+BEGIN
+    t.body_format     := CASE WHEN 'body_format' = ANY (cleared) THEN 'form' ELSE coalesce(s->>'body_format', t.body_format, 'form') END;
+    t.token_path      := CASE WHEN 'token_path' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_path', t.token_path) END;
+    t.expires_in_unit := CASE WHEN 'expires_in_unit' = ANY (cleared) THEN 'seconds' ELSE coalesce(s->>'expires_in_unit', t.expires_in_unit, 'seconds') END;
+    t.scope_separator := CASE WHEN 'scope_separator' = ANY (cleared) THEN ' ' ELSE coalesce(s->>'scope_separator', t.scope_separator, ' ') END;
+    t.pkce            := CASE WHEN 'pkce' = ANY (cleared) THEN true ELSE coalesce((s->>'pkce')::boolean, t.pkce, true) END;
+    t.refresh_every   := CASE WHEN 'refresh_every' = ANY (cleared) THEN NULL ELSE coalesce((s->>'refresh_every')::integer, t.refresh_every) END;
+    t.required_scopes := CASE WHEN 'required_scopes' = ANY (cleared) THEN '{}'
+                              WHEN jsonb_typeof(s->'required_scopes') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s->'required_scopes'))
+                              ELSE coalesce(t.required_scopes, '{}') END;
+    t.refresh_scopes  := CASE WHEN 'refresh_scopes' = ANY (cleared) THEN false ELSE coalesce((s->>'refresh_scopes')::boolean, t.refresh_scopes, false) END;
+    t.never_expires   := CASE WHEN 'never_expires' = ANY (cleared) THEN false ELSE coalesce((s->>'never_expires')::boolean, t.never_expires, false) END;
+    t.token_scheme    := CASE WHEN 'token_scheme' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_scheme', t.token_scheme) END;
+    t.token_header    := CASE WHEN 'token_header' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_header', t.token_header) END;
+    t.verify_headers  := CASE WHEN 'verify_headers' = ANY (cleared) THEN NULL ELSE coalesce(s->'verify_headers', t.verify_headers) END;
+    t.field_names     := CASE WHEN 'field_names' = ANY (cleared) THEN NULL ELSE coalesce(s->'field_names', t.field_names) END;
+    t.issued_at_unit  := CASE WHEN 'issued_at_unit' = ANY (cleared) THEN NULL ELSE coalesce(s->>'issued_at_unit', t.issued_at_unit) END;
+    t.error_field     := CASE WHEN 'error_field' = ANY (cleared) THEN NULL ELSE coalesce(s->>'error_field', t.error_field) END;
+    t.error_description_field := CASE WHEN 'error_description_field' = ANY (cleared) THEN NULL
+                                      ELSE coalesce(s->>'error_description_field', t.error_description_field) END;
+    t.reauth_errors   := CASE WHEN 'reauth_errors' = ANY (cleared) THEN NULL
+                              WHEN jsonb_typeof(s->'reauth_errors') = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(s->'reauth_errors'))
+                              ELSE t.reauth_errors END;
+    t.verify_url      := CASE WHEN 'verify_url' = ANY (cleared) THEN NULL ELSE coalesce(s->>'verify_url', t.verify_url) END;
+    t.verify_method   := CASE WHEN 'verify_method' = ANY (cleared) THEN 'GET' ELSE coalesce(s->>'verify_method', t.verify_method, 'GET') END;
+    t.verify_ok_field := CASE WHEN 'verify_ok_field' = ANY (cleared) THEN NULL ELSE coalesce(s->>'verify_ok_field', t.verify_ok_field) END;
+    t.check_every     := CASE WHEN 'check_every' = ANY (cleared) THEN NULL ELSE coalesce((s->>'check_every')::integer, t.check_every) END;
+    RETURN t;
 END
 $$;
 
@@ -693,7 +878,9 @@ BEGIN
     -- "expires_at" wins over "expires_in" when a full token response is imported.
     expires_at := coalesce(tokenvault._json_timestamp(data->'expires_at', 'expires_at'),
                            now() + tokenvault._json_seconds(data->'expires_in', 'expires_in'));
-    IF expires_at IS NULL AND c.type = 'oauth2' AND data ? 'access_token' AND c.token_lifetime IS NOT NULL THEN
+    IF c.never_expires THEN
+        expires_at := NULL;
+    ELSIF expires_at IS NULL AND c.type = 'oauth2' AND data ? 'access_token' AND c.token_lifetime IS NOT NULL THEN
         expires_at := now() + c.token_lifetime * interval '1 second';
     END IF;
     refresh_expires_at := coalesce(
@@ -708,7 +895,13 @@ BEGIN
     -- stored, whoever wrote them: an application, or a provider's token
     -- response (a refresh's then fails as a token that cannot be stored).
     -- The request judges them again, against the settings of its moment.
-    IF c.allowed_hosts IS NOT NULL OR concat(c.token_url, c.refresh_url, c.revoke_url) LIKE '%{%' THEN
+    IF c.allowed_hosts IS NOT NULL OR concat(c.auth_url, c.token_url, c.refresh_url, c.revoke_url, c.verify_url) LIKE '%{%' THEN
+        k := (tokenvault._missing_url_fields(c, secret))[1];
+        IF k IS NOT NULL THEN
+            RAISE EXCEPTION 'an auth of client "%" needs the field "%"', c.name, k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = format('The client''s URLs name {%s}: give it with the auth''s data, as in {"%s": "…"}.', k, k);
+        END IF;
         k := tokenvault._client_url_problem(c, secret);
         IF k IS NOT NULL THEN
             RAISE EXCEPTION '%', k
@@ -716,14 +909,14 @@ BEGIN
                       HINT = 'A field that fills a URL of the client may only make a host its allowed_hosts lists.';
         END IF;
     END IF;
-    IF c.type = 'oauth2' AND NOT tokenvault._header_token_safe(coalesce(data->>'token_type', 'Bearer')) THEN
+    IF c.type = 'oauth2' AND NOT tokenvault._header_token_safe(coalesce(c.token_scheme, data->>'token_type', 'Bearer')) THEN
         RAISE EXCEPTION 'token_type is not an HTTP authentication scheme'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'It becomes the scheme of the Authorization header: 1 to 64 letters, digits or !#$%&''*+.^_`|~- .';
     END IF;
     RETURN jsonb_build_object(
         'secret', secret,
-        'token_type', CASE WHEN c.type = 'oauth2' THEN coalesce(data->>'token_type', 'Bearer') END,
+        'token_type', CASE WHEN c.type = 'oauth2' THEN coalesce(c.token_scheme, data->>'token_type', 'Bearer') END,
         'expires_at', expires_at,
         'refresh_expires_at', refresh_expires_at,
         'scopes', to_jsonb(scope_list));
@@ -865,9 +1058,16 @@ CREATE OR REPLACE FUNCTION http_headers(auth_id uuid) RETURNS jsonb
 DECLARE
     a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
     c tokenvault.clients := tokenvault._client_must_exist(a.client_id);
-    s jsonb;
 BEGIN
     PERFORM tokenvault._admit_app();
+    RETURN tokenvault._auth_headers(a, c, CASE WHEN c.type IN ('oauth2', 'api_key') THEN tokenvault.access_token(a.id) END,
+                                    CASE WHEN c.type = 'basic' THEN tokenvault._open_auth(a.secret, a.id) END);
+END
+$$;
+
+CREATE FUNCTION _auth_headers(a tokenvault.auths, c tokenvault.clients, token text, cred jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
     CASE c.type
         WHEN 'oauth2' THEN
             -- one stored before 0.7.0 checked no token type
@@ -876,17 +1076,18 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'Import the token again with tokenvault.update_auth(), or refresh it.';
             END IF;
+            -- an API that takes the token alone in a header of its own
+            IF c.token_header IS NOT NULL THEN
+                RETURN jsonb_build_object(c.token_header, token);
+            END IF;
             -- RFC 6750 scheme names are case-insensitive, but many APIs insist on "Bearer".
             RETURN jsonb_build_object('Authorization',
-                CASE WHEN lower(a.token_type) = 'bearer' THEN 'Bearer' ELSE a.token_type END
-                || ' ' || tokenvault.access_token(a.id));
+                CASE WHEN lower(a.token_type) = 'bearer' THEN 'Bearer' ELSE a.token_type END || ' ' || token);
         WHEN 'api_key' THEN
-            RETURN jsonb_build_object(coalesce(c.api_key_header, 'X-API-Key'),
-                coalesce(c.api_key_prefix || ' ', '') || tokenvault.access_token(a.id));
+            RETURN jsonb_build_object(coalesce(c.api_key_header, 'X-API-Key'), coalesce(c.api_key_prefix || ' ', '') || token);
         WHEN 'basic' THEN
-            s := tokenvault._open_auth(a.secret, a.id);
             RETURN jsonb_build_object('Authorization', 'Basic ' ||
-                translate(encode(convert_to((s->>'username') || ':' || (s->>'password'), 'UTF8'), 'base64'), E'\n', ''));
+                translate(encode(convert_to((cred->>'username') || ':' || (cred->>'password'), 'UTF8'), 'base64'), E'\n', ''));
         ELSE
             RETURN '{}'::jsonb;
     END CASE;
@@ -908,7 +1109,9 @@ CREATE OR REPLACE FUNCTION _client_config(c tokenvault.clients, credential jsonb
                                    OPERATOR(pg_catalog.->>) 'client_secret' END,
         'client_auth', c.client_auth, 'body_format', c.body_format, 'token_path', c.token_path,
         'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts,
-        'allow_insecure_http', c.allow_insecure_http))
+        'allow_insecure_http', c.allow_insecure_http, 'error_field', c.error_field,
+        'error_description_field', c.error_description_field, 'reauth_errors', c.reauth_errors,
+        'access_token_field', c.field_names OPERATOR(pg_catalog.->>) 'access_token'))
 $$;
 
 CREATE OR REPLACE FUNCTION _raise_refusal(c tokenvault.clients, v tokenvault.verdict, what text DEFAULT 'token request') RETURNS void
@@ -937,6 +1140,54 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION _normalize_token(c tokenvault.clients, t jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    k text;
+    n numeric;
+    issued numeric;
+BEGIN
+    -- fields the provider names otherwise (field_names: ours -> its)
+    IF c.field_names IS NOT NULL THEN
+        FOR k IN SELECT jsonb_object_keys(c.field_names) LOOP
+            IF t ? (c.field_names->>k) AND c.field_names->>k <> k THEN
+                t := (t - (c.field_names->>k)) || jsonb_build_object(k, t->(c.field_names->>k));
+            END IF;
+        END LOOP;
+    END IF;
+    FOREACH k IN ARRAY ARRAY['expires_in', 'refresh_token_expires_in'] LOOP
+        CONTINUE WHEN NOT t ? k;
+        n := CASE WHEN t->>k ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN (t->>k)::numeric END;
+        IF n IS NOT NULL AND c.expires_in_unit = 'milliseconds' THEN
+            n := n / 1000;
+        END IF;
+        -- 0 is read as no lifetime given: some providers mean "does not
+        -- expire" by it, and taken literally it would be refreshed at once,
+        -- over and over
+        t := CASE WHEN n IS NULL OR n = 0 OR n > 3153600000 THEN t - k ELSE jsonb_set(t, ARRAY[k], to_jsonb(round(n))) END;
+    END LOOP;
+    IF c.never_expires THEN
+        t := t - 'expires_in' - 'expires_at';
+    -- a lifetime that counts from the answer's issued_at (an epoch time), not from now
+    ELSIF c.issued_at_unit IS NOT NULL AND t->>'issued_at' ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN
+        issued := (t->>'issued_at')::numeric / CASE c.issued_at_unit WHEN 'milliseconds' THEN 1000 ELSE 1 END;
+        n := coalesce((t->>'expires_in')::numeric, c.token_lifetime);
+        IF n IS NOT NULL AND issued < 4102444800 THEN
+            t := jsonb_set(t, '{expires_in}', to_jsonb(greatest(1, round(issued + n - extract(epoch FROM now())))));
+        END IF;
+    END IF;
+    IF jsonb_typeof(t->'scope') = 'array' THEN
+        t := jsonb_set(t, '{scope}', to_jsonb(array_to_string(ARRAY(SELECT jsonb_array_elements_text(t->'scope')), ' ')));
+    END IF;
+    FOREACH k IN ARRAY ARRAY['refresh_token', 'scope', 'token_type', 'id_token'] LOOP
+        IF t->>k = '' THEN
+            t := t - k;
+        END IF;
+    END LOOP;
+    RETURN jsonb_strip_nulls(t);
+END
+$$;
+
 CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
     LANGUAGE sql IMMUTABLE STRICT SET search_path = pg_catalog, pg_temp AS $$
     SELECT redirect_uri ~* '^https://[^/?#@[:space:]]'
@@ -944,8 +1195,8 @@ CREATE FUNCTION _redirect_uri_safe(redirect_uri text) RETURNS boolean
       FROM (VALUES ('(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])')) o (octet)
 $$;
 
-CREATE OR REPLACE FUNCTION authorize_url(client_id uuid, user_id uuid, redirect_uri text, name text DEFAULT NULL,
-                              scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL) RETURNS text
+CREATE FUNCTION authorize_url(client_id uuid, user_id uuid, redirect_uri text, name text DEFAULT NULL,
+                              scopes text[] DEFAULT NULL, auth_id uuid DEFAULT NULL, fields jsonb DEFAULT NULL) RETURNS text
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     c tokenvault.clients := tokenvault._client_must_exist(client_id);
@@ -953,6 +1204,7 @@ DECLARE
     st text := tokenvault._random_token(24);
     verifier text;
     params jsonb;
+    url text;
 BEGIN
     PERFORM tokenvault._admit_app();
     PERFORM tokenvault._user_must_exist(user_id), tokenvault._refuse_null(redirect_uri IS NULL, 'redirect_uri'::text);
@@ -978,15 +1230,29 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
+    IF fields IS NOT NULL AND (jsonb_typeof(fields) <> 'object'
+       OR EXISTS (SELECT FROM jsonb_each(fields) f WHERE jsonb_typeof(f.value) <> 'string')) THEN
+        RAISE EXCEPTION 'fields must be a JSON object of strings' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- an auth being authorized again keeps its fields; those given win
+    IF a.id IS NOT NULL THEN
+        fields := (SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(tokenvault._open_auth(a.secret, a.id)) f
+                    WHERE f.key = ANY (tokenvault._missing_url_fields(c, NULL))) || coalesce(fields, '{}');
+    END IF;
+    fields := (SELECT jsonb_object_agg(f.key, f.value) FROM jsonb_each(fields) f
+                WHERE f.key = ANY (tokenvault._missing_url_fields(c, NULL)));
+    url := tokenvault._url_filled('auth_url', c, fields);
     scopes := coalesce(scopes, a.scopes, c.scopes);
+    -- scopes without which the provider issues no refresh token (offline_access)
+    scopes := scopes || ARRAY(SELECT r FROM unnest(c.required_scopes) r WHERE NOT r = ANY (scopes));
     IF c.pkce THEN
         verifier := tokenvault._random_token(48);
     END IF;
     DELETE FROM tokenvault.auth_states s WHERE s.expires_at < now();
     INSERT INTO tokenvault.auth_states (state, client_id, user_id, auth_id, name, scopes, redirect_uri,
-                                        verifier, expires_at)
+                                        verifier, fields, expires_at)
     VALUES (st, c.id, user_id, auth_id, name, scopes, redirect_uri,
-            tokenvault._seal_state(verifier, st), now() + interval '10 minutes');
+            tokenvault._seal_state(verifier, st), fields, now() + interval '10 minutes');
 
     params := jsonb_strip_nulls(jsonb_build_object(
         'response_type', 'code', 'client_id', c.client_id, 'redirect_uri', redirect_uri,
@@ -995,11 +1261,35 @@ BEGIN
             rtrim(translate(encode(sha256(convert_to(verifier, 'UTF8')), 'base64'), E'+/\n', '-_'), '=') END,
         'code_challenge_method', CASE WHEN c.pkce THEN 'S256' END))
         || coalesce(c.extra_params->'authorize', '{}');
-    RETURN c.auth_url || CASE WHEN position('?' IN c.auth_url) > 0 THEN '&' ELSE '?' END ||
+    RETURN url || CASE WHEN position('?' IN url) > 0 THEN '&' ELSE '?' END ||
         (SELECT string_agg(key || '=' || tokenvault._form_encode(value), '&' ORDER BY key)
            FROM jsonb_each_text(params));
 END
 $$;
+
+CREATE FUNCTION _url_filled(setting text, c tokenvault.clients, fields jsonb) RETURNS text
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    url text := CASE setting WHEN 'auth_url' THEN c.auth_url WHEN 'verify_url' THEN c.verify_url END;
+    missing text := substring(url FROM '\{([A-Za-z0-9_]+)\}');
+BEGIN
+    IF setting = 'auth_url' AND url NOT LIKE '%{%' THEN
+        RETURN url;
+    END IF;
+    SELECT m INTO missing FROM unnest(tokenvault._missing_url_fields(c, fields)) m
+     WHERE position('{' || m || '}' IN url) > 0 LIMIT 1;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'client "%" needs the field "%" for its %', c.name, missing, setting
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE setting WHEN 'auth_url' THEN format('Give it to authorize_url in "fields", as in {"%s": "…"}.', missing)
+                                      ELSE format('Give the auth the field with tokenvault.update_auth(), as in {"%s": "…"}.', missing) END;
+    END IF;
+    RETURN tokenvault._url_fill(setting, url, c.allowed_hosts, fields);
+END
+$$;
+
+CREATE FUNCTION _url_fill(setting text, url text, allowed_hosts text[], fields jsonb) RETURNS text
+    LANGUAGE c IMMUTABLE AS 'MODULE_PATHNAME', 'tv_url_fill_sql';
 
 CREATE FUNCTION _consume_state(state text, made_by xid) RETURNS boolean
     LANGUAGE c STRICT VOLATILE AS 'MODULE_PATHNAME', 'tv_consume_state';
@@ -1040,7 +1330,9 @@ BEGIN
     t := tokenvault._fetch_token(c, 'token', jsonb_strip_nulls(jsonb_build_object(
              'grant_type', 'authorization_code', 'code', code, 'redirect_uri', s.redirect_uri,
              'code_verifier', CASE WHEN s.verifier IS NOT NULL
-                                   THEN tokenvault._open_state(s.verifier, s.state) END)));
+                                   THEN tokenvault._open_state(s.verifier, s.state) END)), s.fields);
+    -- the fields the URLs were filled with stay the auth's (a provider's answer may not replace them)
+    t := t || coalesce(s.fields, '{}');
     -- the caller's transaction stores the provider's answer: it commits at
     -- least as synchronously as a refresher's would
     PERFORM tokenvault._durable_commit();
@@ -1084,6 +1376,10 @@ BEGIN
     IF cred ? 'refresh_token' THEN
         plan.kind := 'refresh';
         plan.params := jsonb_build_object('grant_type', 'refresh_token', 'refresh_token', cred->>'refresh_token');
+        -- a provider that wants the scopes again with each refresh (Microsoft)
+        IF c.refresh_scopes AND a.scopes <> '{}' THEN
+            plan.params := plan.params || jsonb_build_object('scope', array_to_string(a.scopes, c.scope_separator));
+        END IF;
     ELSIF c.grant_type IN ('client_credentials', 'password') THEN
         plan.kind := 'token';
         plan.params := tokenvault._direct_grant_params(c, cred, a.scopes);
@@ -1251,7 +1547,8 @@ CREATE OR REPLACE FUNCTION _event_kinds() RETURNS text[]
     LANGUAGE sql IMMUTABLE AS $$
     SELECT ARRAY['auth.refreshed', 'auth.refresh_failed', 'auth.needs_reauth', 'auth.recovered',
                  'auth.expiring', 'auth.expired', 'auth.deleted', 'instance.disabled',
-                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked', 'auth.refresh_lost']
+                 'client.urls_changed', 'user_tokens.granted', 'user_tokens.revoked', 'auth.refresh_lost',
+                 'auth.check_failed']
 $$;
 
 CREATE FUNCTION _publish(kind text, auth_id uuid, payload jsonb, client_id uuid DEFAULT NULL) RETURNS void
@@ -2405,6 +2702,384 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _edit_distance(a text, b text) RETURNS integer
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tv_edit_distance';
+
+CREATE FUNCTION _provider_must_exist(key text) RETURNS tokenvault.providers
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p tokenvault.providers;
+BEGIN
+    SELECT * INTO p FROM tokenvault.providers x WHERE x.key = _provider_must_exist.key;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'unknown provider "%"', key
+            USING ERRCODE = 'undefined_object',
+                  HINT = coalesce('The closest keys: ' || (
+                      SELECT string_agg(x.key, ', ' ORDER BY d, x.key)
+                        FROM (SELECT x.key, tokenvault._edit_distance(lower(_provider_must_exist.key), x.key) AS d
+                                FROM tokenvault.providers x ORDER BY d, x.key LIMIT 3) x) || '. ', '')
+                      || 'List them with: SELECT key, name, auth_type FROM tokenvault.providers;';
+    END IF;
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_strip_nulls(CASE WHEN p.auth_type = 'oauth2' THEN jsonb_build_object(
+               'grant', coalesce(p.grant_type, 'authorization_code'), 'auth_url', p.auth_url,
+               'token_url', p.token_url, 'refresh_url', p.refresh_url, 'revoke_url', p.revoke_url,
+               'scopes', to_jsonb(p.scopes), 'required_scopes', to_jsonb(p.required_scopes),
+               'scope_separator', p.scope_separator, 'client_auth', p.client_auth, 'body_format', p.body_format,
+               'token_path', p.token_path, 'token_lifetime', p.token_lifetime, 'never_expires', p.never_expires,
+               'pkce', p.pkce, 'extra_params', p.extra_params, 'refresh_scopes', p.refresh_scopes)
+           WHEN p.auth_type = 'api_key' THEN jsonb_build_object(
+               'api_key_header', p.api_key_header, 'api_key_prefix', p.api_key_prefix)
+           ELSE '{}' END
+        || jsonb_build_object('allowed_hosts', to_jsonb(p.allowed_hosts), 'verify_url', p.verify_url,
+               'verify_method', CASE WHEN p.verify_url IS NOT NULL THEN p.verify_method END,
+               'verify_ok_field', p.verify_ok_field))
+        || p.settings
+$$;
+
+CREATE FUNCTION _provider_managed() RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['auth_url', 'refresh_url', 'revoke_url', 'scopes', 'required_scopes', 'scope_separator',
+                 'client_auth', 'body_format', 'token_path', 'token_lifetime', 'never_expires', 'pkce',
+                 'extra_params', 'refresh_scopes', 'api_key_header', 'api_key_prefix', 'allowed_hosts',
+                 'verify_url', 'verify_method', 'verify_ok_field', 'expires_in_unit', 'field_names',
+                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers']
+$$;
+
+CREATE FUNCTION _provider_param_ok(value text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE STRICT AS $$
+    SELECT value ~ '^[A-Za-z0-9]([A-Za-z0-9._~-]*[A-Za-z0-9])?(:[0-9]{1,5})?$' AND value !~ '\.\.'
+$$;
+
+CREATE FUNCTION _fill_client_params(s jsonb, params jsonb) RETURNS jsonb
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    p record;
+BEGIN
+    FOREACH k IN ARRAY ARRAY['auth_url', 'token_url', 'refresh_url', 'revoke_url', 'verify_url'] LOOP
+        CONTINUE WHEN NOT s ? k;
+        FOR p IN SELECT * FROM jsonb_each_text(params) LOOP
+            s := jsonb_set(s, ARRAY[k], to_jsonb(replace(s->>k, '{' || p.key || '}', p.value)));
+        END LOOP;
+    END LOOP;
+    RETURN s;
+END
+$$;
+
+CREATE FUNCTION _provider_settings(key text, type text, given jsonb) RETURNS jsonb
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p tokenvault.providers := tokenvault._provider_must_exist(key);
+    params jsonb := CASE WHEN jsonb_typeof(given->'params') IS DISTINCT FROM 'null' THEN coalesce(given->'params', '{}') ELSE '{}' END;
+    s jsonb;
+    missing record;
+    bad text;
+BEGIN
+    IF type IS DISTINCT FROM p.auth_type THEN
+        RAISE EXCEPTION 'provider "%" is of type %, not %', p.key, p.auth_type, type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Create it with tokenvault.create_client(name, service, %L, ...).', p.auth_type);
+    END IF;
+    IF jsonb_typeof(params) <> 'object' THEN
+        RAISE EXCEPTION 'setting "params" must be an object of non-empty strings' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO bad FROM jsonb_object_keys(params) k WHERE NOT p.tenant_params ? k LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'provider "%" has no parameter "%"', p.key, bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = CASE WHEN p.tenant_params = '{}' THEN 'It takes none.'
+                              ELSE 'It takes: ' || (SELECT string_agg(k, ', ' ORDER BY k) FROM jsonb_object_keys(p.tenant_params) k) || '.' END;
+    END IF;
+    SELECT x.key, x.value->>'example' AS example, x.value->>'description' AS description INTO missing
+      FROM jsonb_each(p.tenant_params) x
+     WHERE x.value->>'from' = 'client' AND NOT params ? x.key ORDER BY x.key LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'provider "%" needs the parameter "%"', p.key, missing.key
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Give it in the settings: {"provider": "%s", "params": {"%s": "%s"}, ...}%s',
+                                p.key, missing.key, coalesce(missing.example, '…'),
+                                coalesce(' (' || missing.description || ').', '.'));
+    END IF;
+    SELECT x.key INTO bad FROM jsonb_each(params) x
+     WHERE jsonb_typeof(x.value) <> 'string' OR NOT tokenvault._provider_param_ok(x.value #>> '{}') LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'parameter "%" of provider "%" is not a host name or a path segment', bad, p.key
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A value is letters, digits, ".", "_", "~" and "-", possibly followed by ":port".';
+    END IF;
+    s := tokenvault._fill_client_params(tokenvault._provider_row_settings(p), params);
+    -- with every {param} of its URLs filled, a client needs no allowed_hosts
+    -- for them: its URLs are as fixed as ones written out
+    IF concat(s->>'auth_url', s->>'token_url', s->>'refresh_url', s->>'revoke_url', s->>'verify_url') NOT LIKE '%{%' THEN
+        s := s - 'allowed_hosts';
+    END IF;
+    -- a setting given as null: the client goes without the catalogue's
+    RETURN jsonb_strip_nulls(s || (given - 'params' - 'provider'))
+             || jsonb_build_object('provider', p.key, 'params', params);
+END
+$$;
+
+CREATE FUNCTION add_provider(provider jsonb) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p tokenvault.providers;
+    old tokenvault.providers;
+BEGIN
+    PERFORM tokenvault._admit_admin();
+    PERFORM tokenvault._refuse_null(provider IS NULL, 'provider'::text);
+    IF jsonb_typeof(provider) <> 'object' OR NOT provider ? 'key' THEN
+        RAISE EXCEPTION 'a provider is a JSON object with a "key"' USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'See the columns of tokenvault.providers, and a row of it as an example: '
+                     'SELECT to_jsonb(p) FROM tokenvault.providers p WHERE key = ''google'';';
+    END IF;
+    p := tokenvault._provider_from_json(provider - 'added_by');
+    SELECT * INTO old FROM tokenvault.providers x WHERE x.key = p.key;
+    IF FOUND AND old.added_by IS DISTINCT FROM tokenvault._caller()
+       AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = tokenvault._caller()) THEN
+        RAISE EXCEPTION 'provider "%" is %', p.key,
+                        CASE WHEN old.added_by IS NULL THEN 'shipped with tokenvault' ELSE 'another role''s' END
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'Add it under another key, or have a superuser replace it.';
+    END IF;
+    p.added_by := tokenvault._caller();
+    PERFORM tokenvault._check_provider(p);
+    DELETE FROM tokenvault.providers x WHERE x.key = p.key;
+    INSERT INTO tokenvault.providers SELECT p.*;
+    RETURN p.key;
+END
+$$;
+
+CREATE FUNCTION _provider_from_json(j jsonb) RETURNS tokenvault.providers
+    LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    p tokenvault.providers;
+    bad text;
+BEGIN
+    SELECT k INTO bad FROM jsonb_object_keys(j) k
+     WHERE k NOT IN (SELECT attname FROM pg_attribute
+                      WHERE attrelid = 'tokenvault.providers'::regclass AND attnum > 0 AND NOT attisdropped)
+       AND k <> 'grant' LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'a provider has no field "%"', bad USING ERRCODE = 'invalid_parameter_value',
+              HINT = 'Its fields are the columns of tokenvault.providers.';
+    END IF;
+    IF j ? 'grant' THEN
+        j := (j - 'grant') || jsonb_build_object('grant_type', j->'grant');
+    END IF;
+    p := jsonb_populate_record(p, j);
+    p.scopes := coalesce(p.scopes, '{}');
+    p.required_scopes := coalesce(p.required_scopes, '{}');
+    p.scope_separator := coalesce(p.scope_separator, ' ');
+    p.client_auth := coalesce(p.client_auth, 'basic');
+    p.body_format := coalesce(p.body_format, 'form');
+    p.never_expires := coalesce(p.never_expires, false);
+    p.pkce := coalesce(p.pkce, false);
+    p.extra_params := coalesce(p.extra_params, '{}');
+    p.rotates_refresh_token := coalesce(p.rotates_refresh_token, false);
+    p.refresh_scopes := coalesce(p.refresh_scopes, false);
+    p.tenant_params := coalesce(p.tenant_params, '{}');
+    p.settings := coalesce(p.settings, '{}');
+    p.verify_method := coalesce(p.verify_method, 'GET');
+    RETURN p;
+END
+$$;
+
+CREATE FUNCTION _check_provider(p tokenvault.providers) RETURNS void
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    urls text := concat_ws(' ', p.auth_url, p.token_url, p.refresh_url, p.revoke_url, p.verify_url, p.docs_url);
+    bad text;
+BEGIN
+    IF p.auth_type = 'oauth2' AND (p.token_url IS NULL
+       OR (coalesce(p.grant_type, 'authorization_code') = 'authorization_code' AND p.auth_url IS NULL)) THEN
+        RAISE EXCEPTION 'provider "%" needs a token_url%', p.key,
+              CASE WHEN p.token_url IS NULL THEN '' ELSE ' and an auth_url' END USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT u INTO bad FROM regexp_split_to_table(urls, ' ') u WHERE u !~ '^https://[^/?#@[:space:]]+' LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'provider "%": % is not an https URL', p.key, bad USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT m[1] INTO bad FROM regexp_matches(urls, '\{([^}]*)\}', 'g') m WHERE NOT p.tenant_params ? m[1] LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'provider "%" names {%} in a URL but not in tenant_params', p.key, bad
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT x.key INTO bad FROM jsonb_each(p.tenant_params) x
+     WHERE jsonb_typeof(x.value) <> 'object' OR NOT x.value->>'from' IN ('auth', 'client') LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'tenant parameter "%" of provider "%" must say "from": "auth" or "client"', bad, p.key
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- the settings as create_client would check them, client-wide params filled with their examples
+    PERFORM tokenvault._client_settings(p.auth_type, tokenvault._provider_settings_of(p) ||
+            CASE WHEN p.auth_type = 'oauth2' THEN '{"client_id": "x"}'::jsonb ELSE '{}' END, true);
+END
+$$;
+
+CREATE FUNCTION _provider_settings_of(p tokenvault.providers) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT tokenvault._fill_client_params(tokenvault._provider_row_settings(p),
+        coalesce((SELECT jsonb_object_agg(x.key, coalesce(x.value->>'example', 'example'))
+                    FROM jsonb_each(p.tenant_params) x WHERE x.value->>'from' = 'client'), '{}'))
+$$;
+
+CREATE FUNCTION _ship_providers(rows jsonb) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r jsonb;
+    p tokenvault.providers;
+BEGIN
+    DELETE FROM tokenvault.providers WHERE added_by IS NULL;
+    FOR r IN SELECT * FROM jsonb_array_elements(rows) LOOP
+        p := tokenvault._provider_from_json(r);
+        CONTINUE WHEN EXISTS (SELECT FROM tokenvault.providers x WHERE x.key = p.key);
+        INSERT INTO tokenvault.providers SELECT p.*;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION _verify_request(r tokenvault.check_request) RETURNS tokenvault.check_verdict
+    LANGUAGE c VOLATILE STRICT AS 'MODULE_PATHNAME', 'tv_verify_request';
+
+CREATE FUNCTION _check_request(a tokenvault.auths, c tokenvault.clients) RETURNS tokenvault.check_request
+    LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cred jsonb := tokenvault._open_auth(a.secret, a.id);
+    headers jsonb := coalesce(c.verify_headers, '{}')
+                     || tokenvault._auth_headers(a, c, coalesce(cred->>'access_token', cred->>'api_key'), cred);
+BEGIN
+    -- a line break in a header would start another header of the stored value's choosing
+    IF EXISTS (SELECT FROM jsonb_each_text(headers) h WHERE h.key || h.value ~ '[\r\n]') THEN
+        RAISE EXCEPTION 'the credential of auth % cannot go in an HTTP header: it holds a line break', a.id
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN ROW(a.id, tokenvault._url_filled('verify_url', c, cred), c.verify_method,
+               ARRAY(SELECT h.key || ': ' || h.value FROM jsonb_each_text(headers) h),
+               c.verify_ok_field, c.allow_insecure_http)::tokenvault.check_request;
+END
+$$;
+
+CREATE FUNCTION _first_check_at(id uuid, check_every integer) RETURNS timestamptz
+    LANGUAGE sql VOLATILE AS $$
+    SELECT pg_catalog.now() + ((pg_catalog.hashtext(id::text)::bigint & 2147483647) % check_every) * interval '1 second'
+$$;
+
+CREATE FUNCTION _check_record(auth_id uuid, v tokenvault.check_verdict) RETURNS void
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths;
+    every integer;
+    was text;
+BEGIN
+    SELECT * INTO a FROM tokenvault.auths x WHERE x.id = auth_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    was := a.last_check;
+    every := (SELECT c.check_every FROM tokenvault.clients c WHERE c.id = a.client_id AND c.verify_url IS NOT NULL);
+    UPDATE tokenvault.auths SET
+        last_checked_at = now(),
+        last_check = v.outcome,
+        status = CASE WHEN v.outcome = 'refused' THEN 'needs_reauth' ELSE status END,
+        last_error = CASE WHEN v.outcome <> 'ok' THEN 'health check: ' || v.message
+                          WHEN was <> 'ok' AND last_error LIKE 'health check: %' THEN NULL ELSE last_error END,
+        check_at = CASE WHEN every IS NULL THEN NULL
+                        WHEN v.outcome = 'failed' THEN now() + least(every, 300) * interval '1 second'
+                        ELSE now() + every * interval '1 second' END,
+        updated_at = now()
+     WHERE id = a.id RETURNING * INTO a;
+    IF a.check_at IS NOT NULL THEN
+        PERFORM tokenvault._wake_worker(a.check_at);
+    END IF;
+    IF v.outcome = 'refused' OR (v.outcome = 'failed' AND was IS DISTINCT FROM 'failed') THEN
+        PERFORM tokenvault._emit('auth.check_failed', a, NULL, a.last_error);
+    ELSIF v.outcome = 'ok' AND was IN ('refused', 'failed') THEN
+        PERFORM tokenvault._emit('auth.recovered', a);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION check_auth(auth_id uuid) RETURNS text
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    a tokenvault.auths := tokenvault._auth_must_exist(auth_id);
+    c tokenvault.clients := tokenvault._client_must_exist(a.client_id);
+    v tokenvault.check_verdict;
+BEGIN
+    PERFORM tokenvault._admit_app();
+    IF c.verify_url IS NULL THEN
+        RAISE EXCEPTION 'client % has no verify_url', c.id
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Set one with tokenvault.update_client(id, ''{"verify_url": "…"}''), or create the client from a '
+                         'provider of tokenvault.providers that has one.';
+    END IF;
+    IF c.type = 'oauth2' THEN
+        PERFORM tokenvault.access_token(a.id);
+        SELECT * INTO a FROM tokenvault.auths x WHERE x.id = a.id;
+    END IF;
+    v := tokenvault._verify_request(tokenvault._check_request(a, c));
+    PERFORM tokenvault._check_record(a.id, v);
+    RETURN v.outcome;
+END
+$$;
+
+CREATE FUNCTION _check_claim(n integer, OUT requests tokenvault.check_request[], OUT next_at timestamptz)
+    LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    requests := '{}';
+    FOR r IN SELECT x AS a, y AS c FROM tokenvault.auths x JOIN tokenvault.clients y ON y.id = x.client_id
+              WHERE x.check_at <= now() ORDER BY x.check_at LIMIT n FOR UPDATE OF x SKIP LOCKED LOOP
+        IF (r.c).check_every IS NULL OR (r.c).verify_url IS NULL THEN
+            UPDATE tokenvault.auths SET check_at = NULL WHERE id = (r.a).id;
+        ELSIF (r.a).status NOT IN ('active', 'error')
+              OR ((r.c).type = 'oauth2' AND (r.a).expires_at < now() + interval '1 minute') THEN
+            UPDATE tokenvault.auths SET check_at = now() + (r.c).check_every * interval '1 second' WHERE id = (r.a).id;
+        ELSE
+            UPDATE tokenvault.auths SET check_at = now() + tokenvault._lease() WHERE id = (r.a).id;
+            BEGIN
+                requests := requests || tokenvault._check_request(r.a, r.c);
+            EXCEPTION WHEN invalid_parameter_value THEN
+                PERFORM tokenvault._check_record((r.a).id, ROW('failed', 0, SQLERRM)::tokenvault.check_verdict);
+            END;
+        END IF;
+    END LOOP;
+    IF cardinality(requests) < n THEN
+        next_at := (SELECT min(check_at) FROM tokenvault.auths WHERE check_at > now());
+    END IF;
+END
+$$;
+
+CREATE FUNCTION _schedule_check() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.check_at := (SELECT tokenvault._first_check_at(NEW.id, c.check_every) FROM tokenvault.clients c
+                      WHERE c.id = NEW.client_id AND c.verify_url IS NOT NULL);
+    IF NEW.check_at IS NOT NULL THEN
+        PERFORM tokenvault._wake_worker(NEW.check_at);
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE FUNCTION _reschedule_checks() RETURNS trigger
+    LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE tokenvault.auths a SET check_at = CASE WHEN NEW.verify_url IS NOT NULL AND NEW.check_every IS NOT NULL
+                                                  THEN tokenvault._first_check_at(a.id, NEW.check_every) END
+     WHERE a.client_id = NEW.id;
+    PERFORM tokenvault._wake_worker(now());
+    RETURN NEW;
+END
+$$;
+
 
 ------------------------------------------------------------------------------
 -- Triggers, the stats view, privileges and policies
@@ -2459,6 +3134,20 @@ GRANT EXECUTE ON FUNCTION add_webhook(text, text, text[], boolean), add_webhook(
 GRANT SELECT (allow_insecure_http) ON clients TO tokenvault_app;
 GRANT SELECT (refresh_sent_at, refresh_lost) ON auths TO tokenvault_app;
 GRANT SELECT (allow_insecure_http) ON webhooks TO tokenvault_admin;
+
+-- health checks (issue 19)
+CREATE TRIGGER auths_schedule_check BEFORE INSERT ON auths FOR EACH ROW EXECUTE FUNCTION _schedule_check();
+CREATE TRIGGER clients_reschedule_checks AFTER UPDATE OF check_every, verify_url ON clients
+    FOR EACH ROW WHEN (OLD.check_every IS DISTINCT FROM NEW.check_every OR OLD.verify_url IS DISTINCT FROM NEW.verify_url)
+    EXECUTE FUNCTION _reschedule_checks();
+GRANT SELECT ON providers TO tokenvault_app;
+GRANT SELECT (provider, provider_params, required_scopes, refresh_scopes, never_expires,
+              token_scheme, token_header, verify_headers, field_names, issued_at_unit, error_field,
+              error_description_field, reauth_errors, verify_url, verify_method, verify_ok_field, check_every)
+    ON clients TO tokenvault_app;
+GRANT SELECT (last_checked_at, last_check, check_at) ON auths TO tokenvault_app;
+GRANT EXECUTE ON FUNCTION authorize_url(uuid, uuid, text, text, text[], uuid, jsonb), check_auth(uuid) TO tokenvault_app;
+GRANT EXECUTE ON FUNCTION add_provider(jsonb) TO tokenvault_admin;
 CREATE POLICY admitted ON users FOR SELECT TO tokenvault_app USING ((SELECT tokenvault._admitted_app()));
 CREATE POLICY admitted ON clients FOR SELECT TO tokenvault_app
     USING ((SELECT tokenvault._admitted_app()) AND tokenvault._client_visible(id));
@@ -2541,3 +3230,87 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Catalogue: the providers tokenvault ships, as data (providers.sql loads them).
+-- Each row's values come from the provider's documentation (docs_url), as
+-- checked on checked_on; README, "Providers", says how to add or correct one.
+
+SELECT tokenvault._ship_providers($catalogue$[
+{"key": "airtable", "name": "Airtable", "auth_type": "oauth2", "auth_url": "https://airtable.com/oauth2/v1/authorize", "token_url": "https://airtable.com/oauth2/v1/token", "scopes": ["user.email:read"], "client_auth": "basic", "pkce": true, "rotates_refresh_token": true, "verify_url": "https://api.airtable.com/v0/meta/whoami", "docs_url": "https://airtable.com/developers/web/api/oauth-reference", "checked_on": "2026-12-05"},
+{"key": "amazon", "name": "Login with Amazon", "auth_type": "oauth2", "auth_url": "https://www.amazon.com/ap/oa", "token_url": "https://api.amazon.com/auth/o2/token", "scopes": ["profile"], "client_auth": "post", "verify_url": "https://api.amazon.com/user/profile", "docs_url": "https://developer.amazon.com/docs/login-with-amazon/authorization-code-grant.html", "checked_on": "2026-12-05"},
+{"key": "amazon_seller", "name": "Amazon Selling Partner API (North America)", "auth_type": "oauth2", "auth_url": "https://sellercentral.amazon.com/apps/authorize/consent", "token_url": "https://api.amazon.com/auth/o2/token", "client_auth": "post", "docs_url": "https://developer-docs.amazon.com/sp-api/docs/website-authorization-workflow", "checked_on": "2026-12-05"},
+{"key": "asana", "name": "Asana", "auth_type": "oauth2", "auth_url": "https://app.asana.com/-/oauth_authorize", "token_url": "https://app.asana.com/-/oauth_token", "revoke_url": "https://app.asana.com/-/oauth_revoke", "scopes": ["users:read"], "client_auth": "post", "pkce": true, "verify_url": "https://app.asana.com/api/1.0/users/me", "docs_url": "https://developers.asana.com/docs/oauth", "checked_on": "2026-12-05"},
+{"key": "atlassian", "name": "Atlassian Cloud (Jira / Confluence, OAuth 2.0 3LO)", "auth_type": "oauth2", "auth_url": "https://auth.atlassian.com/authorize", "token_url": "https://auth.atlassian.com/oauth/token", "scopes": ["read:me"], "required_scopes": ["offline_access"], "client_auth": "post", "body_format": "json", "extra_params": {"authorize": {"audience": "api.atlassian.com", "prompt": "consent"}}, "rotates_refresh_token": true, "verify_url": "https://api.atlassian.com/me", "docs_url": "https://developer.atlassian.com/cloud/jira/platform/oauth-2-3lo-apps/", "checked_on": "2026-12-05"},
+{"key": "auth0", "name": "Auth0", "auth_type": "oauth2", "auth_url": "https://{auth0_domain}/authorize", "token_url": "https://{auth0_domain}/oauth/token", "revoke_url": "https://{auth0_domain}/oauth/revoke", "scopes": ["openid", "profile"], "required_scopes": ["offline_access"], "pkce": true, "client_auth": "post", "tenant_params": {"auth0_domain": {"from": "client", "example": "acme.us.auth0.com", "description": "the Auth0 tenant domain or custom domain, whole host"}}, "verify_url": "https://{auth0_domain}/userinfo", "docs_url": "https://auth0.com/docs/secure/tokens/refresh-tokens/get-refresh-tokens", "checked_on": "2026-12-05"},
+{"key": "bitbucket", "name": "Bitbucket Cloud", "auth_type": "oauth2", "auth_url": "https://bitbucket.org/site/oauth2/authorize", "token_url": "https://bitbucket.org/site/oauth2/access_token", "client_auth": "basic", "verify_url": "https://api.bitbucket.org/2.0/user", "docs_url": "https://developer.atlassian.com/cloud/bitbucket/oauth-2/", "checked_on": "2026-12-05"},
+{"key": "box", "name": "Box", "auth_type": "oauth2", "auth_url": "https://account.box.com/api/oauth2/authorize", "token_url": "https://api.box.com/oauth2/token", "revoke_url": "https://api.box.com/oauth2/revoke", "client_auth": "post", "rotates_refresh_token": true, "verify_url": "https://api.box.com/2.0/users/me", "docs_url": "https://developer.box.com/guides/authentication/tokens/refresh/", "checked_on": "2026-12-05"},
+{"key": "calendly", "name": "Calendly", "auth_type": "oauth2", "auth_url": "https://auth.calendly.com/oauth/authorize", "token_url": "https://auth.calendly.com/oauth/token", "revoke_url": "https://auth.calendly.com/oauth/revoke", "scopes": ["users:read"], "rotates_refresh_token": true, "verify_url": "https://api.calendly.com/users/me", "docs_url": "https://developer.calendly.com/docs/authentication/refresh-token-rotation-guide", "checked_on": "2026-12-05"},
+{"key": "canva", "name": "Canva Connect", "auth_type": "oauth2", "auth_url": "https://www.canva.com/api/oauth/authorize", "token_url": "https://api.canva.com/rest/v1/oauth/token", "revoke_url": "https://api.canva.com/rest/v1/oauth/revoke", "scopes": ["profile:read"], "pkce": true, "rotates_refresh_token": true, "verify_url": "https://api.canva.com/rest/v1/users/me", "docs_url": "https://www.canva.dev/docs/connect/authentication/", "checked_on": "2026-12-05"},
+{"key": "clickup", "name": "ClickUp", "auth_type": "oauth2", "auth_url": "https://app.clickup.com/api", "token_url": "https://api.clickup.com/api/v2/oauth/token", "client_auth": "post", "never_expires": true, "verify_url": "https://api.clickup.com/api/v2/user", "docs_url": "https://developer.clickup.com/docs/authentication", "checked_on": "2026-12-05"},
+{"key": "discord", "name": "Discord", "auth_type": "oauth2", "auth_url": "https://discord.com/oauth2/authorize", "token_url": "https://discord.com/api/oauth2/token", "revoke_url": "https://discord.com/api/oauth2/token/revoke", "scopes": ["identify"], "client_auth": "basic", "verify_url": "https://discord.com/api/users/@me", "docs_url": "https://discord.com/developers/docs/topics/oauth2", "checked_on": "2026-12-05"},
+{"key": "docusign", "name": "Docusign", "auth_type": "oauth2", "auth_url": "https://account.docusign.com/oauth/auth", "token_url": "https://account.docusign.com/oauth/token", "scopes": ["signature"], "required_scopes": ["extended"], "verify_url": "https://account.docusign.com/oauth/userinfo", "docs_url": "https://developers.docusign.com/platform/auth/reference/obtain-access-token", "checked_on": "2026-12-05"},
+{"key": "docusign_demo", "name": "Docusign (developer/demo)", "auth_type": "oauth2", "auth_url": "https://account-d.docusign.com/oauth/auth", "token_url": "https://account-d.docusign.com/oauth/token", "scopes": ["signature"], "required_scopes": ["extended"], "verify_url": "https://account-d.docusign.com/oauth/userinfo", "docs_url": "https://developers.docusign.com/platform/auth/reference/obtain-access-token", "checked_on": "2026-12-05"},
+{"key": "dropbox", "name": "Dropbox", "auth_type": "oauth2", "auth_url": "https://www.dropbox.com/oauth2/authorize", "token_url": "https://api.dropboxapi.com/oauth2/token", "revoke_url": "https://api.dropboxapi.com/2/auth/token/revoke", "scopes": ["account_info.read"], "pkce": true, "extra_params": {"authorize": {"token_access_type": "offline"}}, "verify_url": "https://api.dropboxapi.com/2/users/get_current_account", "verify_method": "POST", "docs_url": "https://developers.dropbox.com/oauth-guide", "checked_on": "2026-12-05"},
+{"key": "facebook", "name": "Facebook Login", "auth_type": "oauth2", "auth_url": "https://www.facebook.com/dialog/oauth", "token_url": "https://graph.facebook.com/oauth/access_token", "scopes": ["public_profile"], "scope_separator": ",", "client_auth": "post", "verify_url": "https://graph.facebook.com/me", "docs_url": "https://developers.facebook.com/docs/facebook-login/guides/advanced/manual-flow", "checked_on": "2026-12-05"},
+{"key": "figma", "name": "Figma", "auth_type": "oauth2", "auth_url": "https://www.figma.com/oauth", "token_url": "https://api.figma.com/v1/oauth/token", "refresh_url": "https://api.figma.com/v1/oauth/refresh", "scopes": ["current_user:read"], "verify_url": "https://api.figma.com/v1/me", "docs_url": "https://developers.figma.com/docs/rest-api/authentication/", "checked_on": "2026-12-05"},
+{"key": "freshdesk", "name": "Freshdesk (API key)", "auth_type": "basic", "tenant_params": {"domain": {"from": "auth", "example": "acme", "description": "The customer's Freshdesk subdomain (acme in acme.freshdesk.com)"}}, "allowed_hosts": ["*.freshdesk.com"], "verify_url": "https://{domain}.freshdesk.com/api/v2/agents/me", "docs_url": "https://developers.freshdesk.com/api/#authentication", "checked_on": "2026-12-05"},
+{"key": "front", "name": "Front", "auth_type": "oauth2", "auth_url": "https://app.frontapp.com/oauth/authorize", "token_url": "https://app.frontapp.com/oauth/token", "verify_url": "https://api2.frontapp.com/me", "docs_url": "https://dev.frontapp.com/docs/oauth", "checked_on": "2026-12-05"},
+{"key": "github", "name": "GitHub (OAuth app)", "auth_type": "oauth2", "auth_url": "https://github.com/login/oauth/authorize", "token_url": "https://github.com/login/oauth/access_token", "scopes": ["read:user"], "client_auth": "post", "pkce": true, "never_expires": true, "verify_url": "https://api.github.com/user", "docs_url": "https://docs.github.com/en/apps/oauth-apps/building-oauth-apps/authorizing-oauth-apps", "checked_on": "2026-12-05"},
+{"key": "github_app", "name": "GitHub App (user access tokens)", "auth_type": "oauth2", "auth_url": "https://github.com/login/oauth/authorize", "token_url": "https://github.com/login/oauth/access_token", "client_auth": "post", "pkce": true, "rotates_refresh_token": true, "settings": {"reauth_errors": ["bad_refresh_token"]}, "verify_url": "https://api.github.com/user", "docs_url": "https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/refreshing-user-access-tokens", "checked_on": "2026-12-05"},
+{"key": "gitlab", "name": "GitLab (gitlab.com)", "auth_type": "oauth2", "auth_url": "https://gitlab.com/oauth/authorize", "token_url": "https://gitlab.com/oauth/token", "revoke_url": "https://gitlab.com/oauth/revoke", "scopes": ["read_user"], "client_auth": "post", "pkce": true, "rotates_refresh_token": true, "verify_url": "https://gitlab.com/api/v4/user", "docs_url": "https://docs.gitlab.com/api/oauth2/", "checked_on": "2026-12-05"},
+{"key": "gong", "name": "Gong", "auth_type": "oauth2", "auth_url": "https://app.gong.io/oauth2/authorize", "token_url": "https://app.gong.io/oauth2/generate-customer-token", "scopes": ["api:users:read"], "docs_url": "https://help.gong.io/docs/create-an-app-for-gong", "checked_on": "2026-12-05"},
+{"key": "google", "name": "Google", "auth_type": "oauth2", "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token", "revoke_url": "https://oauth2.googleapis.com/revoke", "scopes": ["openid", "email", "profile"], "client_auth": "post", "pkce": true, "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent"}}, "verify_url": "https://openidconnect.googleapis.com/v1/userinfo", "docs_url": "https://developers.google.com/identity/protocols/oauth2/web-server", "checked_on": "2026-12-05"},
+{"key": "google_calendar", "name": "Google Calendar API", "auth_type": "oauth2", "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token", "revoke_url": "https://oauth2.googleapis.com/revoke", "scopes": ["https://www.googleapis.com/auth/calendar.readonly"], "client_auth": "post", "pkce": true, "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent", "include_granted_scopes": "true"}}, "verify_url": "https://www.googleapis.com/calendar/v3/calendars/primary", "docs_url": "https://developers.google.com/identity/protocols/oauth2/web-server", "checked_on": "2026-12-05"},
+{"key": "google_drive", "name": "Google Drive API", "auth_type": "oauth2", "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token", "revoke_url": "https://oauth2.googleapis.com/revoke", "scopes": ["https://www.googleapis.com/auth/drive.file"], "client_auth": "post", "pkce": true, "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent", "include_granted_scopes": "true"}}, "verify_url": "https://www.googleapis.com/drive/v3/about?fields=user", "docs_url": "https://developers.google.com/identity/protocols/oauth2/web-server", "checked_on": "2026-12-05"},
+{"key": "google_gmail", "name": "Google Gmail API", "auth_type": "oauth2", "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token", "revoke_url": "https://oauth2.googleapis.com/revoke", "scopes": ["https://www.googleapis.com/auth/gmail.readonly"], "client_auth": "post", "pkce": true, "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent", "include_granted_scopes": "true"}}, "verify_url": "https://gmail.googleapis.com/gmail/v1/users/me/profile", "docs_url": "https://developers.google.com/identity/protocols/oauth2/web-server", "checked_on": "2026-12-05"},
+{"key": "google_sheets", "name": "Google Sheets API", "auth_type": "oauth2", "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token", "revoke_url": "https://oauth2.googleapis.com/revoke", "scopes": ["https://www.googleapis.com/auth/spreadsheets.readonly", "openid", "email"], "client_auth": "post", "pkce": true, "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent", "include_granted_scopes": "true"}}, "verify_url": "https://openidconnect.googleapis.com/v1/userinfo", "docs_url": "https://developers.google.com/identity/protocols/oauth2/web-server", "checked_on": "2026-12-05"},
+{"key": "gusto", "name": "Gusto", "auth_type": "oauth2", "auth_url": "https://api.gusto.com/oauth/authorize", "token_url": "https://api.gusto.com/oauth/token", "client_auth": "post", "rotates_refresh_token": true, "verify_url": "https://api.gusto.com/v1/me", "docs_url": "https://docs.gusto.com/app-integrations/docs/oauth2", "checked_on": "2026-12-05"},
+{"key": "gusto_demo", "name": "Gusto demo", "auth_type": "oauth2", "auth_url": "https://api.gusto-demo.com/oauth/authorize", "token_url": "https://api.gusto-demo.com/oauth/token", "client_auth": "post", "rotates_refresh_token": true, "verify_url": "https://api.gusto-demo.com/v1/me", "docs_url": "https://docs.gusto.com/app-integrations/docs/oauth2", "checked_on": "2026-12-05"},
+{"key": "hubspot", "name": "HubSpot", "auth_type": "oauth2", "auth_url": "https://app.hubspot.com/oauth/authorize", "token_url": "https://api.hubapi.com/oauth/2026-03/token", "scopes": ["oauth"], "client_auth": "post", "verify_url": "https://api.hubapi.com/account-info/v3/details", "docs_url": "https://developers.hubspot.com/docs/api-reference/auth-oauth-v3/guide", "checked_on": "2026-12-05"},
+{"key": "instagram", "name": "Instagram (API with Instagram Login)", "auth_type": "oauth2", "auth_url": "https://www.instagram.com/oauth/authorize", "token_url": "https://api.instagram.com/oauth/access_token", "scopes": ["instagram_business_basic"], "scope_separator": ",", "client_auth": "post", "verify_url": "https://graph.instagram.com/me", "docs_url": "https://developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/business-login", "checked_on": "2026-12-05"},
+{"key": "intercom", "name": "Intercom", "auth_type": "oauth2", "auth_url": "https://app.intercom.com/oauth", "token_url": "https://api.intercom.io/auth/eagle/token", "client_auth": "post", "never_expires": true, "verify_url": "https://api.intercom.io/me", "docs_url": "https://developers.intercom.com/docs/build-an-integration/learn-more/authentication/setting-up-oauth", "checked_on": "2026-12-05"},
+{"key": "keycloak", "name": "Keycloak", "auth_type": "oauth2", "auth_url": "https://{server}/realms/{realm}/protocol/openid-connect/auth", "token_url": "https://{server}/realms/{realm}/protocol/openid-connect/token", "revoke_url": "https://{server}/realms/{realm}/protocol/openid-connect/revoke", "scopes": ["openid"], "pkce": true, "tenant_params": {"server": {"from": "client", "example": "sso.example.com", "description": "Keycloak server host (with :port if any)"}, "realm": {"from": "client", "example": "myrealm", "description": "realm name"}}, "verify_url": "https://{server}/realms/{realm}/protocol/openid-connect/userinfo", "docs_url": "https://www.keycloak.org/securing-apps/oidc-layers", "checked_on": "2026-12-05"},
+{"key": "linear", "name": "Linear", "auth_type": "oauth2", "auth_url": "https://linear.app/oauth/authorize", "token_url": "https://api.linear.app/oauth/token", "revoke_url": "https://api.linear.app/oauth/revoke", "scopes": ["read"], "scope_separator": ",", "client_auth": "post", "pkce": true, "rotates_refresh_token": true, "docs_url": "https://linear.app/developers/oauth-2-0-authentication", "checked_on": "2026-12-05"},
+{"key": "linkedin", "name": "LinkedIn", "auth_type": "oauth2", "auth_url": "https://www.linkedin.com/oauth/v2/authorization", "token_url": "https://www.linkedin.com/oauth/v2/accessToken", "scopes": ["openid", "profile"], "client_auth": "post", "verify_url": "https://api.linkedin.com/v2/userinfo", "docs_url": "https://learn.microsoft.com/en-us/linkedin/shared/authentication/authorization-code-flow", "checked_on": "2026-12-05"},
+{"key": "mailchimp", "name": "Mailchimp (Marketing API)", "auth_type": "oauth2", "auth_url": "https://login.mailchimp.com/oauth2/authorize", "token_url": "https://login.mailchimp.com/oauth2/token", "client_auth": "post", "never_expires": true, "verify_url": "https://login.mailchimp.com/oauth2/metadata", "docs_url": "https://mailchimp.com/developer/marketing/guides/access-user-data-oauth-2/", "checked_on": "2026-12-05"},
+{"key": "microsoft", "name": "Microsoft Entra ID (multi-tenant and personal accounts)", "auth_type": "oauth2", "auth_url": "https://login.microsoftonline.com/common/oauth2/v2.0/authorize", "token_url": "https://login.microsoftonline.com/common/oauth2/v2.0/token", "scopes": ["openid", "profile", "email", "User.Read"], "required_scopes": ["offline_access"], "client_auth": "post", "pkce": true, "rotates_refresh_token": true, "refresh_scopes": true, "settings": {"reauth_errors": ["interaction_required", "consent_required"]}, "verify_url": "https://graph.microsoft.com/v1.0/me", "docs_url": "https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow", "checked_on": "2026-12-05"},
+{"key": "microsoft_tenant", "name": "Microsoft Entra ID (one tenant)", "auth_type": "oauth2", "auth_url": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize", "token_url": "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token", "scopes": ["openid", "profile", "email", "User.Read"], "required_scopes": ["offline_access"], "client_auth": "post", "pkce": true, "rotates_refresh_token": true, "refresh_scopes": true, "settings": {"reauth_errors": ["interaction_required", "consent_required"]}, "verify_url": "https://graph.microsoft.com/v1.0/me", "docs_url": "https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow", "checked_on": "2026-12-05", "tenant_params": {"tenant": {"from": "client", "example": "contoso.onmicrosoft.com", "description": "Directory (tenant) ID (GUID) or a verified domain name of the Entra ID tenant; also accepts 'organizations' or 'consumers'"}}},
+{"key": "miro", "name": "Miro", "auth_type": "oauth2", "auth_url": "https://miro.com/oauth/authorize", "token_url": "https://api.miro.com/v1/oauth/token", "revoke_url": "https://api.miro.com/v2/oauth/revoke", "scopes": ["boards:read"], "client_auth": "post", "rotates_refresh_token": true, "verify_url": "https://api.miro.com/v1/oauth-token", "docs_url": "https://developers.miro.com/reference/oauth-20-authorization-v2", "checked_on": "2026-12-05"},
+{"key": "monday", "name": "monday.com (OAuth 2.1)", "auth_type": "oauth2", "auth_url": "https://auth.monday.com/oauth2/authorize", "token_url": "https://auth.monday.com/oauth_ms/oauth/token", "scopes": ["me:read"], "client_auth": "post", "pkce": true, "docs_url": "https://developer.monday.com/apps/docs/oauth-2-1", "checked_on": "2026-12-05"},
+{"key": "notion", "name": "Notion (public connection)", "auth_type": "oauth2", "auth_url": "https://api.notion.com/v1/oauth/authorize", "token_url": "https://api.notion.com/v1/oauth/token", "revoke_url": "https://api.notion.com/v1/oauth/revoke", "client_auth": "basic", "body_format": "json", "extra_params": {"authorize": {"owner": "user"}}, "rotates_refresh_token": true, "verify_url": "https://api.notion.com/v1/users/me", "docs_url": "https://developers.notion.com/docs/authorization", "checked_on": "2026-12-05", "settings": {"verify_headers": {"Notion-Version": "2022-06-28"}}},
+{"key": "okta", "name": "Okta (org authorization server)", "auth_type": "oauth2", "auth_url": "https://{okta_domain}/oauth2/v1/authorize", "token_url": "https://{okta_domain}/oauth2/v1/token", "revoke_url": "https://{okta_domain}/oauth2/v1/revoke", "scopes": ["openid", "profile"], "required_scopes": ["offline_access"], "pkce": true, "tenant_params": {"okta_domain": {"from": "client", "example": "acme.okta.com", "description": "the Okta org (or custom) domain, whole host"}}, "verify_url": "https://{okta_domain}/oauth2/v1/userinfo", "docs_url": "https://developer.okta.com/docs/guides/refresh-tokens/main/", "checked_on": "2026-12-05"},
+{"key": "openai", "name": "OpenAI (API key)", "auth_type": "api_key", "api_key_header": "Authorization", "api_key_prefix": "Bearer", "verify_url": "https://api.openai.com/v1/models", "docs_url": "https://platform.openai.com/docs/api-reference/authentication", "checked_on": "2026-12-05"},
+{"key": "outreach", "name": "Outreach", "auth_type": "oauth2", "auth_url": "https://api.outreach.io/oauth/authorize", "token_url": "https://api.outreach.io/oauth/token", "scopes": ["users.read"], "client_auth": "post", "docs_url": "https://developers.outreach.io/api/oauth/", "checked_on": "2026-12-05"},
+{"key": "paypal", "name": "PayPal (Log in with PayPal)", "auth_type": "oauth2", "auth_url": "https://www.paypal.com/signin/authorize", "token_url": "https://api-m.paypal.com/v1/oauth2/token", "scopes": ["openid"], "verify_url": "https://api-m.paypal.com/v1/identity/oauth2/userinfo?schema=paypalv1.1", "docs_url": "https://developer.paypal.com/docs/log-in-with-paypal/integrate/", "checked_on": "2026-12-05"},
+{"key": "paypal_sandbox", "name": "PayPal sandbox (Log in with PayPal)", "auth_type": "oauth2", "auth_url": "https://www.sandbox.paypal.com/signin/authorize", "token_url": "https://api-m.sandbox.paypal.com/v1/oauth2/token", "scopes": ["openid"], "verify_url": "https://api-m.sandbox.paypal.com/v1/identity/oauth2/userinfo?schema=paypalv1.1", "docs_url": "https://developer.paypal.com/docs/log-in-with-paypal/integrate/", "checked_on": "2026-12-05"},
+{"key": "pipedrive", "name": "Pipedrive", "auth_type": "oauth2", "auth_url": "https://oauth.pipedrive.com/oauth/authorize", "token_url": "https://oauth.pipedrive.com/oauth/token", "revoke_url": "https://oauth.pipedrive.com/oauth/revoke", "client_auth": "basic", "verify_url": "https://api.pipedrive.com/v1/users/me", "docs_url": "https://pipedrive.readme.io/docs/marketplace-oauth-authorization", "checked_on": "2026-12-05"},
+{"key": "quickbooks", "name": "QuickBooks Online (Intuit)", "auth_type": "oauth2", "auth_url": "https://appcenter.intuit.com/connect/oauth2", "token_url": "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer", "revoke_url": "https://developer.api.intuit.com/v2/oauth2/tokens/revoke", "scopes": ["com.intuit.quickbooks.accounting", "openid"], "client_auth": "basic", "rotates_refresh_token": true, "settings": {"field_names": {"refresh_token_expires_in": "x_refresh_token_expires_in"}}, "verify_url": "https://accounts.platform.intuit.com/v1/openid_connect/userinfo", "docs_url": "https://developer.intuit.com/app/developer/qbo/docs/develop/authentication-and-authorization/oauth-2.0", "checked_on": "2026-12-05"},
+{"key": "reddit", "name": "Reddit", "auth_type": "oauth2", "auth_url": "https://www.reddit.com/api/v1/authorize", "token_url": "https://www.reddit.com/api/v1/access_token", "revoke_url": "https://www.reddit.com/api/v1/revoke_token", "scopes": ["identity"], "extra_params": {"authorize": {"duration": "permanent"}}, "verify_url": "https://oauth.reddit.com/api/v1/me", "docs_url": "https://github.com/reddit-archive/reddit/wiki/OAuth2", "checked_on": "2026-12-05"},
+{"key": "sage", "name": "Sage Business Cloud Accounting", "auth_type": "oauth2", "auth_url": "https://www.sageone.com/oauth2/auth/central", "token_url": "https://oauth.accounting.sage.com/token", "revoke_url": "https://oauth.accounting.sage.com/revoke", "scopes": ["readonly"], "client_auth": "post", "extra_params": {"authorize": {"filter": "apiv3.1"}}, "rotates_refresh_token": true, "verify_url": "https://api.accounting.sage.com/v3.1/user", "docs_url": "https://developer.sage.com/accounting/guides/authenticating/authentication", "checked_on": "2026-12-05"},
+{"key": "salesforce", "name": "Salesforce", "auth_type": "oauth2", "auth_url": "https://login.salesforce.com/services/oauth2/authorize", "token_url": "https://login.salesforce.com/services/oauth2/token", "revoke_url": "https://login.salesforce.com/services/oauth2/revoke", "scopes": ["api", "openid"], "required_scopes": ["refresh_token"], "client_auth": "post", "pkce": true, "token_lifetime": 7200, "settings": {"issued_at_unit": "milliseconds"}, "verify_url": "https://login.salesforce.com/services/oauth2/userinfo", "docs_url": "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_web_server_flow.htm&type=5", "checked_on": "2026-12-05"},
+{"key": "salesforce_sandbox", "name": "Salesforce (sandbox)", "auth_type": "oauth2", "auth_url": "https://test.salesforce.com/services/oauth2/authorize", "token_url": "https://test.salesforce.com/services/oauth2/token", "revoke_url": "https://test.salesforce.com/services/oauth2/revoke", "scopes": ["api", "openid"], "required_scopes": ["refresh_token"], "client_auth": "post", "pkce": true, "token_lifetime": 7200, "settings": {"issued_at_unit": "milliseconds"}, "verify_url": "https://test.salesforce.com/services/oauth2/userinfo", "docs_url": "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_web_server_flow.htm&type=5", "checked_on": "2026-12-05"},
+{"key": "sendgrid", "name": "Twilio SendGrid", "auth_type": "api_key", "api_key_header": "Authorization", "api_key_prefix": "Bearer", "verify_url": "https://api.sendgrid.com/v3/scopes", "docs_url": "https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/authentication", "checked_on": "2026-12-05"},
+{"key": "shopify", "name": "Shopify (offline access token)", "auth_type": "oauth2", "auth_url": "https://{shop}.myshopify.com/admin/oauth/authorize", "token_url": "https://{shop}.myshopify.com/admin/oauth/access_token", "scopes": ["read_products"], "scope_separator": ",", "client_auth": "post", "extra_params": {"token": {"expiring": "1"}}, "rotates_refresh_token": true, "tenant_params": {"shop": {"from": "auth", "example": "acme", "description": "The store's myshopify.com subdomain (acme in acme.myshopify.com), from the shop parameter of the install/callback request"}}, "allowed_hosts": ["*.myshopify.com"], "verify_url": "https://{shop}.myshopify.com/admin/oauth/access_scopes.json", "docs_url": "https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/offline-access-tokens", "checked_on": "2026-12-05", "settings": {"token_header": "X-Shopify-Access-Token"}},
+{"key": "slack", "name": "Slack (user token, OAuth v2)", "auth_type": "oauth2", "auth_url": "https://slack.com/oauth/v2/authorize", "token_url": "https://slack.com/api/oauth.v2.access", "scope_separator": ",", "client_auth": "basic", "token_path": "authed_user", "pkce": true, "rotates_refresh_token": true, "extra_params": {"authorize": {"user_scope": "users:read"}}, "settings": {"reauth_errors": ["invalid_refresh_token", "token_revoked"], "token_scheme": "Bearer"}, "verify_url": "https://slack.com/api/auth.test", "verify_method": "POST", "verify_ok_field": "ok", "docs_url": "https://docs.slack.dev/authentication/using-token-rotation", "checked_on": "2026-12-05"},
+{"key": "smartsheet", "name": "Smartsheet", "auth_type": "oauth2", "auth_url": "https://app.smartsheet.com/b/authorize", "token_url": "https://api.smartsheet.com/2.0/token", "scopes": ["READ_SHEETS"], "client_auth": "post", "verify_url": "https://api.smartsheet.com/2.0/users/me", "docs_url": "https://developers.smartsheet.com/api/smartsheet/guides/advanced-topics/oauth", "checked_on": "2026-12-05"},
+{"key": "snowflake", "name": "Snowflake OAuth (custom client)", "auth_type": "oauth2", "auth_url": "https://{account}.snowflakecomputing.com/oauth/authorize", "token_url": "https://{account}.snowflakecomputing.com/oauth/token-request", "revoke_url": "https://{account}.snowflakecomputing.com/oauth/revoke", "required_scopes": ["refresh_token"], "pkce": true, "tenant_params": {"account": {"from": "client", "example": "myorg-myaccount", "description": "Snowflake account identifier (the security integration lives in this account)"}}, "docs_url": "https://docs.snowflake.com/en/user-guide/oauth-custom", "checked_on": "2026-12-05"},
+{"key": "spotify", "name": "Spotify", "auth_type": "oauth2", "auth_url": "https://accounts.spotify.com/authorize", "token_url": "https://accounts.spotify.com/api/token", "scopes": ["user-read-private"], "pkce": true, "verify_url": "https://api.spotify.com/v1/me", "docs_url": "https://developer.spotify.com/documentation/web-api/tutorials/code-flow", "checked_on": "2026-12-05"},
+{"key": "square", "name": "Square", "auth_type": "oauth2", "auth_url": "https://connect.squareup.com/oauth2/authorize", "token_url": "https://connect.squareup.com/oauth2/token", "scopes": ["MERCHANT_PROFILE_READ"], "client_auth": "post", "body_format": "json", "verify_url": "https://connect.squareup.com/v2/merchants/me", "docs_url": "https://developer.squareup.com/docs/oauth-api/overview", "checked_on": "2026-12-05"},
+{"key": "square_sandbox", "name": "Square sandbox", "auth_type": "oauth2", "auth_url": "https://connect.squareupsandbox.com/oauth2/authorize", "token_url": "https://connect.squareupsandbox.com/oauth2/token", "scopes": ["MERCHANT_PROFILE_READ"], "client_auth": "post", "body_format": "json", "verify_url": "https://connect.squareupsandbox.com/v2/merchants/me", "docs_url": "https://developer.squareup.com/docs/oauth-api/overview", "checked_on": "2026-12-05"},
+{"key": "strava", "name": "Strava", "auth_type": "oauth2", "auth_url": "https://www.strava.com/oauth/authorize", "token_url": "https://www.strava.com/oauth/token", "scopes": ["read"], "scope_separator": ",", "client_auth": "post", "rotates_refresh_token": true, "verify_url": "https://www.strava.com/api/v3/athlete", "docs_url": "https://developers.strava.com/docs/authentication/", "checked_on": "2026-12-05"},
+{"key": "stripe", "name": "Stripe (secret / restricted API key)", "auth_type": "api_key", "api_key_header": "Authorization", "api_key_prefix": "Bearer", "verify_url": "https://api.stripe.com/v1/account", "docs_url": "https://docs.stripe.com/api/authentication", "checked_on": "2026-12-05"},
+{"key": "tiktok", "name": "TikTok (Login Kit v2)", "auth_type": "oauth2", "auth_url": "https://www.tiktok.com/v2/auth/authorize/", "token_url": "https://open.tiktokapis.com/v2/oauth/token/", "revoke_url": "https://open.tiktokapis.com/v2/oauth/revoke/", "scopes": ["user.info.basic"], "scope_separator": ",", "client_auth": "post", "rotates_refresh_token": true, "verify_url": "https://open.tiktokapis.com/v2/user/info/?fields=open_id,display_name", "docs_url": "https://developers.tiktok.com/doc/oauth-user-access-token-management", "checked_on": "2026-12-05"},
+{"key": "trello", "name": "Trello", "auth_type": "api_key", "api_key_header": "Authorization", "api_key_prefix": "OAuth", "verify_url": "https://api.trello.com/1/members/me", "docs_url": "https://developer.atlassian.com/cloud/trello/guides/rest-api/authorization/", "checked_on": "2026-12-05"},
+{"key": "twilio", "name": "Twilio (Account SID + Auth Token)", "auth_type": "basic", "tenant_params": {"username": {"from": "auth", "example": "AC0123456789abcdef0123456789abcdef", "description": "the Account SID, which is also the Basic user name"}}, "allowed_hosts": ["api.twilio.com"], "verify_url": "https://api.twilio.com/2010-04-01/Accounts/{username}.json", "docs_url": "https://www.twilio.com/docs/usage/requests-to-twilio", "checked_on": "2026-12-05"},
+{"key": "twitch", "name": "Twitch", "auth_type": "oauth2", "auth_url": "https://id.twitch.tv/oauth2/authorize", "token_url": "https://id.twitch.tv/oauth2/token", "revoke_url": "https://id.twitch.tv/oauth2/revoke", "client_auth": "post", "verify_url": "https://id.twitch.tv/oauth2/validate", "docs_url": "https://dev.twitch.tv/docs/authentication/getting-tokens-oauth/", "checked_on": "2026-12-05"},
+{"key": "typeform", "name": "Typeform", "auth_type": "oauth2", "auth_url": "https://api.typeform.com/oauth/authorize", "token_url": "https://api.typeform.com/oauth/token", "scopes": ["accounts:read"], "required_scopes": ["offline"], "client_auth": "post", "verify_url": "https://api.typeform.com/me", "docs_url": "https://www.typeform.com/developers/get-started/applications/", "checked_on": "2026-12-05"},
+{"key": "webflow", "name": "Webflow", "auth_type": "oauth2", "auth_url": "https://webflow.com/oauth/authorize", "token_url": "https://api.webflow.com/oauth/access_token", "scopes": ["authorized_user:read"], "client_auth": "post", "never_expires": true, "verify_url": "https://api.webflow.com/v2/token/authorized_by", "docs_url": "https://developers.webflow.com/data/reference/oauth-app", "checked_on": "2026-12-05"},
+{"key": "x", "name": "X (Twitter) OAuth 2.0", "auth_type": "oauth2", "auth_url": "https://x.com/i/oauth2/authorize", "token_url": "https://api.x.com/2/oauth2/token", "revoke_url": "https://api.x.com/2/oauth2/revoke", "scopes": ["tweet.read", "users.read"], "required_scopes": ["offline.access"], "pkce": true, "rotates_refresh_token": true, "verify_url": "https://api.x.com/2/users/me", "docs_url": "https://docs.x.com/resources/fundamentals/authentication/oauth-2-0/authorization-code", "checked_on": "2026-12-05"},
+{"key": "xero", "name": "Xero", "auth_type": "oauth2", "auth_url": "https://login.xero.com/identity/connect/authorize", "token_url": "https://identity.xero.com/connect/token", "revoke_url": "https://identity.xero.com/connect/revocation", "scopes": ["openid", "profile", "email"], "required_scopes": ["offline_access"], "client_auth": "basic", "pkce": true, "rotates_refresh_token": true, "verify_url": "https://api.xero.com/connections", "docs_url": "https://developer.xero.com/documentation/guides/oauth2/auth-flow/", "checked_on": "2026-12-05"},
+{"key": "zendesk", "name": "Zendesk", "auth_type": "oauth2", "auth_url": "https://{subdomain}.zendesk.com/oauth/authorizations/new", "token_url": "https://{subdomain}.zendesk.com/oauth/tokens", "scopes": ["read"], "client_auth": "post", "body_format": "json", "pkce": true, "rotates_refresh_token": true, "tenant_params": {"subdomain": {"from": "auth", "example": "acme", "description": "The customer's Zendesk subdomain (acme in acme.zendesk.com)"}}, "allowed_hosts": ["*.zendesk.com"], "verify_url": "https://{subdomain}.zendesk.com/api/v2/users/me.json", "docs_url": "https://developer.zendesk.com/documentation/api-basics/authentication/refresh-token", "checked_on": "2026-12-05"},
+{"key": "zoho", "name": "Zoho (US/EU/IN/JP/SA/UK/AE data centres)", "auth_type": "oauth2", "auth_url": "https://accounts.zoho.com/oauth/v2/auth", "token_url": "https://accounts.zoho.{region}/oauth/v2/token", "revoke_url": "https://accounts.zoho.{region}/oauth/v2/token/revoke", "scopes": ["AaaServer.profile.Read"], "scope_separator": ",", "client_auth": "post", "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent"}}, "tenant_params": {"region": {"from": "auth", "example": "eu", "description": "Top-level domain label of the user's Zoho accounts server, taken from the accounts-server URL returned in the authorization callback (https://accounts.zoho.<region>); 'com' for the US data centre (the callback's location=us). Australia (com.au), China (com.cn) and Canada (zohocloud.ca) use the separate rows zoho_au, zoho_cn, zoho_ca."}}, "allowed_hosts": ["accounts.zoho.com", "accounts.zoho.eu", "accounts.zoho.in", "accounts.zoho.jp", "accounts.zoho.sa", "accounts.zoho.uk", "accounts.zoho.ae"], "settings": {"reauth_errors": ["invalid_code"]}, "verify_url": "https://accounts.zoho.{region}/oauth/user/info", "docs_url": "https://www.zoho.com/accounts/protocol/oauth/multi-dc.html", "checked_on": "2026-12-05"},
+{"key": "zoho_au", "name": "Zoho (Australia data centre)", "auth_type": "oauth2", "auth_url": "https://accounts.zoho.com.au/oauth/v2/auth", "token_url": "https://accounts.zoho.com.au/oauth/v2/token", "revoke_url": "https://accounts.zoho.com.au/oauth/v2/token/revoke", "scopes": ["AaaServer.profile.Read"], "scope_separator": ",", "client_auth": "post", "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent"}}, "settings": {"reauth_errors": ["invalid_code"]}, "verify_url": "https://accounts.zoho.com.au/oauth/user/info", "docs_url": "https://www.zoho.com/accounts/protocol/oauth/multi-dc.html", "checked_on": "2026-12-05"},
+{"key": "zoho_ca", "name": "Zoho (Canada data centre)", "auth_type": "oauth2", "auth_url": "https://accounts.zohocloud.ca/oauth/v2/auth", "token_url": "https://accounts.zohocloud.ca/oauth/v2/token", "revoke_url": "https://accounts.zohocloud.ca/oauth/v2/token/revoke", "scopes": ["AaaServer.profile.Read"], "scope_separator": ",", "client_auth": "post", "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent"}}, "settings": {"reauth_errors": ["invalid_code"]}, "verify_url": "https://accounts.zohocloud.ca/oauth/user/info", "docs_url": "https://www.zoho.com/accounts/protocol/oauth/multi-dc.html", "checked_on": "2026-12-05"},
+{"key": "zoho_cn", "name": "Zoho (China data centre)", "auth_type": "oauth2", "auth_url": "https://accounts.zoho.com.cn/oauth/v2/auth", "token_url": "https://accounts.zoho.com.cn/oauth/v2/token", "revoke_url": "https://accounts.zoho.com.cn/oauth/v2/token/revoke", "scopes": ["AaaServer.profile.Read"], "scope_separator": ",", "client_auth": "post", "extra_params": {"authorize": {"access_type": "offline", "prompt": "consent"}}, "settings": {"reauth_errors": ["invalid_code"]}, "verify_url": "https://accounts.zoho.com.cn/oauth/user/info", "docs_url": "https://www.zoho.com/accounts/protocol/oauth/multi-dc.html", "checked_on": "2026-12-05"},
+{"key": "zoom", "name": "Zoom", "auth_type": "oauth2", "auth_url": "https://zoom.us/oauth/authorize", "token_url": "https://zoom.us/oauth/token", "revoke_url": "https://zoom.us/oauth/revoke", "client_auth": "basic", "pkce": true, "rotates_refresh_token": true, "verify_url": "https://api.zoom.us/v2/users/me", "docs_url": "https://developers.zoom.us/docs/integrations/oauth/", "checked_on": "2026-12-05"}
+]$catalogue$);

@@ -3,7 +3,7 @@
 -- URL on the provider's host with what the provider needs to issue a
 -- refresh token; clients made from it, tenant parameters, add_provider.
 BEGIN;
-SELECT plan((SELECT 2 * count(*)::integer FROM tokenvault.providers) + 34);
+SELECT plan((SELECT 2 * count(*)::integer FROM tokenvault.providers) + 35);
 
 SELECT tokenvault.admit('tokenvault_admin', 'admin'), tokenvault.admit('tokenvault_app', 'app');
 SELECT tokenvault.create_user('tap-providers') AS u \gset
@@ -212,6 +212,14 @@ SET LOCAL ROLE tokenvault_app;
 SELECT throws_ok($$SELECT tokenvault.add_provider('{"key": "app_added"}')$$, '42501', NULL, 'an application cannot add providers');
 SELECT ok((SELECT count(*) FROM tokenvault.providers) >= 60, 'the application reads the catalogue');
 RESET ROLE;
+
+-- an update of the extension replaces the rows it shipped and keeps the added ones
+SELECT tokenvault._ship_providers('[{"key": "google", "name": "Google (newer)", "auth_type": "oauth2",
+    "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token",
+    "docs_url": "https://developers.google.com/identity/protocols/oauth2", "checked_on": "2026-12-05"}]');
+SELECT is((SELECT string_agg(key || '/' || name || '/' || coalesce(added_by::text, '-'), ' ' ORDER BY key) FROM tokenvault.providers),
+          'acme_crm/Acme CRM/tokenvault_admin google/Google (newer)/-',
+          'an update replaces the shipped rows and keeps add_provider''s');
 
 SELECT * FROM finish();
 ROLLBACK;

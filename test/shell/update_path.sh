@@ -114,6 +114,9 @@ SQL
 		"a token stored in $v is still served after the update"
 	is "$(q -d "$old" -c "SELECT extversion FROM pg_extension WHERE extname = 'tokenvault'")" "$current" \
 		"$v updates to the default version"
+	is "$(q -d "$old" -c "SELECT md5(string_agg(to_jsonb(p)::text, '' ORDER BY key)) FROM tokenvault.providers p")" \
+		"$(q -d "$new" -c "SELECT md5(string_agg(to_jsonb(p)::text, '' ORDER BY key)) FROM tokenvault.providers p")" \
+		"$v updated to $current has the provider catalogue of a fresh install"
 	dropdb "$old"
 done
 [ "$older" -gt 0 ] || echo "# no release older than $current: no update to test"
