@@ -34,14 +34,17 @@ SELECT tokenvault.create_user('customer-42', 'Ada Lovelace') AS user_id \gset
 \echo '   ->' :user_id
 \echo
 
-\echo '2. Create a client: how your application reaches GitHub (the secret is sealed at once).'
+\echo '2. Create a client: how your application reaches GitHub. The provider catalogue knows GitHub'
+\echo '   (and 76 other providers): its name, your app''s client id and secret are all it takes.'
+SELECT count(*) AS providers, string_agg(key, ' ' ORDER BY key) FILTER (WHERE key LIKE 'g%') AS "for example"
+  FROM tokenvault.providers;
+\echo '   SELECT tokenvault.create_client(''GitHub'', ''github'', ''oauth2'','
+\echo '          ''{"provider": "github_app", "client_id": "Iv1.demo", "client_secret": "…"}'');'
 SELECT tokenvault.create_client('GitHub', 'github', 'oauth2', jsonb_build_object(
-    'client_id', 'Iv1.demo', 'client_secret', :'client_secret',
-    'auth_url', 'https://github.com/login/oauth/authorize',
-    'token_url', 'https://github.com/login/oauth/access_token',
-    'scopes', jsonb_build_array('repo', 'read:user'))) AS client_id \gset
+    'provider', 'github_app', 'client_id', 'Iv1.demo', 'client_secret', :'client_secret')) AS client_id \gset
 \echo '   ->' :client_id
-SELECT name, service, type, grant_type, scopes FROM tokenvault.clients;
+\echo 'Its settings came from the catalogue (GitHub answers errors inside a 200, and rotates refresh tokens):'
+SELECT name, provider, grant_type, auth_url, token_url, reauth_errors FROM tokenvault.clients;
 \echo
 
 \echo '3. Import the tokens GitHub issued for Ada (a token response, as the provider sent it).'
