@@ -166,6 +166,10 @@ BEGIN
             END IF;
         ELSIF jsonb_typeof(settings->k) <> 'string' OR settings->>k = '' THEN
             RAISE EXCEPTION 'setting "%" must be a non-empty string', k USING ERRCODE = 'invalid_parameter_value';
+        ELSIF k IN ('error_field', 'error_description_field')
+              AND substring(settings->>k FROM '[^.]*$') IN ('access_token', 'refresh_token', 'id_token', 'password', 'api_key') THEN
+            RAISE EXCEPTION 'setting "%" cannot name a token field', k USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'An error''s code and message are quoted in last_error and in events; a token must not be.';
         ELSIF k IN ('token_scheme', 'token_header') AND NOT tokenvault._header_token_safe(settings->>k) THEN
             RAISE EXCEPTION 'setting "%" is not an HTTP token', k USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'token_scheme is the Authorization header''s scheme whatever token_type the provider sends ("Bearer"); '

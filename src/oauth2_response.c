@@ -165,6 +165,39 @@ token_object(Jsonb *doc, const char *path, const char *field)
 	return tv_jsonb_scalar(&doc->root, field) ? doc : NULL;
 }
 
+/*
+ * The request's secrets and the tokens the answer itself carries: an error
+ * read from a field the client names is quoted only if it shows none of
+ * them (an error_field pointed at access_token must not put the token in
+ * last_error and the events).
+ */
+static List *
+answer_secrets(Jsonb *doc, const char *path, const char *field, List *secrets)
+{
+	static const char *const names[] = {"access_token", "refresh_token", "id_token"};
+	JsonbValue	v;
+	JsonbContainer *objs[2] = {&doc->root, NULL};
+	int			i;
+	int			j;
+
+	if (path && path_member(&doc->root, path, &v) && v.type == jbvBinary)
+		objs[1] = v.val.binary.data;
+	secrets = list_copy(secrets);
+	for (i = 0; i < 2; i++)
+	{
+		char	   *value;
+
+		if (objs[i] == NULL)
+			continue;
+		for (j = 0; j < lengthof(names); j++)
+			if ((value = tv_jsonb_scalar(objs[i], names[j])) != NULL && value[0])
+				secrets = lappend(secrets, value);
+		if ((value = tv_jsonb_scalar(objs[i], field)) != NULL && value[0])
+			secrets = lappend(secrets, value);
+	}
+	return secrets;
+}
+
 /* A config setting, or its default when the client has none. */
 static const char *
 setting_or(JsonbContainer *config, const char *key, const char *dflt)
@@ -240,7 +273,7 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	if (error && error[0])
 		return refusal(resp, error, path_scalar(&doc->root, setting_or(config, "error_description_field",
 																	  "error_description")),
-					   secrets, config);
+					   answer_secrets(doc, path, field, secrets), config);
 	if (resp->status == 429 || resp->status >= 500)
 		return tv_verdict_failure(TV_OUTCOME_RETRYABLE, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld%s", resp->status,

@@ -142,6 +142,20 @@ is "$(refresh "$a")" ok "xero: refreshed"
 is "$(last xero client_auth)" basic "xero: Basic client authentication"
 [ "$(digest "$a" refresh_token)" != "$rt" ] && ok "xero: rotated" || not_ok "xero: rotated"
 
+# an error field pointed at the token (past the settings' check, as a row saved otherwise would be) quotes no token.
+# The client secret and refresh token here share no 8 bytes with the answer's tokens (TVSECRET-…), which a
+# quote would otherwise be withheld for anyway.
+c=$(TV_CLIENT_SECRET="cs-$(openssl rand -hex 16)" client google)
+is "$(sqlstate "SELECT tokenvault.update_client('$c', '{\"error_field\": \"access_token\"}')")" 22023 \
+	"error_field: naming the token field is refused"
+q -c "UPDATE tokenvault.clients SET error_field = 'access_token' WHERE id = '$c'" >/dev/null
+a=$(q -c "SELECT tokenvault.create_auth((SELECT id FROM tokenvault.users WHERE external_user_id = 'alice'), '$c', NULL,
+      jsonb_build_object('access_token', 'old-' || md5(random()::text), 'refresh_token', 'rt-' || md5(random()::text), 'expires_in', 0))")
+is "$(refresh "$a")" 38000 "error_field at the token: the answer reads as an error"
+is "$(q -c "SELECT last_error FROM tokenvault.auths WHERE id = '$a'" | grep -c TVSECRET)" 0 "error_field at the token: last_error quotes no token"
+is "$(q -c "SELECT count(*) FROM tokenvault.events WHERE auth_id = '$a' AND payload::text LIKE '%TVSECRET%'")" 0 \
+	"error_field at the token: nor does any event"
+
 # ---- health checks ----
 # an API key provider (Stripe) with its verify URL pointed at the peer
 key() {
