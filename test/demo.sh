@@ -35,7 +35,7 @@ SELECT tokenvault.create_user('customer-42', 'Ada Lovelace') AS user_id \gset
 \echo
 
 \echo '2. Create a client: how your application reaches GitHub. The provider catalogue knows GitHub'
-\echo '   (and 76 other providers): its name, your app''s client id and secret are all it takes.'
+\echo '   (and 77 other providers): its name, your app''s client id and secret are all it takes.'
 SELECT count(*) AS providers, string_agg(key, ' ' ORDER BY key) FILTER (WHERE key LIKE 'g%') AS "for example"
   FROM tokenvault.providers;
 \echo '   SELECT tokenvault.create_client(''GitHub'', ''github'', ''oauth2'','
