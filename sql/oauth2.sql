@@ -21,7 +21,11 @@ CREATE FUNCTION _client_config(c tokenvault.clients, credential jsonb DEFAULT NU
         'extra_params', c.extra_params, 'template_values', credential, 'allowed_hosts', c.allowed_hosts,
         'allow_insecure_http', c.allow_insecure_http, 'error_field', c.error_field,
         'error_description_field', c.error_description_field, 'reauth_errors', c.reauth_errors,
-        'access_token_field', c.field_names OPERATOR(pg_catalog.->>) 'access_token'))
+        'access_token_field', c.field_names OPERATOR(pg_catalog.->>) 'access_token',
+        -- what the answer's tokens are called there, never to be quoted
+        'token_field_names', CASE WHEN c.field_names IS NOT NULL THEN
+            ARRAY(SELECT v FROM pg_catalog.jsonb_each_text(c.field_names) x(k, v)
+                   WHERE k OPERATOR(pg_catalog.=) ANY (ARRAY['access_token', 'refresh_token', 'id_token'])) END))
 $$;
 
 -- Send a token request; raise the provider's refusal as an error.

@@ -172,9 +172,10 @@ token_object(Jsonb *doc, const char *path, const char *field)
  * last_error and the events).
  */
 static List *
-answer_secrets(Jsonb *doc, const char *path, const char *field, List *secrets)
+answer_secrets(Jsonb *doc, const char *path, List *aliases, List *secrets)
 {
-	static const char *const names[] = {"access_token", "refresh_token", "id_token"};
+	ListCell   *lc;
+	static const char *const names[] = {"access_token", "refresh_token", "id_token", NULL};
 	JsonbValue	v;
 	JsonbContainer *objs[2] = {&doc->root, NULL};
 	int			i;
@@ -189,11 +190,13 @@ answer_secrets(Jsonb *doc, const char *path, const char *field, List *secrets)
 
 		if (objs[i] == NULL)
 			continue;
-		for (j = 0; j < lengthof(names); j++)
+		for (j = 0; names[j]; j++)
 			if ((value = tv_jsonb_scalar(objs[i], names[j])) != NULL && value[0])
 				secrets = lappend(secrets, value);
-		if ((value = tv_jsonb_scalar(objs[i], field)) != NULL && value[0])
-			secrets = lappend(secrets, value);
+		/* and under the names the provider gives them (field_names) */
+		foreach(lc, aliases)
+			if ((value = tv_jsonb_scalar(objs[i], (const char *) lfirst(lc))) != NULL && value[0])
+				secrets = lappend(secrets, value);
 	}
 	return secrets;
 }
@@ -268,12 +271,22 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	if (doc == NULL)
 		doc = parse_form(&resp->body);
 
-	/* an OAuth2 error, whatever the status (some providers send it with 200), where the client says it sits */
-	error = doc ? path_scalar(&doc->root, setting_or(config, "error_field", "error")) : NULL;
+	/*
+	 * An OAuth2 error, whatever the status (some providers send it with
+	 * 200), where the client says it sits.  A field the client names is
+	 * read only from an answer that is no token: a 2xx with an access token
+	 * is a success, whatever such a field says.
+	 */
+	if (doc && tv_jsonb_scalar(config, "error_field") && resp->status >= 200 && resp->status < 300 &&
+		(tok = token_object(doc, path, field)) != NULL && tv_jsonb_scalar(&tok->root, field) &&
+		tv_jsonb_scalar(&tok->root, field)[0])
+		error = NULL;
+	else
+		error = doc ? path_scalar(&doc->root, setting_or(config, "error_field", "error")) : NULL;
 	if (error && error[0])
 		return refusal(resp, error, path_scalar(&doc->root, setting_or(config, "error_description_field",
 																	  "error_description")),
-					   answer_secrets(doc, path, field, secrets), config);
+					   answer_secrets(doc, path, tv_jsonb_strings(config, "token_field_names"), secrets), config);
 	if (resp->status == 429 || resp->status >= 500)
 		return tv_verdict_failure(TV_OUTCOME_RETRYABLE, resp->status, NULL,
 							   psprintf("the provider answered HTTP %ld%s", resp->status,
