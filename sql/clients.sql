@@ -65,13 +65,13 @@ DECLARE
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
         'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http',
-        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names',
+        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'token_path_exchange_only',
         'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors',
         'verify_url', 'verify_method', 'verify_ok_field', 'verify_headers', 'check_every'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'issued_at_unit',
+        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'token_path_exchange_only', 'issued_at_unit',
         'error_field', 'error_description_field', 'reauth_errors'];
     -- the token answer's fields field_names may find under another name
     renamable constant text[] := ARRAY['access_token', 'refresh_token', 'expires_in', 'refresh_token_expires_in',
@@ -160,7 +160,7 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
             END IF;
-        ELSIF k IN ('pkce', 'allow_insecure_http', 'refresh_scopes', 'never_expires') THEN
+        ELSIF k IN ('pkce', 'allow_insecure_http', 'refresh_scopes', 'never_expires', 'token_path_exchange_only') THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
                 RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
@@ -243,6 +243,7 @@ BEGIN
             api_key_header, api_key_prefix, secret, owner, visibility,
             body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
             allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires, token_scheme, token_header,
+            token_path_exchange_only,
             field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
             verify_url, verify_method, verify_ok_field, verify_headers, check_every)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
@@ -256,7 +257,8 @@ BEGIN
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
             CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
             coalesce((s->>'allow_insecure_http')::boolean, false), s->>'provider', s->'params',
-            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.token_header, t.field_names, t.issued_at_unit, t.error_field,
+            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.token_header, t.token_path_exchange_only,
+            t.field_names, t.issued_at_unit, t.error_field,
             t.error_description_field, t.reauth_errors, t.verify_url, t.verify_method, t.verify_ok_field, t.verify_headers, t.check_every)
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
@@ -337,6 +339,7 @@ BEGIN
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
         required_scopes = q.required_scopes, refresh_scopes = q.refresh_scopes, never_expires = q.never_expires,
         token_scheme = q.token_scheme, token_header = q.token_header, verify_headers = q.verify_headers,
+        token_path_exchange_only = q.token_path_exchange_only,
         field_names = q.field_names, issued_at_unit = q.issued_at_unit, error_field = q.error_field,
         error_description_field = q.error_description_field, reauth_errors = q.reauth_errors,
         verify_url = q.verify_url, verify_method = q.verify_method, verify_ok_field = q.verify_ok_field,
@@ -397,6 +400,20 @@ BEGIN
              WHERE NOT h = ANY (coalesce(old.allowed_hosts, '{}'))
                AND NOT ('https://' || h || ':443') = ANY (known) AND NOT ('http://' || h || ':80') = ANY (known)) THEN
         moved := 'allowed_hosts';
+    END IF;
+    -- The revoke and verify URLs receive users' access tokens (and API keys,
+    -- basic pairs), which are good without the client secret: no secret
+    -- given proves anything there.  With users' credentials at stake, only
+    -- a superuser sends them to a new place.
+    IF (SELECT x.setting FROM (VALUES ('revoke_url', new.revoke_url), ('verify_url', new.verify_url)) x(setting, url)
+         WHERE x.url IS NOT NULL AND (NOT tokenvault._url_origin(x.url) = ANY (known)
+                                      OR (x.url LIKE '%{%' AND moved = 'allowed_hosts')) LIMIT 1) IS NOT NULL
+       AND EXISTS (SELECT FROM tokenvault.auths a WHERE a.client_id = old.id)
+       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = tokenvault._caller()) THEN
+        RAISE EXCEPTION 'client % has auths: its revoke and verify URLs cannot go to another host', old.id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'They receive users'' access tokens and keys, which are good without the client secret. '
+                         'Create a new client for the new host (its users authorize again), or have a superuser make the change.';
     END IF;
     IF moved IS NOT NULL AND old.secret IS NULL THEN
         RAISE EXCEPTION 'the % of client % cannot move to another host: the client has no secret', moved, old.id
@@ -473,6 +490,8 @@ BEGIN
     t.refresh_scopes  := CASE WHEN 'refresh_scopes' = ANY (cleared) THEN false ELSE coalesce((s->>'refresh_scopes')::boolean, t.refresh_scopes, false) END;
     t.never_expires   := CASE WHEN 'never_expires' = ANY (cleared) THEN false ELSE coalesce((s->>'never_expires')::boolean, t.never_expires, false) END;
     t.token_scheme    := CASE WHEN 'token_scheme' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_scheme', t.token_scheme) END;
+    t.token_path_exchange_only := CASE WHEN 'token_path_exchange_only' = ANY (cleared) THEN false
+                                       ELSE coalesce((s->>'token_path_exchange_only')::boolean, t.token_path_exchange_only, false) END;
     t.token_header    := CASE WHEN 'token_header' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_header', t.token_header) END;
     t.verify_headers  := CASE WHEN 'verify_headers' = ANY (cleared) THEN NULL ELSE coalesce(s->'verify_headers', t.verify_headers) END;
     t.field_names     := CASE WHEN 'field_names' = ANY (cleared) THEN NULL ELSE coalesce(s->'field_names', t.field_names) END;

@@ -106,7 +106,8 @@ BEGIN
     ELSIF c.issued_at_unit IS NOT NULL AND t->>'issued_at' ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN
         issued := (t->>'issued_at')::numeric / CASE c.issued_at_unit WHEN 'milliseconds' THEN 1000 ELSE 1 END;
         n := coalesce((t->>'expires_in')::numeric, c.token_lifetime);
-        IF n IS NOT NULL AND issued < 4102444800 THEN
+        -- an issued_at more than a day off this server's clock is not believed
+        IF n IS NOT NULL AND abs(issued - extract(epoch FROM now())) < 86400 THEN
             t := jsonb_set(t, '{expires_in}', to_jsonb(greatest(1, round(issued + n - extract(epoch FROM now())))));
         END IF;
     END IF;

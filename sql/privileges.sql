@@ -20,7 +20,7 @@ GRANT SELECT (id, name, service, type, grant_type, client_id, auth_url, token_ur
               api_key_prefix, owner, visibility, created_at, updated_at,
               body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
               allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires,
-              token_scheme, token_header, verify_headers, field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
+              token_scheme, token_header, verify_headers, token_path_exchange_only, field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
               verify_url, verify_method, verify_ok_field, check_every)
     ON clients TO tokenvault_app;
 GRANT SELECT ON providers TO tokenvault_app;

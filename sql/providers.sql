@@ -40,7 +40,9 @@ CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
         || jsonb_build_object('allowed_hosts', to_jsonb(p.allowed_hosts), 'verify_url', p.verify_url,
                'verify_method', CASE WHEN p.verify_url IS NOT NULL THEN p.verify_method END,
                'verify_ok_field', p.verify_ok_field))
-        || p.settings
+        || (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(p.settings) x(k, v)
+             WHERE k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
+                                  'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']))
 $$;
 
 -- The settings a catalogue row holds that a client may have had from an
@@ -51,7 +53,7 @@ CREATE FUNCTION _provider_managed() RETURNS text[]
                  'client_auth', 'body_format', 'token_path', 'token_lifetime', 'never_expires', 'pkce',
                  'extra_params', 'refresh_scopes', 'api_key_header', 'api_key_prefix', 'allowed_hosts',
                  'verify_url', 'verify_method', 'verify_ok_field', 'expires_in_unit', 'field_names',
-                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers']
+                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'token_path_exchange_only']
 $$;
 
 -- A value the administrator gives for a client-wide {param}: it may fill a
@@ -214,6 +216,18 @@ DECLARE
     urls text := concat_ws(' ', p.auth_url, p.token_url, p.refresh_url, p.revoke_url, p.verify_url, p.docs_url);
     bad text;
 BEGIN
+    -- what a row may set beyond its columns: quirks, never a secret, an id,
+    -- a URL or plain http, which would hide where its clients connect
+    SELECT k INTO bad FROM jsonb_object_keys(p.settings) k
+     WHERE NOT k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
+                              'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']) LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'provider "%": "%" cannot be among its settings', p.key, bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A row''s settings are quirks: expires_in_unit, field_names, issued_at_unit, error_field, '
+                         'error_description_field, reauth_errors, token_scheme, token_header, verify_headers, refresh_every; '
+                         'its URLs, scopes and the rest are columns.';
+    END IF;
     IF p.auth_type = 'oauth2' AND (p.token_url IS NULL
        OR (coalesce(p.grant_type, 'authorization_code') = 'authorization_code' AND p.auth_url IS NULL)) THEN
         RAISE EXCEPTION 'provider "%" needs a token_url%', p.key,
@@ -250,16 +264,34 @@ CREATE FUNCTION _provider_settings_of(p tokenvault.providers) RETURNS jsonb
 $$;
 
 -- Load the rows the extension ships (catalogue.sql), replacing the ones
--- it shipped before and keeping those add_provider added.
+-- it shipped before and keeping those add_provider added.  A superuser's
+-- row under a shipped key overrides it; another role's row under a key the
+-- extension now ships (added before the extension knew the provider) moves
+-- aside to "<key>_custom", so that the shipped key means the shipped row.
 CREATE FUNCTION _ship_providers(rows jsonb) RETURNS void
     LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     r jsonb;
     p tokenvault.providers;
+    aside text;
+    n integer;
 BEGIN
     DELETE FROM tokenvault.providers WHERE added_by IS NULL;
     FOR r IN SELECT * FROM jsonb_array_elements(rows) LOOP
         p := tokenvault._provider_from_json(r);
+        IF EXISTS (SELECT FROM tokenvault.providers x LEFT JOIN pg_catalog.pg_roles o ON o.rolname = x.added_by
+                    WHERE x.key = p.key AND NOT coalesce(o.rolsuper, false)) THEN
+            n := 1;
+            aside := left(p.key, 55) || '_custom';
+            WHILE EXISTS (SELECT FROM tokenvault.providers x WHERE x.key = aside) LOOP
+                n := n + 1;
+                aside := left(p.key, 55) || '_custom' || n;
+            END LOOP;
+            UPDATE tokenvault.providers SET key = aside WHERE key = p.key;
+            RAISE WARNING 'provider "%" added by % is now "%": tokenvault ships a provider under its key', p.key,
+                          (SELECT added_by FROM tokenvault.providers WHERE key = aside), aside
+                USING HINT = 'Clients made from it keep their settings; compare it with the shipped row.';
+        END IF;
         CONTINUE WHEN EXISTS (SELECT FROM tokenvault.providers x WHERE x.key = p.key);
         INSERT INTO tokenvault.providers SELECT p.*;
     END LOOP;

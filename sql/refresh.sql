@@ -69,6 +69,10 @@ BEGIN
     END IF;
     plan.version := a.version;
     plan.config := tokenvault._client_config(c, cred);
+    -- a provider that nests the token in the code exchange's answer only (Slack)
+    IF c.token_path_exchange_only THEN
+        plan.config := plan.config - 'token_path';
+    END IF;
     -- the old token's own fields go; credentials (username, password) and
     -- an unrotated refresh token stay
     plan.keep := cred - ARRAY['access_token', 'id_token'];

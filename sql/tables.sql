@@ -93,6 +93,7 @@ CREATE TABLE clients (
     refresh_scopes  boolean NOT NULL DEFAULT false,
     never_expires   boolean NOT NULL DEFAULT false,
     token_scheme    text CHECK (token_scheme ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
+    token_path_exchange_only boolean NOT NULL DEFAULT false,   -- refreshes answer at the top (Slack)
     token_header    text CHECK (token_header ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
     field_names     jsonb,
     issued_at_unit  text CHECK (issued_at_unit IN ('seconds', 'milliseconds')),

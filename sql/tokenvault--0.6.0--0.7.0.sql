@@ -109,6 +109,7 @@ ALTER TABLE clients ADD COLUMN provider text, ADD COLUMN provider_params jsonb,
     ADD COLUMN refresh_scopes boolean NOT NULL DEFAULT false,
     ADD COLUMN never_expires boolean NOT NULL DEFAULT false,
     ADD COLUMN token_scheme text CHECK (token_scheme ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
+    ADD COLUMN token_path_exchange_only boolean NOT NULL DEFAULT false,
     ADD COLUMN token_header text CHECK (token_header ~ '^[-A-Za-z0-9!#$%&''*+.^_`|~]{1,64}$'),
     ADD COLUMN field_names jsonb,
     ADD COLUMN issued_at_unit text CHECK (issued_at_unit IN ('seconds', 'milliseconds')),
@@ -393,13 +394,13 @@ DECLARE
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
         'api_key_header', 'api_key_prefix', 'visibility', 'allowed_hosts', 'allow_insecure_http',
-        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names',
+        'provider', 'params', 'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'token_path_exchange_only',
         'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors',
         'verify_url', 'verify_method', 'verify_ok_field', 'verify_headers', 'check_every'];
     oauth2_only constant text[] := ARRAY['grant', 'client_id', 'client_secret', 'auth_url', 'token_url',
         'refresh_url', 'revoke_url', 'scopes', 'client_auth', 'token_lifetime', 'extra_params',
         'body_format', 'token_path', 'expires_in_unit', 'scope_separator', 'pkce', 'refresh_every',
-        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'issued_at_unit',
+        'required_scopes', 'refresh_scopes', 'never_expires', 'token_scheme', 'token_header', 'field_names', 'token_path_exchange_only', 'issued_at_unit',
         'error_field', 'error_description_field', 'reauth_errors'];
     -- the token answer's fields field_names may find under another name
     renamable constant text[] := ARRAY['access_token', 'refresh_token', 'expires_in', 'refresh_token_expires_in',
@@ -488,7 +489,7 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'An entry is a host name in lower case, or "*." and one, where "*" stands for exactly one label.';
             END IF;
-        ELSIF k IN ('pkce', 'allow_insecure_http', 'refresh_scopes', 'never_expires') THEN
+        ELSIF k IN ('pkce', 'allow_insecure_http', 'refresh_scopes', 'never_expires', 'token_path_exchange_only') THEN
             IF jsonb_typeof(settings->k) <> 'boolean' THEN
                 RAISE EXCEPTION 'setting "%" must be true or false', k USING ERRCODE = 'invalid_parameter_value';
             END IF;
@@ -571,6 +572,7 @@ BEGIN
             api_key_header, api_key_prefix, secret, owner, visibility,
             body_format, token_path, expires_in_unit, scope_separator, pkce, refresh_every, allowed_hosts,
             allow_insecure_http, provider, provider_params, required_scopes, refresh_scopes, never_expires, token_scheme, token_header,
+            token_path_exchange_only,
             field_names, issued_at_unit, error_field, error_description_field, reauth_errors,
             verify_url, verify_method, verify_ok_field, verify_headers, check_every)
     VALUES (new_id, name, service, type, coalesce(s->>'grant', 'none'), s->>'client_id',
@@ -584,7 +586,8 @@ BEGIN
             t.body_format, t.token_path, t.expires_in_unit, t.scope_separator, t.pkce, t.refresh_every,
             CASE WHEN s ? 'allowed_hosts' THEN ARRAY(SELECT jsonb_array_elements_text(s->'allowed_hosts')) END,
             coalesce((s->>'allow_insecure_http')::boolean, false), s->>'provider', s->'params',
-            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.token_header, t.field_names, t.issued_at_unit, t.error_field,
+            t.required_scopes, t.refresh_scopes, t.never_expires, t.token_scheme, t.token_header, t.token_path_exchange_only,
+            t.field_names, t.issued_at_unit, t.error_field,
             t.error_description_field, t.reauth_errors, t.verify_url, t.verify_method, t.verify_ok_field, t.verify_headers, t.check_every)
     RETURNING * INTO t;
     PERFORM tokenvault._check_client_urls(t);
@@ -662,6 +665,7 @@ BEGIN
         scope_separator = q.scope_separator, pkce = q.pkce, refresh_every = q.refresh_every,
         required_scopes = q.required_scopes, refresh_scopes = q.refresh_scopes, never_expires = q.never_expires,
         token_scheme = q.token_scheme, token_header = q.token_header, verify_headers = q.verify_headers,
+        token_path_exchange_only = q.token_path_exchange_only,
         field_names = q.field_names, issued_at_unit = q.issued_at_unit, error_field = q.error_field,
         error_description_field = q.error_description_field, reauth_errors = q.reauth_errors,
         verify_url = q.verify_url, verify_method = q.verify_method, verify_ok_field = q.verify_ok_field,
@@ -708,6 +712,20 @@ BEGIN
              WHERE NOT h = ANY (coalesce(old.allowed_hosts, '{}'))
                AND NOT ('https://' || h || ':443') = ANY (known) AND NOT ('http://' || h || ':80') = ANY (known)) THEN
         moved := 'allowed_hosts';
+    END IF;
+    -- The revoke and verify URLs receive users' access tokens (and API keys,
+    -- basic pairs), which are good without the client secret: no secret
+    -- given proves anything there.  With users' credentials at stake, only
+    -- a superuser sends them to a new place.
+    IF (SELECT x.setting FROM (VALUES ('revoke_url', new.revoke_url), ('verify_url', new.verify_url)) x(setting, url)
+         WHERE x.url IS NOT NULL AND (NOT tokenvault._url_origin(x.url) = ANY (known)
+                                      OR (x.url LIKE '%{%' AND moved = 'allowed_hosts')) LIMIT 1) IS NOT NULL
+       AND EXISTS (SELECT FROM tokenvault.auths a WHERE a.client_id = old.id)
+       AND NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = tokenvault._caller()) THEN
+        RAISE EXCEPTION 'client % has auths: its revoke and verify URLs cannot go to another host', old.id
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'They receive users'' access tokens and keys, which are good without the client secret. '
+                         'Create a new client for the new host (its users authorize again), or have a superuser make the change.';
     END IF;
     IF moved IS NOT NULL AND old.secret IS NULL THEN
         RAISE EXCEPTION 'the % of client % cannot move to another host: the client has no secret', moved, old.id
@@ -783,6 +801,8 @@ BEGIN
     t.refresh_scopes  := CASE WHEN 'refresh_scopes' = ANY (cleared) THEN false ELSE coalesce((s->>'refresh_scopes')::boolean, t.refresh_scopes, false) END;
     t.never_expires   := CASE WHEN 'never_expires' = ANY (cleared) THEN false ELSE coalesce((s->>'never_expires')::boolean, t.never_expires, false) END;
     t.token_scheme    := CASE WHEN 'token_scheme' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_scheme', t.token_scheme) END;
+    t.token_path_exchange_only := CASE WHEN 'token_path_exchange_only' = ANY (cleared) THEN false
+                                       ELSE coalesce((s->>'token_path_exchange_only')::boolean, t.token_path_exchange_only, false) END;
     t.token_header    := CASE WHEN 'token_header' = ANY (cleared) THEN NULL ELSE coalesce(s->>'token_header', t.token_header) END;
     t.verify_headers  := CASE WHEN 'verify_headers' = ANY (cleared) THEN NULL ELSE coalesce(s->'verify_headers', t.verify_headers) END;
     t.field_names     := CASE WHEN 'field_names' = ANY (cleared) THEN NULL ELSE coalesce(s->'field_names', t.field_names) END;
@@ -1180,7 +1200,8 @@ BEGIN
     ELSIF c.issued_at_unit IS NOT NULL AND t->>'issued_at' ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN
         issued := (t->>'issued_at')::numeric / CASE c.issued_at_unit WHEN 'milliseconds' THEN 1000 ELSE 1 END;
         n := coalesce((t->>'expires_in')::numeric, c.token_lifetime);
-        IF n IS NOT NULL AND issued < 4102444800 THEN
+        -- an issued_at more than a day off this server's clock is not believed
+        IF n IS NOT NULL AND abs(issued - extract(epoch FROM now())) < 86400 THEN
             t := jsonb_set(t, '{expires_in}', to_jsonb(greatest(1, round(issued + n - extract(epoch FROM now())))));
         END IF;
     END IF;
@@ -1414,6 +1435,10 @@ BEGIN
     END IF;
     plan.version := a.version;
     plan.config := tokenvault._client_config(c, cred);
+    -- a provider that nests the token in the code exchange's answer only (Slack)
+    IF c.token_path_exchange_only THEN
+        plan.config := plan.config - 'token_path';
+    END IF;
     -- the old token's own fields go; credentials (username, password) and
     -- an unrotated refresh token stay
     plan.keep := cred - ARRAY['access_token', 'id_token'];
@@ -2747,7 +2772,9 @@ CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
         || jsonb_build_object('allowed_hosts', to_jsonb(p.allowed_hosts), 'verify_url', p.verify_url,
                'verify_method', CASE WHEN p.verify_url IS NOT NULL THEN p.verify_method END,
                'verify_ok_field', p.verify_ok_field))
-        || p.settings
+        || (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(p.settings) x(k, v)
+             WHERE k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
+                                  'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']))
 $$;
 
 CREATE FUNCTION _provider_managed() RETURNS text[]
@@ -2756,7 +2783,7 @@ CREATE FUNCTION _provider_managed() RETURNS text[]
                  'client_auth', 'body_format', 'token_path', 'token_lifetime', 'never_expires', 'pkce',
                  'extra_params', 'refresh_scopes', 'api_key_header', 'api_key_prefix', 'allowed_hosts',
                  'verify_url', 'verify_method', 'verify_ok_field', 'expires_in_unit', 'field_names',
-                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers']
+                 'issued_at_unit', 'error_field', 'error_description_field', 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'token_path_exchange_only']
 $$;
 
 CREATE FUNCTION _provider_param_ok(value text) RETURNS boolean
@@ -2904,6 +2931,18 @@ DECLARE
     urls text := concat_ws(' ', p.auth_url, p.token_url, p.refresh_url, p.revoke_url, p.verify_url, p.docs_url);
     bad text;
 BEGIN
+    -- what a row may set beyond its columns: quirks, never a secret, an id,
+    -- a URL or plain http, which would hide where its clients connect
+    SELECT k INTO bad FROM jsonb_object_keys(p.settings) k
+     WHERE NOT k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
+                              'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']) LIMIT 1;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'provider "%": "%" cannot be among its settings', p.key, bad
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A row''s settings are quirks: expires_in_unit, field_names, issued_at_unit, error_field, '
+                         'error_description_field, reauth_errors, token_scheme, token_header, verify_headers, refresh_every; '
+                         'its URLs, scopes and the rest are columns.';
+    END IF;
     IF p.auth_type = 'oauth2' AND (p.token_url IS NULL
        OR (coalesce(p.grant_type, 'authorization_code') = 'authorization_code' AND p.auth_url IS NULL)) THEN
         RAISE EXCEPTION 'provider "%" needs a token_url%', p.key,
@@ -2942,10 +2981,25 @@ CREATE FUNCTION _ship_providers(rows jsonb) RETURNS void
 DECLARE
     r jsonb;
     p tokenvault.providers;
+    aside text;
+    n integer;
 BEGIN
     DELETE FROM tokenvault.providers WHERE added_by IS NULL;
     FOR r IN SELECT * FROM jsonb_array_elements(rows) LOOP
         p := tokenvault._provider_from_json(r);
+        IF EXISTS (SELECT FROM tokenvault.providers x LEFT JOIN pg_catalog.pg_roles o ON o.rolname = x.added_by
+                    WHERE x.key = p.key AND NOT coalesce(o.rolsuper, false)) THEN
+            n := 1;
+            aside := left(p.key, 55) || '_custom';
+            WHILE EXISTS (SELECT FROM tokenvault.providers x WHERE x.key = aside) LOOP
+                n := n + 1;
+                aside := left(p.key, 55) || '_custom' || n;
+            END LOOP;
+            UPDATE tokenvault.providers SET key = aside WHERE key = p.key;
+            RAISE WARNING 'provider "%" added by % is now "%": tokenvault ships a provider under its key', p.key,
+                          (SELECT added_by FROM tokenvault.providers WHERE key = aside), aside
+                USING HINT = 'Clients made from it keep their settings; compare it with the shipped row.';
+        END IF;
         CONTINUE WHEN EXISTS (SELECT FROM tokenvault.providers x WHERE x.key = p.key);
         INSERT INTO tokenvault.providers SELECT p.*;
     END LOOP;
@@ -3150,7 +3204,7 @@ CREATE TRIGGER clients_reschedule_checks AFTER UPDATE OF check_every, verify_url
     EXECUTE FUNCTION _reschedule_checks();
 GRANT SELECT ON providers TO tokenvault_app;
 GRANT SELECT (provider, provider_params, required_scopes, refresh_scopes, never_expires,
-              token_scheme, token_header, verify_headers, field_names, issued_at_unit, error_field,
+              token_scheme, token_header, verify_headers, token_path_exchange_only, field_names, issued_at_unit, error_field,
               error_description_field, reauth_errors, verify_url, verify_method, verify_ok_field, check_every)
     ON clients TO tokenvault_app;
 GRANT SELECT (last_checked_at, last_check, check_at) ON auths TO tokenvault_app;
@@ -3300,7 +3354,7 @@ SELECT tokenvault._ship_providers($catalogue$[
 {"key": "salesforce_sandbox", "name": "Salesforce (sandbox)", "auth_type": "oauth2", "auth_url": "https://test.salesforce.com/services/oauth2/authorize", "token_url": "https://test.salesforce.com/services/oauth2/token", "revoke_url": "https://test.salesforce.com/services/oauth2/revoke", "scopes": ["api", "openid"], "required_scopes": ["refresh_token"], "client_auth": "post", "pkce": true, "token_lifetime": 7200, "settings": {"issued_at_unit": "milliseconds"}, "verify_url": "https://test.salesforce.com/services/oauth2/userinfo", "docs_url": "https://help.salesforce.com/s/articleView?id=sf.remoteaccess_oauth_web_server_flow.htm&type=5", "checked_on": "2026-12-05"},
 {"key": "sendgrid", "name": "Twilio SendGrid", "auth_type": "api_key", "api_key_header": "Authorization", "api_key_prefix": "Bearer", "verify_url": "https://api.sendgrid.com/v3/scopes", "docs_url": "https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/authentication", "checked_on": "2026-12-05"},
 {"key": "shopify", "name": "Shopify (offline access token)", "auth_type": "oauth2", "auth_url": "https://{shop}.myshopify.com/admin/oauth/authorize", "token_url": "https://{shop}.myshopify.com/admin/oauth/access_token", "scopes": ["read_products"], "scope_separator": ",", "client_auth": "post", "extra_params": {"token": {"expiring": "1"}}, "rotates_refresh_token": true, "tenant_params": {"shop": {"from": "auth", "example": "acme", "description": "The store's myshopify.com subdomain (acme in acme.myshopify.com), from the shop parameter of the install/callback request"}}, "allowed_hosts": ["*.myshopify.com"], "verify_url": "https://{shop}.myshopify.com/admin/oauth/access_scopes.json", "docs_url": "https://shopify.dev/docs/apps/build/authentication-authorization/access-tokens/offline-access-tokens", "checked_on": "2026-12-05", "settings": {"token_header": "X-Shopify-Access-Token"}},
-{"key": "slack", "name": "Slack (user token, OAuth v2)", "auth_type": "oauth2", "auth_url": "https://slack.com/oauth/v2/authorize", "token_url": "https://slack.com/api/oauth.v2.access", "scope_separator": ",", "client_auth": "basic", "token_path": "authed_user", "pkce": true, "rotates_refresh_token": true, "extra_params": {"authorize": {"user_scope": "users:read"}}, "settings": {"reauth_errors": ["invalid_refresh_token", "token_revoked"], "token_scheme": "Bearer"}, "verify_url": "https://slack.com/api/auth.test", "verify_method": "POST", "verify_ok_field": "ok", "docs_url": "https://docs.slack.dev/authentication/using-token-rotation", "checked_on": "2026-12-05"},
+{"key": "slack", "name": "Slack (user token, OAuth v2)", "auth_type": "oauth2", "auth_url": "https://slack.com/oauth/v2/authorize", "token_url": "https://slack.com/api/oauth.v2.access", "scope_separator": ",", "client_auth": "basic", "token_path": "authed_user", "pkce": true, "rotates_refresh_token": true, "extra_params": {"authorize": {"user_scope": "users:read"}}, "settings": {"reauth_errors": ["invalid_refresh_token", "token_revoked"], "token_scheme": "Bearer", "token_path_exchange_only": true}, "verify_url": "https://slack.com/api/auth.test", "verify_method": "POST", "verify_ok_field": "ok", "docs_url": "https://docs.slack.dev/authentication/using-token-rotation", "checked_on": "2026-12-05"},
 {"key": "smartsheet", "name": "Smartsheet", "auth_type": "oauth2", "auth_url": "https://app.smartsheet.com/b/authorize", "token_url": "https://api.smartsheet.com/2.0/token", "scopes": ["READ_SHEETS"], "client_auth": "post", "verify_url": "https://api.smartsheet.com/2.0/users/me", "docs_url": "https://developers.smartsheet.com/api/smartsheet/guides/advanced-topics/oauth", "checked_on": "2026-12-05"},
 {"key": "snowflake", "name": "Snowflake OAuth (custom client)", "auth_type": "oauth2", "auth_url": "https://{account}.snowflakecomputing.com/oauth/authorize", "token_url": "https://{account}.snowflakecomputing.com/oauth/token-request", "revoke_url": "https://{account}.snowflakecomputing.com/oauth/revoke", "required_scopes": ["refresh_token"], "pkce": true, "tenant_params": {"account": {"from": "client", "example": "myorg-myaccount", "description": "Snowflake account identifier (the security integration lives in this account)"}}, "docs_url": "https://docs.snowflake.com/en/user-guide/oauth-custom", "checked_on": "2026-12-05"},
 {"key": "spotify", "name": "Spotify", "auth_type": "oauth2", "auth_url": "https://accounts.spotify.com/authorize", "token_url": "https://accounts.spotify.com/api/token", "scopes": ["user-read-private"], "pkce": true, "verify_url": "https://api.spotify.com/v1/me", "docs_url": "https://developer.spotify.com/documentation/web-api/tutorials/code-flow", "checked_on": "2026-12-05"},

@@ -145,14 +145,9 @@ path_scalar(JsonbContainer *obj, const char *path)
 	return tv_jsonb_scalar(v.val.binary.data, dot + 1);
 }
 
-/*
- * The token object at the client's token_path ("a.b"), as a jsonb of its
- * own; the top level when there is no path, or when the path leads nowhere
- * and the token sits at the top (Slack nests a user token in the exchange's
- * answer, not in its refreshes').
- */
+/* The token object at the client's token_path ("a.b"), or the top level, as a jsonb of its own. */
 static Jsonb *
-token_object(Jsonb *doc, const char *path, const char *field)
+token_object(Jsonb *doc, const char *path)
 {
 	JsonbValue	v;
 
@@ -162,7 +157,7 @@ token_object(Jsonb *doc, const char *path, const char *field)
 		return doc;
 	if (path_member(&doc->root, path, &v) && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
 		return JsonbValueToJsonb(&v);
-	return tv_jsonb_scalar(&doc->root, field) ? doc : NULL;
+	return NULL;
 }
 
 /*
@@ -278,7 +273,7 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	 * is a success, whatever such a field says.
 	 */
 	if (doc && tv_jsonb_scalar(config, "error_field") && resp->status >= 200 && resp->status < 300 &&
-		(tok = token_object(doc, path, field)) != NULL && tv_jsonb_scalar(&tok->root, field) &&
+		(tok = token_object(doc, path)) != NULL && tv_jsonb_scalar(&tok->root, field) &&
 		tv_jsonb_scalar(&tok->root, field)[0])
 		error = NULL;
 	else
@@ -301,7 +296,7 @@ tv_oauth2_read_response(TvHttpResponse *resp, JsonbContainer *config, List *secr
 	if (doc == NULL)
 		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL, unreadable(resp), -1);
 
-	tok = token_object(doc, path, field);
+	tok = token_object(doc, path);
 	if (tok == NULL || tv_jsonb_scalar(&tok->root, field) == NULL || tv_jsonb_scalar(&tok->root, field)[0] == '\0')
 		return tv_verdict_failure(TV_OUTCOME_ERROR, resp->status, NULL,
 							   path ? psprintf("the provider's answer has no %s under \"%s\"", field, path)

@@ -3,7 +3,7 @@
 -- URL on the provider's host with what the provider needs to issue a
 -- refresh token; clients made from it, tenant parameters, add_provider.
 BEGIN;
-SELECT plan((SELECT 2 * count(*)::integer FROM tokenvault.providers) + 35);
+SELECT plan((SELECT 2 * count(*)::integer FROM tokenvault.providers) + 43);
 
 SELECT tokenvault.admit('tokenvault_admin', 'admin'), tokenvault.admit('tokenvault_app', 'app');
 SELECT tokenvault.create_user('tap-providers') AS u \gset
@@ -213,13 +213,55 @@ SELECT throws_ok($$SELECT tokenvault.add_provider('{"key": "app_added"}')$$, '42
 SELECT ok((SELECT count(*) FROM tokenvault.providers) >= 60, 'the application reads the catalogue');
 RESET ROLE;
 
--- an update of the extension replaces the rows it shipped and keeps the added ones
-SELECT tokenvault._ship_providers('[{"key": "google", "name": "Google (newer)", "auth_type": "oauth2",
+-- another administrator cannot send a client's users' access tokens or keys elsewhere:
+-- the verify and revoke URLs of a client with auths stay on their hosts, whatever secret is given
+SELECT tokenvault.create_client('Stripe tap', 'stripe', 'api_key', '{"provider": "stripe"}') AS stripe \gset
+SELECT tokenvault.create_auth(:'u', :'stripe', NULL, '{"api_key": "TVSECRET-sk-tap"}');
+SELECT id AS google_client FROM tokenvault.clients WHERE name = 'tap google' \gset
+SELECT tokenvault.create_auth(:'u', :'google_client', NULL, '{"access_token": "TVSECRET-at-tap", "expires_in": 3600}');
+SET LOCAL ROLE tokenvault_admin;
+SELECT throws_ok(format('SELECT tokenvault.update_client(%L, ''{"verify_url": "https://collector.example.org/me"}'')', :'stripe'),
+                 '42501', NULL, 'an api_key client''s verify URL does not move to another host');
+SELECT throws_ok(format('SELECT tokenvault.update_client(%L, %L)', :'google_client',
+                        '{"verify_url": "https://collector.example.org/me", "client_secret": "anything"}'),
+                 '42501', NULL, 'nor an oauth2 client''s, even with a client secret');
+SELECT throws_ok(format('SELECT tokenvault.update_client(%L, %L)', :'google_client',
+                        '{"revoke_url": "https://collector.example.org/revoke", "client_secret": "anything"}'),
+                 '42501', NULL, 'nor its revoke URL');
+SELECT throws_ok($$SELECT tokenvault.add_provider('{"key": "hidden", "name": "Hidden", "auth_type": "oauth2",
+                     "auth_url": "https://login.hidden.example/a", "token_url": "https://login.hidden.example/t",
+                     "settings": {"token_url": "http://127.0.0.1:9/steal", "allow_insecure_http": true},
+                     "docs_url": "https://docs.hidden.example", "checked_on": "2026-12-01"}')$$,
+                 '22023', 'provider "hidden": "token_url" cannot be among its settings',
+                 'a row''s settings cannot hide another token URL');
+SELECT throws_ok($$SELECT tokenvault.add_provider('{"key": "hidden", "name": "Hidden", "auth_type": "oauth2",
+                     "auth_url": "https://login.hidden.example/a", "token_url": "https://login.hidden.example/t",
+                     "settings": {"client_secret": "x"},
+                     "docs_url": "https://docs.hidden.example", "checked_on": "2026-12-01"}')$$,
+                 '22023', NULL, 'nor a client secret');
+RESET ROLE;
+SELECT lives_ok(format('SELECT tokenvault.update_client(%L, ''{"verify_url": "https://api.stripe.com/v1/account"}'')', :'stripe'),
+                'another path on the same host is fine');
+
+-- an issued_at far from this server's clock is not believed
+SELECT is(tokenvault._normalize_token((SELECT c FROM tokenvault.clients c WHERE name = 'tap salesforce'),
+              '{"access_token": "t", "issued_at": "99999999999999"}')->>'expires_in', NULL,
+          'issued_at years ahead: no lifetime from it (token_lifetime from now applies)');
+SELECT ok((tokenvault._normalize_token((SELECT c FROM tokenvault.clients c WHERE name = 'tap salesforce'),
+              jsonb_build_object('access_token', 't', 'issued_at', ((extract(epoch FROM now()) - 600) * 1000)::bigint::text))->>'expires_in')::integer
+          BETWEEN 6590 AND 6610, 'issued_at ten minutes ago (milliseconds): token_lifetime counts from it');
+
+-- an update of the extension replaces the rows it shipped and keeps the added ones; one
+-- that takes a key the update ships (acme_crm, shipped at last) moves aside
+SET LOCAL client_min_messages = error;
+SELECT tokenvault._ship_providers('[{"key": "acme_crm", "name": "Acme CRM (shipped)", "auth_type": "oauth2",
+    "auth_url": "https://login.acme-crm.example/authorize", "token_url": "https://login.acme-crm.example/token",
+    "docs_url": "https://docs.acme-crm.example/oauth", "checked_on": "2026-12-05"}, {"key": "google", "name": "Google (newer)", "auth_type": "oauth2",
     "auth_url": "https://accounts.google.com/o/oauth2/v2/auth", "token_url": "https://oauth2.googleapis.com/token",
     "docs_url": "https://developers.google.com/identity/protocols/oauth2", "checked_on": "2026-12-05"}]');
 SELECT is((SELECT string_agg(key || '/' || name || '/' || coalesce(added_by::text, '-'), ' ' ORDER BY key) FROM tokenvault.providers),
-          'acme_crm/Acme CRM/tokenvault_admin google/Google (newer)/-',
-          'an update replaces the shipped rows and keeps add_provider''s');
+          'acme_crm/Acme CRM (shipped)/- acme_crm_custom/Acme CRM/tokenvault_admin google/Google (newer)/-',
+          'an update replaces the shipped rows and keeps add_provider''s, aside when it ships their key');
 
 SELECT * FROM finish();
 ROLLBACK;
