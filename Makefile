@@ -4,7 +4,7 @@ MODULE_big = tokenvault
 OBJS       = src/tokenvault.o src/access.o src/settings.o src/keyfile.o src/keyring.o src/crypto.o src/envelope.o \
              src/jsonb_member.o src/spi.o src/probe.o src/verdict.o src/auth.o src/tokens.o \
              src/host_policy.o src/http.o src/http_multi.o src/redact.o src/url_template.o src/oauth2.o src/oauth2_response.o \
-             src/durable.o src/flight.o src/engine.o src/refresher.o src/autonomous.o src/webhooks.o src/worker.o \
+             src/durable.o src/flight.o src/engine.o src/refresher.o src/autonomous.o src/answers.o src/webhooks.o src/worker.o \
              src/launcher.o src/ddl.o src/catalogue.o src/checks.o
 PGFILEDESC = "tokenvault - encrypted credential vault"
 

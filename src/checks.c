@@ -24,6 +24,7 @@
 #include "utils/typcache.h"
 #include "utils/uuid.h"
 
+#include "answers.h"
 #include "checks.h"
 #include "flight.h"
 #include "jsonb_member.h"
@@ -45,11 +46,9 @@ enum
 
 typedef struct Check
 {
+	TvPending	pending;		/* first: what answers.c keeps of it */
 	pg_uuid_t	auth_id;
 	char	   *ok_field;
-	TvHttpRequest req;
-	TvHttpResponse resp;
-	MemoryContext cxt;
 } Check;
 
 typedef struct Verdict
@@ -59,10 +58,9 @@ typedef struct Verdict
 	char	   *message;
 } Verdict;
 
-static int	in_flight = 0;
-static int	nanswered = 0;
-static Check *answered[MAX_CHECKS];
-static MemoryContext checks_cxt = NULL;
+static void record(TvPending *p);
+
+static TvAnswers checks = {.name = "tokenvault check", .max = MAX_CHECKS, .record = record};
 
 /*
  * What an answer says of the credential.  401 and 403 are the provider's
@@ -199,25 +197,22 @@ tv_verify_request(PG_FUNCTION_ARGS)
 
 /* ---- the worker's checks ---- */
 
-static void
-on_checked(TvHttpResponse *resp, void *arg)
-{
-	answered[nanswered++] = (Check *) arg;
-}
-
 /* Record a check's verdict in a transaction of its own. */
 static void
-record(Check *c)
+record(TvPending *p)
 {
+	Check	   *c = (Check *) p;
 	Oid			types[4] = {UUIDOID, TEXTOID, INT4OID, TEXTOID};
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	Verdict		v;
 	TupleDesc	desc;
 
+	/* the credential in the headers is not left in freed memory (libcurl copied them when it was sent) */
+	wipe_headers(&p->req);
 	tv_spi_begin();
 	/* in the transaction: reading the answer's ok field parses JSON */
-	v = judge(&c->resp, c->ok_field);
+	v = judge(&p->resp, c->ok_field);
 	args[0] = UUIDPGetDatum(&c->auth_id);
 	args[1] = CStringGetTextDatum(v.outcome);
 	args[2] = Int32GetDatum((int32) v.status);
@@ -233,60 +228,27 @@ record(Check *c)
 void
 tv_checks_record(void)
 {
-	MemoryContext old = CurrentMemoryContext;
-	int			i;
-
-	for (i = 0; i < nanswered; i++)
-	{
-		Check	   *c = answered[i];
-
-		MemoryContextSwitchTo(c->cxt);
-		PG_TRY();
-		{
-			record(c);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(c->cxt);
-			(void) tv_log_caught_error("tokenvault worker");
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(c->cxt);
-		in_flight--;
-	}
-	nanswered = 0;
+	tv_answers_record(&checks);
 }
 
-/* Put one claimed check on the handle, everything it holds in a context of its own. */
-static void
-send_check(TvHttpMulti *multi, HeapTupleHeader row, TupleDesc desc)
+/* A claimed check, and its row type's descriptor (looked up in the claim's transaction) */
+typedef struct Claimed
 {
-	MemoryContext cxt = AllocSetContextCreate(checks_cxt, "tokenvault check", ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(cxt);
-	Check	   *c = palloc0(sizeof(Check));
-	bool		isnull;
-	bool		added;
+	HeapTupleHeader row;
+	TupleDesc	desc;
+} Claimed;
 
-	c->cxt = cxt;
-	PG_TRY();
-	{
-		memcpy(&c->auth_id, DatumGetUUIDP(request_attr(row, desc, REQ_AUTH_ID, &isnull)), sizeof(pg_uuid_t));
-		make_request(row, desc, &c->req, &c->ok_field);
-		added = tv_http_multi_add(multi, &c->req, &c->resp, on_checked, c);
-		wipe_headers(&c->req);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	in_flight++;
-	if (!added)
-		on_checked(&c->resp, c);	/* refused before it went: recorded as a failure */
-	MemoryContextSwitchTo(old);
+/* Make one claimed check's request (in its own, current, context). */
+static void
+make_check(TvPending *p, void *arg)
+{
+	Check	   *c = (Check *) p;
+	Claimed    *claimed = (Claimed *) arg;
+	bool		isnull;
+
+	memcpy(&c->auth_id, DatumGetUUIDP(request_attr(claimed->row, claimed->desc, REQ_AUTH_ID, &isnull)),
+		   sizeof(pg_uuid_t));
+	make_request(claimed->row, claimed->desc, &p->req, &c->ok_field);
 }
 
 /*
@@ -297,7 +259,7 @@ send_check(TvHttpMulti *multi, HeapTupleHeader row, TupleDesc desc)
 TimestampTz
 tv_checks_send(TvHttpMulti *multi)
 {
-	int			room = Min(MAX_CHECKS - in_flight, tv_flight_room());
+	int			room = Min(tv_answers_room(&checks), tv_flight_room());
 	MemoryContext cxt;
 	MemoryContext old;
 	Oid			types[1] = {INT4OID};
@@ -314,8 +276,6 @@ tv_checks_send(TvHttpMulti *multi)
 
 	if (room <= 0)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-	if (checks_cxt == NULL)
-		checks_cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault checks", ALLOCSET_DEFAULT_SIZES);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault check claim", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
 	args[0] = Int32GetDatum(room);
@@ -335,8 +295,10 @@ tv_checks_send(TvHttpMulti *multi)
 	tv_spi_end();
 	for (i = 0; i < n; i++)
 	{
+		Claimed		claimed = {DatumGetHeapTupleHeader(requests[i]), request_desc};
+
 		MemoryContextSwitchTo(old);
-		send_check(multi, DatumGetHeapTupleHeader(requests[i]), request_desc);
+		tv_answers_send(&checks, multi, sizeof(Check), make_check, &claimed);
 		MemoryContextSwitchTo(cxt);
 	}
 	MemoryContextSwitchTo(old);

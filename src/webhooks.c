@@ -26,6 +26,7 @@
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
+#include "answers.h"
 #include "crypto.h"
 #include "spi.h"
 #include "webhooks.h"
@@ -34,31 +35,22 @@
 
 typedef struct Delivery
 {
+	TvPending	pending;		/* first: what answers.c keeps of it */
 	int64		id;
-	TvHttpRequest req;
-	TvHttpResponse resp;
-	MemoryContext cxt;
 } Delivery;
 
-static int	in_flight = 0;		/* sent, or answered and not yet recorded */
-static int	nanswered = 0;
-static Delivery *answered[MAX_DELIVERIES];	/* in order of arrival */
-static MemoryContext deliveries_cxt = NULL;	/* outlives the loop round that sends */
+static void record(TvPending *p);
 
-/* An answer is in: it waits to be recorded by tv_webhooks_record(). */
-static void
-on_delivered(TvHttpResponse *resp, void *arg)
-{
-	answered[nanswered++] = (Delivery *) arg;
-}
+static TvAnswers sent = {.name = "tokenvault webhook", .max = MAX_DELIVERIES, .record = record};
 
 /* Record a delivery's answer; the SQL side marks it delivered or schedules the next try. */
 static void
-record(Delivery *d)
+record(TvPending *p)
 {
+	Delivery   *d = (Delivery *) p;
 	Oid			types[3] = {INT8OID, INT4OID, TEXTOID};
 	Datum		args[3];
-	TvHttpResponse *resp = &d->resp;
+	TvHttpResponse *resp = &p->resp;
 	TupleDesc	desc;
 
 	args[0] = Int64GetDatum(d->id);
@@ -78,29 +70,7 @@ record(Delivery *d)
 void
 tv_webhooks_record(void)
 {
-	MemoryContext old = CurrentMemoryContext;
-	int			i;
-
-	for (i = 0; i < nanswered; i++)
-	{
-		Delivery   *d = answered[i];
-
-		MemoryContextSwitchTo(d->cxt);
-		PG_TRY();
-		{
-			record(d);
-		}
-		PG_CATCH();
-		{
-			MemoryContextSwitchTo(d->cxt);
-			(void) tv_log_caught_error("tokenvault worker");
-		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(d->cxt);
-		in_flight--;
-	}
-	nanswered = 0;
+	tv_answers_record(&sent);
 }
 
 /* the attributes of tokenvault.delivery, in order */
@@ -171,65 +141,29 @@ signatures_of(Claimed *c, const char *timestamp, const char *body)
 	return psprintf("%s,%s", signature, signature_of(TextDatumGetCString(previous), timestamp, body));
 }
 
-/* A delivery, signed, with everything it holds in cxt. */
-static Delivery *
-make_delivery(Claimed *c, MemoryContext cxt)
+/* Sign a delivery, in its own (current) context. */
+static void
+make_delivery(TvPending *p, void *arg)
 {
-	Delivery   *d = palloc0(sizeof(Delivery));
+	Delivery   *d = (Delivery *) p;
+	Claimed    *c = (Claimed *) arg;
+	TvHttpRequest *req = &p->req;
 	char	   *timestamp = psprintf(INT64_FORMAT, (int64) time(NULL));
 	char	   *body = delivery_text(c, DELIVERY_BODY);
 	char	   *signature = signatures_of(c, timestamp, body);
 
-	d->cxt = cxt;
 	d->id = DatumGetInt64(delivery_attr(c, DELIVERY_ID));
-	d->req.url = delivery_text(c, DELIVERY_URL);
-	d->req.body = body;
-	d->req.body_len = strlen(body);
-	d->req.content_type = "application/json";
+	req->url = delivery_text(c, DELIVERY_URL);
+	req->body = body;
+	req->body_len = strlen(body);
+	req->content_type = "application/json";
 	/* a receiver's 2xx is the whole answer: a page it sends along must not fail the delivery */
-	d->req.discard_body = true;
-	d->req.allow_insecure_http = DatumGetBool(delivery_attr(c, DELIVERY_ALLOW_INSECURE_HTTP));
-	d->req.headers = list_make4(psprintf("X-Tokenvault-Event: %s", delivery_text(c, DELIVERY_EVENT)),
+	req->discard_body = true;
+	req->allow_insecure_http = DatumGetBool(delivery_attr(c, DELIVERY_ALLOW_INSECURE_HTTP));
+	req->headers = list_make4(psprintf("X-Tokenvault-Event: %s", delivery_text(c, DELIVERY_EVENT)),
 								psprintf("X-Tokenvault-Delivery: " INT64_FORMAT, d->id),
 								psprintf("X-Tokenvault-Timestamp: %s", timestamp),
 								psprintf("X-Tokenvault-Signature: %s", signature));
-	return d;
-}
-
-/*
- * Sign one delivery and put it on the handle.  It counts as in flight once
- * it is on the handle or queued as refused; an error before that takes its
- * memory with it and leaves nothing to wait for (the claim runs out, and it
- * goes again).
- */
-static void
-send_delivery(TvHttpMulti *multi, Claimed *c)
-{
-	MemoryContext cxt;
-	MemoryContext old;
-	Delivery   *d;
-	bool		added;
-
-	if (deliveries_cxt == NULL)
-		deliveries_cxt = AllocSetContextCreate(TopMemoryContext, "tokenvault webhooks", ALLOCSET_DEFAULT_SIZES);
-	cxt = AllocSetContextCreate(deliveries_cxt, "tokenvault webhook", ALLOCSET_SMALL_SIZES);
-	old = MemoryContextSwitchTo(cxt);
-	PG_TRY();
-	{
-		d = make_delivery(c, cxt);
-		added = tv_http_multi_add(multi, &d->req, &d->resp, on_delivered, d);
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(old);
-		MemoryContextDelete(cxt);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	in_flight++;
-	if (!added)
-		on_delivered(&d->resp, d);	/* a URL that may not be requested: to be recorded as a failure */
-	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -252,11 +186,11 @@ tv_webhooks_send(TvHttpMulti *multi)
 	TimestampTz next_at;
 	Claimed		claimed;
 
-	if (in_flight >= MAX_DELIVERIES)
+	if (tv_answers_room(&sent) <= 0)
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 	cxt = AllocSetContextCreate(CurrentMemoryContext, "tokenvault webhooks", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(cxt);
-	args[0] = Int32GetDatum(MAX_DELIVERIES - in_flight);
+	args[0] = Int32GetDatum(tv_answers_room(&sent));
 	tv_spi_begin();
 	/* (deliveries tokenvault.delivery[], next_at timestamptz) */
 	row = tv_spi_row("SELECT * FROM tokenvault._webhook_claim($1)", 1, types, args, NULL, &desc);
@@ -278,7 +212,7 @@ tv_webhooks_send(TvHttpMulti *multi)
 		ItemPointerSetInvalid(&claimed.tuple.t_self);
 		claimed.tuple.t_tableOid = InvalidOid;
 		MemoryContextSwitchTo(old);
-		send_delivery(multi, &claimed);
+		tv_answers_send(&sent, multi, sizeof(Delivery), make_delivery, &claimed);
 		MemoryContextSwitchTo(cxt);
 	}
 	MemoryContextSwitchTo(old);
