@@ -303,8 +303,12 @@ tv_checks_send(TvHttpMulti *multi)
 	}
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(cxt);
-	/* a full claim means more may be due */
-	if (n >= room)
-		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	/*
+	 * A full claim means more may be due; checks in flight, that their
+	 * verdicts (each setting its auth's next check) are in: look again in a
+	 * second either way.
+	 */
+	if (n >= room || tv_answers_room(&checks) < MAX_CHECKS)
+		return Min(next_at, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000));
 	return next_at;
 }

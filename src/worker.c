@@ -526,7 +526,6 @@ take_requests(Schedule *s)
 	/* its own writes (new schedules, events) need no expiry scan: that plans itself */
 	s->claim.due = Min(s->claim.due, own_wake_at);
 	s->webhooks.due = Min(s->webhooks.due, own_wake_at);
-	s->checks.due = Min(s->checks.due, own_wake_at);
 	own_wake_at = DT_NOEND;
 }
 
