@@ -228,7 +228,7 @@ CREATE FUNCTION _url_filled(setting text, c tokenvault.clients, fields jsonb) RE
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     url text := CASE setting WHEN 'auth_url' THEN c.auth_url WHEN 'verify_url' THEN c.verify_url END;
-    missing text := substring(url FROM '\{([A-Za-z0-9_]+)\}');
+    missing text;
 BEGIN
     IF setting = 'auth_url' AND url NOT LIKE '%{%' THEN
         RETURN url;

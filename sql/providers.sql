@@ -24,6 +24,15 @@ BEGIN
 END
 $$;
 
+-- What a row may set beyond its columns: quirks, never a secret, an id, a
+-- URL or plain http, which would hide where its clients connect.
+CREATE FUNCTION _provider_quirks() RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
+                 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every',
+                 'token_path_exchange_only']
+$$;
+
 -- The settings a catalogue row stands for, as create_client takes them.
 CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
     LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -41,8 +50,7 @@ CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
                'verify_method', CASE WHEN p.verify_url IS NOT NULL THEN p.verify_method END,
                'verify_ok_field', p.verify_ok_field))
         || (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(p.settings) x(k, v)
-             WHERE k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
-                                  'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']))
+             WHERE k = ANY (tokenvault._provider_quirks()))
 $$;
 
 -- The settings a catalogue row holds that a client may have had from an
@@ -216,17 +224,13 @@ DECLARE
     urls text := concat_ws(' ', p.auth_url, p.token_url, p.refresh_url, p.revoke_url, p.verify_url, p.docs_url);
     bad text;
 BEGIN
-    -- what a row may set beyond its columns: quirks, never a secret, an id,
-    -- a URL or plain http, which would hide where its clients connect
     SELECT k INTO bad FROM jsonb_object_keys(p.settings) k
-     WHERE NOT k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
-                              'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']) LIMIT 1;
+     WHERE NOT k = ANY (tokenvault._provider_quirks()) LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'provider "%": "%" cannot be among its settings', p.key, bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A row''s settings are quirks: expires_in_unit, field_names, issued_at_unit, error_field, '
-                         'error_description_field, reauth_errors, token_scheme, token_header, verify_headers, refresh_every; '
-                         'its URLs, scopes and the rest are columns.';
+                  HINT = 'A row''s settings are quirks: ' || array_to_string(tokenvault._provider_quirks(), ', ')
+                         || '; its URLs, scopes and the rest are columns.';
     END IF;
     IF p.auth_type = 'oauth2' AND (p.token_url IS NULL
        OR (coalesce(p.grant_type, 'authorization_code') = 'authorization_code' AND p.auth_url IS NULL)) THEN

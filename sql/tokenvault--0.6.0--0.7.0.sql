@@ -1302,7 +1302,7 @@ CREATE FUNCTION _url_filled(setting text, c tokenvault.clients, fields jsonb) RE
     LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     url text := CASE setting WHEN 'auth_url' THEN c.auth_url WHEN 'verify_url' THEN c.verify_url END;
-    missing text := substring(url FROM '\{([A-Za-z0-9_]+)\}');
+    missing text;
 BEGIN
     IF setting = 'auth_url' AND url NOT LIKE '%{%' THEN
         RETURN url;
@@ -2759,6 +2759,13 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION _provider_quirks() RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
+                 'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every',
+                 'token_path_exchange_only']
+$$;
+
 CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
     LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_strip_nulls(CASE WHEN p.auth_type = 'oauth2' THEN jsonb_build_object(
@@ -2775,8 +2782,7 @@ CREATE FUNCTION _provider_row_settings(p tokenvault.providers) RETURNS jsonb
                'verify_method', CASE WHEN p.verify_url IS NOT NULL THEN p.verify_method END,
                'verify_ok_field', p.verify_ok_field))
         || (SELECT coalesce(jsonb_object_agg(k, v), '{}') FROM jsonb_each(p.settings) x(k, v)
-             WHERE k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
-                                  'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']))
+             WHERE k = ANY (tokenvault._provider_quirks()))
 $$;
 
 CREATE FUNCTION _provider_managed() RETURNS text[]
@@ -2933,17 +2939,13 @@ DECLARE
     urls text := concat_ws(' ', p.auth_url, p.token_url, p.refresh_url, p.revoke_url, p.verify_url, p.docs_url);
     bad text;
 BEGIN
-    -- what a row may set beyond its columns: quirks, never a secret, an id,
-    -- a URL or plain http, which would hide where its clients connect
     SELECT k INTO bad FROM jsonb_object_keys(p.settings) k
-     WHERE NOT k = ANY (ARRAY['expires_in_unit', 'field_names', 'issued_at_unit', 'error_field', 'error_description_field',
-                              'reauth_errors', 'token_scheme', 'token_header', 'verify_headers', 'refresh_every', 'token_path_exchange_only']) LIMIT 1;
+     WHERE NOT k = ANY (tokenvault._provider_quirks()) LIMIT 1;
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION 'provider "%": "%" cannot be among its settings', p.key, bad
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A row''s settings are quirks: expires_in_unit, field_names, issued_at_unit, error_field, '
-                         'error_description_field, reauth_errors, token_scheme, token_header, verify_headers, refresh_every; '
-                         'its URLs, scopes and the rest are columns.';
+                  HINT = 'A row''s settings are quirks: ' || array_to_string(tokenvault._provider_quirks(), ', ')
+                         || '; its URLs, scopes and the rest are columns.';
     END IF;
     IF p.auth_type = 'oauth2' AND (p.token_url IS NULL
        OR (coalesce(p.grant_type, 'authorization_code') = 'authorization_code' AND p.auth_url IS NULL)) THEN
